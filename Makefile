@@ -1,0 +1,60 @@
+# strata: see README.md. Every target that needs packages installs them.
+GO        ?= go
+BIN       := bin
+GOFLAGS   ?=
+PKGS      := ./...
+# Debian packages the tests and the benchmark use.
+TEST_DEBS := fuse3 attr fuse-overlayfs git tar
+
+.PHONY: all build test test-short demo bench lint fuzz deps clean
+
+all: build
+
+build:
+	$(GO) build $(GOFLAGS) -o $(BIN)/ ./cmd/...
+
+# deps installs what the tests need on Debian (as root); elsewhere it says
+# what is missing.
+deps:
+	@missing=""; for p in $(TEST_DEBS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+			echo "installing:$$missing"; \
+			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+		else \
+			echo "missing Debian packages:$$missing (run 'sudo make deps')"; \
+		fi; \
+	fi
+	$(GO) mod download
+
+# test runs every test with the race detector; the ones that mount need
+# root and /dev/fuse and say so when skipped.
+test: deps lint
+	$(GO) test -race -count=1 -timeout 20m $(PKGS)
+
+test-short:
+	$(GO) test -short -count=1 $(PKGS)
+
+lint:
+	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
+	if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	$(GO) vet $(PKGS)
+
+demo: deps build
+	./scripts/demo.sh $(BIN)
+
+bench: deps build
+	$(GO) run ./bench -strata $(BIN)/strata-fuse $(BENCHFLAGS)
+
+# fuzz runs every fuzzer for a short while.
+FUZZTIME ?= 20s
+fuzz:
+	@for pkg in $$($(GO) list ./...); do \
+		for f in $$($(GO) test -list '^Fuzz' $$pkg 2>/dev/null | grep '^Fuzz'); do \
+			echo "fuzz $$pkg $$f"; \
+			$(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$pkg || exit 1; \
+		done; \
+	done
+
+clean:
+	rm -rf $(BIN)

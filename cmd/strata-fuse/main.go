@@ -1,0 +1,268 @@
+// Command strata-fuse mounts a union of layers with strata's FUSE
+// filesystem. Its command line is fuse-overlayfs's, so it can serve as
+// the mount_program of containers-storage and as a fuse3 mount helper:
+//
+//	strata-fuse [-f] [-d] -o lowerdir=L1:L2,upperdir=U,workdir=W MOUNTPOINT
+//	strata-fuse SOURCE MOUNTPOINT -o OPTIONS
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"log"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"strconv"
+	"syscall"
+
+	"github.com/spf13/pflag"
+	"golang.org/x/sys/unix"
+
+	"github.com/strata-fs/strata/cow"
+	"github.com/strata-fs/strata/fs"
+)
+
+// daemonEnv carries, to the re-executed background daemon, the number of
+// the pipe on which it reports whether the mount went live.
+const daemonEnv = "_STRATA_FUSE_READY_FD"
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stderr))
+}
+
+func usage(w io.Writer, flags *pflag.FlagSet) {
+	fmt.Fprintf(w, `Usage: strata-fuse [-f] [-d] -o lowerdir=L1:L2:...[,upperdir=U,workdir=W][,OPTIONS] MOUNTPOINT
+       strata-fuse SOURCE MOUNTPOINT -o OPTIONS
+
+Mounts a union of directories as kernel overlayfs would: lowerdir lists the
+read-only layers, top first; upperdir receives changes, workdir (on the same
+filesystem) holds copy-ups in progress. Without upperdir the mount is
+read-only. Unmount with 'umount MOUNTPOINT'.
+
+Options (-o, comma separated): lowerdir=, upperdir=, workdir=, ro, rw,
+allow_other, default_permissions, fsname=NAME, volatile, fsync=0|1,
+timeout=SECONDS, noxattrs=0|1, and the generic mount options (dev, suid,
+exec, atime, ...), which are passed over.
+
+Flags:
+%s`, flags.FlagUsages())
+}
+
+func run(args []string, stderr io.Writer) int {
+	flags := pflag.NewFlagSet("strata-fuse", pflag.ContinueOnError)
+	flags.SetOutput(io.Discard)
+	var (
+		optArgs    = flags.StringArrayP("options", "o", nil, "mount options, comma separated")
+		foreground = flags.BoolP("foreground", "f", false, "stay in the foreground")
+		debug      = flags.BoolP("debug", "d", false, "log FUSE requests to stderr (implies -f)")
+		help       = flags.BoolP("help", "h", false, "show this help")
+	)
+	if err := flags.Parse(args); err != nil {
+		fmt.Fprintf(stderr, "strata-fuse: %v (see 'strata-fuse --help')\n", err)
+		return 2
+	}
+	if *help {
+		usage(os.Stdout, flags)
+		return 0
+	}
+	pos := flags.Args()
+	var mountpoint string
+	switch len(pos) {
+	case 1:
+		mountpoint = pos[0]
+	case 2: // mount helper form: SOURCE MOUNTPOINT
+		mountpoint = pos[1]
+	default:
+		fmt.Fprintln(stderr, "strata-fuse: expected a MOUNTPOINT argument (see 'strata-fuse --help')")
+		return 2
+	}
+	o, warnings, err := parseOptions(*optArgs)
+	for _, w := range warnings {
+		fmt.Fprintf(stderr, "strata-fuse: warning: %s\n", w)
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "strata-fuse: %v\n", err)
+		return 2
+	}
+	if len(pos) == 2 && o.fsName == "" {
+		o.fsName = pos[0]
+	}
+	o.debug = o.debug || *debug
+	if err := checkMountpoint(mountpoint); err != nil {
+		fmt.Fprintf(stderr, "strata-fuse: %v\n", err)
+		return 1
+	}
+	if fdStr := os.Getenv(daemonEnv); fdStr != "" {
+		return serveDaemon(mountpoint, o, fdStr)
+	}
+	if *foreground || o.debug {
+		return serveForeground(mountpoint, o, stderr)
+	}
+	return startDaemon(stderr)
+}
+
+// checkMountpoint refuses a mountpoint that is missing, not a directory,
+// or already a mount point (a stale or live mount there would hide ours
+// or be hidden by it).
+func checkMountpoint(mp string) error {
+	st, err := os.Stat(mp)
+	if err != nil {
+		var pe *os.PathError
+		if errors.As(err, &pe) {
+			err = pe.Err
+		}
+		return fmt.Errorf("mountpoint %s: %w", mp, err)
+	}
+	if !st.IsDir() {
+		return fmt.Errorf("mountpoint %s: not a directory", mp)
+	}
+	abs, err := filepath.Abs(mp)
+	if err != nil {
+		return err
+	}
+	if ok, err := isMountPoint(abs); err != nil {
+		return err
+	} else if ok {
+		return fmt.Errorf("mountpoint %s is already a mount point: unmount it first ('umount %s')", mp, mp)
+	}
+	return nil
+}
+
+// isMountPoint compares dir with its parent: a different device, or
+// statx's mount-root attribute, shows a mount.
+func isMountPoint(dir string) (bool, error) {
+	var stx unix.Statx_t
+	if err := unix.Statx(unix.AT_FDCWD, dir, unix.AT_SYMLINK_NOFOLLOW, unix.STATX_BASIC_STATS, &stx); err != nil {
+		return false, fmt.Errorf("mountpoint %s: %w", dir, err)
+	}
+	if stx.Attributes_mask&unix.STATX_ATTR_MOUNT_ROOT != 0 {
+		return stx.Attributes&unix.STATX_ATTR_MOUNT_ROOT != 0, nil
+	}
+	var st, pst unix.Stat_t
+	if err := unix.Lstat(dir, &st); err != nil {
+		return false, err
+	}
+	if err := unix.Lstat(filepath.Dir(dir), &pst); err != nil {
+		return false, err
+	}
+	return st.Dev != pst.Dev || st.Ino == pst.Ino, nil
+}
+
+// mountAndServe opens the stack and mounts it, reporting readiness with
+// ready (nil on success) before serving until unmounted or signalled.
+func mountAndServe(mountpoint string, o options, logger *log.Logger, ready func(error)) int {
+	stack, err := cow.New(o.stack)
+	if err != nil {
+		ready(err)
+		return 1
+	}
+	defer stack.Close()
+	srv, err := fs.Mount(mountpoint, stack, fs.MountOptions{
+		FsName:        o.fsName,
+		Name:          "strata-fuse",
+		AllowOther:    o.allowOther,
+		ReadOnly:      o.readOnly,
+		Debug:         o.debug,
+		Timeout:       o.timeout,
+		DisableXattrs: o.noXattrs,
+		Flags:         o.flags,
+		Logger:        logger,
+	})
+	if err != nil {
+		ready(fmt.Errorf("mount %s: %w", mountpoint, err))
+		return 1
+	}
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
+	go func() {
+		sig := <-sigs
+		logger.Printf("%v: unmounting %s", sig, mountpoint)
+		if err := srv.Unmount(); err != nil {
+			// Busy: detach, so the daemon can still end cleanly.
+			if err := unix.Unmount(mountpoint, unix.MNT_DETACH); err != nil {
+				logger.Printf("unmount %s: %v", mountpoint, err)
+			}
+		}
+	}()
+	ready(nil)
+	srv.Wait()
+	return 0
+}
+
+func serveForeground(mountpoint string, o options, stderr io.Writer) int {
+	logger := log.New(stderr, "strata-fuse: ", 0)
+	return mountAndServe(mountpoint, o, logger, func(err error) {
+		if err != nil {
+			fmt.Fprintf(stderr, "strata-fuse: %v\n", err)
+		}
+	})
+}
+
+// startDaemon re-executes this program in the background and waits until
+// it reports the mount live or failed. Go cannot fork, so the daemon is a
+// new process in its own session; a pipe carries its verdict.
+func startDaemon(stderr io.Writer) int {
+	r, w, err := os.Pipe()
+	if err != nil {
+		fmt.Fprintf(stderr, "strata-fuse: %v\n", err)
+		return 1
+	}
+	self, err := os.Executable()
+	if err != nil {
+		fmt.Fprintf(stderr, "strata-fuse: %v\n", err)
+		return 1
+	}
+	devnull, err := os.OpenFile(os.DevNull, os.O_RDWR, 0)
+	if err != nil {
+		fmt.Fprintf(stderr, "strata-fuse: %v\n", err)
+		return 1
+	}
+	defer devnull.Close()
+	cmd := exec.Command(self, os.Args[1:]...)
+	cmd.Env = append(os.Environ(), daemonEnv+"=3")
+	cmd.ExtraFiles = []*os.File{w}
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = devnull, devnull, devnull
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	if err := cmd.Start(); err != nil {
+		fmt.Fprintf(stderr, "strata-fuse: start daemon: %v\n", err)
+		return 1
+	}
+	w.Close()
+	msg, err := io.ReadAll(r)
+	r.Close()
+	if err == nil && string(msg) == "ok" {
+		cmd.Process.Release()
+		return 0
+	}
+	// The daemon failed or died before the mount went live: reap it.
+	cmd.Wait()
+	if len(msg) == 0 {
+		msg = []byte("daemon exited before the mount went live")
+	}
+	fmt.Fprintf(stderr, "strata-fuse: %s\n", msg)
+	return 1
+}
+
+func serveDaemon(mountpoint string, o options, fdStr string) int {
+	fd, err := strconv.Atoi(fdStr)
+	if err != nil {
+		return 1
+	}
+	os.Unsetenv(daemonEnv)
+	pipe := os.NewFile(uintptr(fd), "ready")
+	logger := log.New(io.Discard, "", 0)
+	if sl, err := newSyslogWriter(); err == nil {
+		logger = log.New(sl, "strata-fuse: ", 0)
+	}
+	return mountAndServe(mountpoint, o, logger, func(err error) {
+		if err != nil {
+			fmt.Fprint(pipe, err.Error())
+		} else {
+			fmt.Fprint(pipe, "ok")
+		}
+		pipe.Close()
+	})
+}

@@ -1,0 +1,329 @@
+package cow
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"path"
+	"strings"
+
+	"golang.org/x/sys/unix"
+)
+
+// CopyUp makes sure the entry at rel lives in the upper layer, copying it
+// and its parent directories up from the lower layer that holds it. It
+// updates e. With dataLen 0 a regular file is copied without its data
+// (the caller truncates it to zero anyway); -1 copies all of it.
+//
+// The algorithm (gVisor's and the kernel's): parents first; the copy is
+// built in the work directory under a fresh name, data first (FICLONE,
+// else copy_file_range, holes kept), then xattrs, owner, mode and times,
+// fsynced unless the stack is volatile, and renamed into place with
+// RENAME_NOREPLACE. A crash leaves the old state or the new one; a
+// concurrent copy-up of the same entry that wins the rename makes ours a
+// no-op. Callers serialise copy-ups of one entry (the fs node lock) to
+// avoid the wasted work.
+func (s *Stack) CopyUp(rel string, e *Entry, dataLen int64) error {
+	if !s.Writable() {
+		return unix.EROFS
+	}
+	if e.InUpper() {
+		return nil
+	}
+	dir, name := path.Split(rel)
+	dir = strings.TrimSuffix(dir, "/")
+	if err := s.copyUpParents(dir); err != nil {
+		return err
+	}
+	var err error
+	if e.IsDir() {
+		err = s.copyUpDir(rel, e.Layer, &e.Stat)
+	} else {
+		err = s.copyUpNonDir(dir, name, e, dataLen)
+	}
+	if err != nil {
+		return fmt.Errorf("copy up %s: %w", rel, err)
+	}
+	var st unix.Stat_t
+	if err := s.upper().Lstat(rel, &st); err != nil {
+		return fmt.Errorf("copy up %s: %w", rel, err)
+	}
+	e.Layer, e.Stat = UpperIndex, st
+	return nil
+}
+
+// copyUpParents makes dir and its parents exist in the upper layer.
+func (s *Stack) copyUpParents(dir string) error {
+	if dir == "" {
+		return nil
+	}
+	u := s.upper()
+	var st unix.Stat_t
+	if err := u.Lstat(dir, &st); err == nil {
+		if st.Mode&unix.S_IFMT != unix.S_IFDIR {
+			return fmt.Errorf("copy up %s: upper holds a non-directory there: %w", dir, unix.ENOTDIR)
+		}
+		return nil
+	} else if !notFound(err) {
+		return err
+	}
+	parent := path.Dir(dir)
+	if parent == "." {
+		parent = ""
+	}
+	if err := s.copyUpParents(parent); err != nil {
+		return err
+	}
+	// The merged dir exists and the upper lacks it, so the topmost lower
+	// holding the path holds it as a directory.
+	for li := 1; li < len(s.layers); li++ {
+		if err := s.layers[li].Lstat(dir, &st); err == nil {
+			if st.Mode&unix.S_IFMT != unix.S_IFDIR {
+				return fmt.Errorf("copy up %s: not a directory in %s: %w", dir, s.layers[li].Path, unix.ENOTDIR)
+			}
+			if err := s.copyUpDir(dir, li, &st); err != nil {
+				return fmt.Errorf("copy up %s: %w", dir, err)
+			}
+			return nil
+		} else if !notFound(err) {
+			return err
+		}
+	}
+	return fmt.Errorf("copy up %s: in no layer: %w", dir, unix.ENOENT)
+}
+
+// copyUpDir copies the directory rel (not its contents) from layer li.
+func (s *Stack) copyUpDir(rel string, li int, st *unix.Stat_t) error {
+	wfd := s.work.fd
+	tmp := s.tmpName()
+	if err := unix.Mkdirat(wfd, tmp, 0o700); err != nil {
+		return err
+	}
+	err := s.finishCopy(li, rel, tmp, st, 0)
+	if err == nil {
+		err = s.publish(tmp, rel, unix.RENAME_NOREPLACE)
+		if errors.Is(err, unix.EEXIST) {
+			err = nil // another copy-up won
+		}
+	}
+	if err != nil {
+		return errors.Join(err, removeAllAt(wfd, tmp))
+	}
+	return nil
+}
+
+// copyUpNonDir copies a non-directory.
+func (s *Stack) copyUpNonDir(dir, name string, e *Entry, dataLen int64) error {
+	rel := path.Join(dir, name)
+	src := s.layers[e.Layer]
+	wfd := s.work.fd
+	tmp := s.tmpName()
+	st := &e.Stat
+	switch st.Mode & unix.S_IFMT {
+	case unix.S_IFREG:
+		if err := s.copyData(src, rel, tmp, st, dataLen); err != nil {
+			unix.Unlinkat(wfd, tmp, 0)
+			return err
+		}
+	case unix.S_IFLNK:
+		target, err := src.Readlink(rel)
+		if err != nil {
+			return err
+		}
+		if err := unix.Symlinkat(target, wfd, tmp); err != nil {
+			return err
+		}
+	default:
+		if err := unix.Mknodat(wfd, tmp, st.Mode&unix.S_IFMT|0o600, int(st.Rdev)); err != nil {
+			return err
+		}
+	}
+	var origin uint64
+	if st.Nlink == 1 {
+		// Hard links are broken by copy-up (as in overlayfs without
+		// index), so only a file with no other name keeps its number.
+		origin = e.Ino
+	}
+	err := s.finishCopy(e.Layer, rel, tmp, st, origin)
+	if err == nil {
+		err = s.publish(tmp, rel, unix.RENAME_NOREPLACE)
+		if errors.Is(err, unix.EEXIST) {
+			err = nil
+			unix.Unlinkat(wfd, tmp, 0)
+		}
+	}
+	if err != nil {
+		unix.Unlinkat(wfd, tmp, 0)
+	}
+	return err
+}
+
+// copyData copies a regular file's data into a new work file tmp.
+func (s *Stack) copyData(src *Layer, rel, tmp string, st *unix.Stat_t, dataLen int64) error {
+	dst, err := unix.Openat(s.work.fd, tmp, unix.O_CREAT|unix.O_EXCL|unix.O_WRONLY|unix.O_CLOEXEC, 0o600)
+	if err != nil {
+		return err
+	}
+	err = func() error {
+		if dataLen == 0 || st.Size == 0 {
+			return nil
+		}
+		in, err := src.openAt(rel, unix.O_RDONLY, 0)
+		if err != nil {
+			return err
+		}
+		defer unix.Close(in)
+		return cloneOrCopy(dst, in, st.Size)
+	}()
+	if err == nil && !s.volatile {
+		err = unix.Fsync(dst)
+	}
+	return errors.Join(err, unix.Close(dst))
+}
+
+// cloneOrCopy fills dst with the first size bytes of src: a reflink where
+// the filesystem shares extents, else copy_file_range over the data
+// segments only, so holes stay holes.
+func cloneOrCopy(dst, src int, size int64) error {
+	if unix.IoctlFileClone(dst, src) == nil {
+		return nil
+	}
+	var off int64
+	for off < size {
+		data, err := unix.Seek(src, off, unix.SEEK_DATA)
+		if err == unix.ENXIO {
+			break // only a hole is left
+		}
+		if err != nil {
+			data = off // no SEEK_DATA: copy everything
+		}
+		hole, err := unix.Seek(src, data, unix.SEEK_HOLE)
+		if err != nil || hole > size {
+			hole = size
+		}
+		if err := copyRange(dst, src, data, hole); err != nil {
+			return err
+		}
+		off = hole
+	}
+	return unix.Ftruncate(dst, size)
+}
+
+func copyRange(dst, src int, from, to int64) error {
+	for from < to {
+		roff, woff := from, from
+		n, err := unix.CopyFileRange(src, &roff, dst, &woff, int(min(to-from, 1<<30)), 0)
+		if err == unix.EINTR {
+			continue
+		}
+		if err == unix.EXDEV || err == unix.ENOSYS || err == unix.EOPNOTSUPP || err == unix.EINVAL {
+			return copyRead(dst, src, from, to)
+		}
+		if err != nil {
+			return err
+		}
+		if n == 0 {
+			return fmt.Errorf("copy data: source shrank at %d: %w", from, unix.EIO)
+		}
+		from += int64(n)
+	}
+	return nil
+}
+
+func copyRead(dst, src int, from, to int64) error {
+	buf := make([]byte, 1<<20)
+	for from < to {
+		n, err := unix.Pread(src, buf[:min(int64(len(buf)), to-from)], from)
+		if err != nil {
+			return err
+		}
+		if n == 0 {
+			return fmt.Errorf("copy data: source shrank at %d: %w", from, unix.EIO)
+		}
+		if _, err := unix.Pwrite(dst, buf[:n], from); err != nil {
+			return err
+		}
+		from += int64(n)
+	}
+	return nil
+}
+
+// finishCopy gives the work entry tmp the xattrs, owner, mode and times of
+// rel in layer li, and records origin (when non-zero) as its merged inode
+// number.
+func (s *Stack) finishCopy(li int, rel, tmp string, st *unix.Stat_t, origin uint64) error {
+	wfd := s.work.fd
+	isLink := st.Mode&unix.S_IFMT == unix.S_IFLNK
+	if err := s.copyXattrs(s.layers[li], rel, tmp); err != nil {
+		return err
+	}
+	if err := unix.Fchownat(wfd, tmp, int(st.Uid), int(st.Gid), unix.AT_SYMLINK_NOFOLLOW); err != nil {
+		return err
+	}
+	if !isLink {
+		if err := unix.Fchmodat(wfd, tmp, st.Mode&0o7777, 0); err != nil {
+			return err
+		}
+	}
+	if origin != 0 {
+		var b [8]byte
+		binary.LittleEndian.PutUint64(b[:], origin)
+		err := s.work.Setxattr(tmp, s.originXattr(), b[:], 0)
+		if err != nil && !(isLink && !s.trustedXattrs) {
+			return fmt.Errorf("record origin: %w", err)
+		}
+	}
+	ts := []unix.Timespec{st.Atim, st.Mtim}
+	return unix.UtimesNanoAt(wfd, tmp, ts, unix.AT_SYMLINK_NOFOLLOW)
+}
+
+// copyXattrs copies every xattr but the overlay's own.
+func (s *Stack) copyXattrs(src *Layer, rel, tmp string) error {
+	names, err := src.Listxattr(rel)
+	if err != nil {
+		if errors.Is(err, unix.ENOTSUP) {
+			return nil
+		}
+		return err
+	}
+	for _, n := range names {
+		if IsHiddenXattr(n) {
+			continue
+		}
+		v, err := src.Getxattr(rel, n)
+		if errors.Is(err, unix.ENODATA) {
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("xattr %s: %w", n, err)
+		}
+		if err := s.work.Setxattr(tmp, n, v, 0); err != nil {
+			if errors.Is(err, unix.EPERM) && strings.HasPrefix(n, "security.") {
+				continue // an LSM refusing a label it would set itself
+			}
+			return fmt.Errorf("xattr %s: %w", n, err)
+		}
+	}
+	return nil
+}
+
+// publish renames the work entry tmp to rel in the upper layer, keeping
+// the upper parent's times as they were (copy-up and the overlay's own
+// bookkeeping do not change a directory's mtime in the merged view).
+func (s *Stack) publish(tmp, rel string, flags uint) error {
+	return s.upper().withParent(rel, func(pfd int, name string) error {
+		var pst unix.Stat_t
+		if err := unix.Fstat(pfd, &pst); err != nil {
+			return err
+		}
+		if err := unix.Renameat2(s.work.fd, tmp, pfd, name, flags); err != nil {
+			return err
+		}
+		return restoreTimes(pfd, &pst)
+	})
+}
+
+// restoreTimes sets the atime and mtime of the directory pfd back to st's.
+func restoreTimes(pfd int, st *unix.Stat_t) error {
+	return unix.UtimesNanoAt(pfd, "", []unix.Timespec{st.Atim, st.Mtim}, unix.AT_EMPTY_PATH)
+}

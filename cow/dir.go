@@ -1,0 +1,229 @@
+package cow
+
+import (
+	"encoding/binary"
+	"errors"
+	"path"
+	"strings"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+// DirEntry is one name of a merged directory listing.
+type DirEntry struct {
+	Name string
+	Type uint32 // S_IFMT bits
+	Ino  uint64 // merged inode number
+}
+
+type rawDirent struct {
+	Name string
+	Ino  uint64
+	Type uint8 // DT_*
+}
+
+// readDirFd reads every entry of the open directory fd, "." and ".."
+// excluded.
+func readDirFd(fd int) ([]rawDirent, error) {
+	var out []rawDirent
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := unix.Getdents(fd, buf)
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			return out, err
+		}
+		if n <= 0 {
+			return out, nil
+		}
+		b := buf[:n]
+		for len(b) > 0 {
+			// struct linux_dirent64: ino u64, off s64, reclen u16, type u8, name
+			reclen := int(binary.NativeEndian.Uint16(b[16:18]))
+			if reclen == 0 || reclen > len(b) {
+				return out, errors.New("getdents: bad record length")
+			}
+			ino := binary.NativeEndian.Uint64(b[0:8])
+			typ := b[18]
+			nb := b[19:reclen]
+			if i := indexByte(nb, 0); i >= 0 {
+				nb = nb[:i]
+			}
+			name := unsafe.String(unsafe.SliceData(nb), len(nb))
+			if name != "." && name != ".." {
+				out = append(out, rawDirent{Name: strings.Clone(name), Ino: ino, Type: typ})
+			}
+			b = b[reclen:]
+		}
+	}
+}
+
+func indexByte(b []byte, c byte) int {
+	for i, x := range b {
+		if x == c {
+			return i
+		}
+	}
+	return -1
+}
+
+func dtToMode(t uint8) uint32 {
+	switch t {
+	case unix.DT_DIR:
+		return unix.S_IFDIR
+	case unix.DT_REG:
+		return unix.S_IFREG
+	case unix.DT_LNK:
+		return unix.S_IFLNK
+	case unix.DT_CHR:
+		return unix.S_IFCHR
+	case unix.DT_BLK:
+		return unix.S_IFBLK
+	case unix.DT_FIFO:
+		return unix.S_IFIFO
+	case unix.DT_SOCK:
+		return unix.S_IFSOCK
+	}
+	return 0
+}
+
+// readLayerDir lists dir in layer li for a merge: visible entries, and
+// the names that the layer's whiteouts hide beneath it.
+func (s *Stack) readLayerDir(li int, dir string) (ents []rawDirent, whiteouts []string, err error) {
+	l := s.layers[li]
+	fd, err := l.openAt(dir, unix.O_RDONLY|unix.O_DIRECTORY, 0)
+	if err != nil {
+		return nil, nil, err
+	}
+	defer unix.Close(fd)
+	raw, err := readDirFd(fd)
+	if err != nil {
+		return nil, nil, err
+	}
+	xattrWhiteouts := false
+	if names, _ := listxattrFd(fd); len(names) > 0 {
+		for _, n := range names {
+			if n == "trusted.overlay.whiteouts" || n == "user.overlay.whiteouts" {
+				xattrWhiteouts = true
+			}
+		}
+	}
+	ents = raw[:0]
+	for _, de := range raw {
+		if strings.HasPrefix(de.Name, WhiteoutPrefix) {
+			if de.Name != OpaqueMarker {
+				whiteouts = append(whiteouts, de.Name[len(WhiteoutPrefix):])
+			}
+			continue
+		}
+		if de.Type == unix.DT_CHR || de.Type == unix.DT_UNKNOWN || (xattrWhiteouts && de.Type == unix.DT_REG) {
+			var st unix.Stat_t
+			if err := unix.Fstatat(fd, de.Name, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+				if notFound(err) {
+					continue
+				}
+				return nil, nil, err
+			}
+			de.Type = uint8(st.Mode & unix.S_IFMT >> 12)
+			if l.isWhiteout(path.Join(dir, de.Name), &st) {
+				whiteouts = append(whiteouts, de.Name)
+				continue
+			}
+		}
+		ents = append(ents, de)
+	}
+	return ents, whiteouts, nil
+}
+
+// ReadDir lists the merged directory dir, whose entry is e. Whiteouts and
+// opaque directories are applied; names reserved for whiteouts are never
+// listed.
+func (s *Stack) ReadDir(dir string, e *Entry) ([]DirEntry, error) {
+	seen := make(map[string]int)
+	var out []DirEntry
+	merge := func(li int) error {
+		ents, whs, err := s.readLayerDir(li, dir)
+		if err != nil {
+			return err
+		}
+		for _, w := range whs {
+			if _, ok := seen[w]; !ok {
+				seen[w] = -1
+			}
+		}
+		for _, de := range ents {
+			if i, ok := seen[de.Name]; ok {
+				// A directory merged over a lower directory takes
+				// the lower's inode number, as Lookup does.
+				if i >= 0 && de.Type == unix.DT_DIR && out[i].Type == unix.S_IFDIR && out[i].Ino&inoFromUpper != 0 {
+					out[i].Ino = s.mapIno(li, de.Ino)
+				}
+				continue
+			}
+			seen[de.Name] = len(out)
+			ino := s.mapIno(li, de.Ino)
+			if li == UpperIndex {
+				ino |= inoFromUpper
+			}
+			out = append(out, DirEntry{Name: de.Name, Type: dtToMode(de.Type), Ino: ino})
+		}
+		return nil
+	}
+	if s.Writable() {
+		err := merge(UpperIndex)
+		if err != nil && !(notFound(err) && !e.InUpper()) {
+			return nil, err
+		}
+	}
+	for _, li := range e.Lowers {
+		if err := merge(li); err != nil {
+			return nil, err
+		}
+	}
+	for i := range out {
+		if out[i].Ino&inoFromUpper != 0 {
+			out[i].Ino &^= inoFromUpper
+			if out[i].Type != unix.S_IFDIR {
+				if o, ok := s.originIno(path.Join(dir, out[i].Name)); ok {
+					out[i].Ino = o
+				}
+			}
+		}
+	}
+	return out, nil
+}
+
+// inoFromUpper tags, during a merge, inode numbers taken from the upper
+// layer. mapIno never sets the top bit.
+const inoFromUpper = 1 << 63
+
+// removeAllAt removes name under the directory fd, recursively.
+func removeAllAt(dfd int, name string) error {
+	err := unix.Unlinkat(dfd, name, 0)
+	if err == nil || err == unix.ENOENT {
+		return nil
+	}
+	if err != unix.EISDIR && err != unix.EPERM {
+		return err
+	}
+	fd, err := unix.Openat(dfd, name, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return err
+	}
+	ents, err := readDirFd(fd)
+	if err == nil {
+		for _, de := range ents {
+			if err = removeAllAt(fd, de.Name); err != nil {
+				break
+			}
+		}
+	}
+	unix.Close(fd)
+	if err != nil {
+		return err
+	}
+	return unix.Unlinkat(dfd, name, unix.AT_REMOVEDIR)
+}

@@ -1,0 +1,285 @@
+package cow
+
+import (
+	"errors"
+	"fmt"
+	"path"
+	"strconv"
+	"strings"
+
+	"golang.org/x/sys/unix"
+)
+
+// A Layer is one directory of a stack, held open for its lifetime. Every
+// access to its contents is relative to its directory fd and cannot leave
+// it: multi-component paths are resolved with openat2 and
+// RESOLVE_BENEATH|RESOLVE_NO_SYMLINKS, single names with *at calls that do
+// not follow a trailing symlink.
+type Layer struct {
+	Path string // as given by the user, for messages only
+	fd   int    // O_PATH|O_DIRECTORY
+	Dev  uint64
+}
+
+// OpenLayer opens dir as a layer.
+func OpenLayer(dir string) (*Layer, error) {
+	fd, err := unix.Open(dir, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("open layer %s: %w", dir, err)
+	}
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		unix.Close(fd)
+		return nil, fmt.Errorf("stat layer %s: %w", dir, err)
+	}
+	return &Layer{Path: dir, fd: fd, Dev: st.Dev}, nil
+}
+
+// Close releases the layer's directory fd.
+func (l *Layer) Close() error { return unix.Close(l.fd) }
+
+// Fd returns the layer's directory fd; it stays owned by the layer.
+func (l *Layer) Fd() int { return l.fd }
+
+const resolveBeneath = unix.RESOLVE_BENEATH | unix.RESOLVE_NO_SYMLINKS | unix.RESOLVE_NO_MAGICLINKS
+
+// errNotBeneath is returned for a path that needs a symlink to resolve.
+var errNotBeneath = errors.New("path crosses a symlink")
+
+// openAt opens rel inside the layer. flags get O_CLOEXEC|O_NOFOLLOW; an
+// intermediate symlink gives ENOTDIR (as if the component were not a
+// directory, which is what it is for the overlay).
+func (l *Layer) openAt(rel string, flags int, mode uint32) (int, error) {
+	if rel == "" {
+		rel = "."
+	}
+	how := unix.OpenHow{Flags: uint64(flags | unix.O_CLOEXEC | unix.O_NOFOLLOW), Mode: uint64(mode), Resolve: resolveBeneath}
+	for {
+		fd, err := unix.Openat2(l.fd, rel, &how)
+		if err == unix.EINTR || err == unix.EAGAIN {
+			continue
+		}
+		if err == unix.ELOOP && flags&unix.O_PATH != 0 {
+			// With O_PATH|O_NOFOLLOW a trailing symlink opens, so this
+			// was a symlink on the way: not a directory for the overlay.
+			return -1, unix.ENOTDIR
+		}
+		if err == unix.EXDEV {
+			return -1, unix.ENOTDIR
+		}
+		return fd, err
+	}
+}
+
+// parentDir opens the directory that holds rel and returns it with rel's
+// last component. The caller closes the fd unless it equals l.fd.
+func (l *Layer) parentDir(rel string) (dfd int, name string, err error) {
+	dir, name := path.Split(rel)
+	if dir == "" {
+		return l.fd, name, nil
+	}
+	dfd, err = l.openAt(strings.TrimSuffix(dir, "/"), unix.O_PATH|unix.O_DIRECTORY, 0)
+	if err == unix.ELOOP {
+		err = unix.ENOTDIR
+	}
+	return dfd, name, err
+}
+
+func (l *Layer) closeDir(dfd int) {
+	if dfd != l.fd && dfd >= 0 {
+		unix.Close(dfd)
+	}
+}
+
+// WithParent runs fn with an fd of rel's parent directory (O_PATH, or the
+// layer's own fd) and rel's last name.
+func (l *Layer) WithParent(rel string, fn func(dfd int, name string) error) error {
+	return l.withParent(rel, fn)
+}
+
+func (l *Layer) withParent(rel string, fn func(dfd int, name string) error) error {
+	dfd, name, err := l.parentDir(rel)
+	if err != nil {
+		return err
+	}
+	defer l.closeDir(dfd)
+	return fn(dfd, name)
+}
+
+// Lstat stats rel without following a trailing symlink.
+func (l *Layer) Lstat(rel string, st *unix.Stat_t) error {
+	if rel == "" {
+		return unix.Fstat(l.fd, st)
+	}
+	return l.withParent(rel, func(dfd int, name string) error {
+		return unix.Fstatat(dfd, name, st, unix.AT_SYMLINK_NOFOLLOW)
+	})
+}
+
+// procPath names an O_PATH fd for the *xattr calls, which do not take
+// O_PATH fds directly. The magic link resolves to the file itself, even a
+// symlink, and never further.
+func procPath(fd int) string { return "/proc/self/fd/" + strconv.Itoa(fd) }
+
+// withPath runs fn with an O_PATH fd of rel itself (not following it).
+func (l *Layer) withPath(rel string, fn func(fd int) error) error {
+	if rel == "" {
+		return fn(l.fd)
+	}
+	fd, err := l.openAt(rel, unix.O_PATH, 0)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(fd)
+	return fn(fd)
+}
+
+// Getxattr reads one xattr of rel into a new slice.
+func (l *Layer) Getxattr(rel, attr string) ([]byte, error) {
+	var out []byte
+	err := l.withPath(rel, func(fd int) error {
+		var err error
+		out, err = getxattrFd(fd, attr)
+		return err
+	})
+	return out, err
+}
+
+func getxattrFd(fd int, attr string) ([]byte, error) {
+	p := procPath(fd)
+	buf := make([]byte, 256)
+	for {
+		n, err := unix.Getxattr(p, attr, buf)
+		if err == unix.ERANGE {
+			sz, err := unix.Getxattr(p, attr, nil)
+			if err != nil {
+				return nil, err
+			}
+			buf = make([]byte, sz)
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		return buf[:n], nil
+	}
+}
+
+func listxattrFd(fd int) ([]string, error) {
+	p := procPath(fd)
+	buf := make([]byte, 1024)
+	for {
+		n, err := unix.Listxattr(p, buf)
+		if err == unix.ERANGE {
+			sz, err := unix.Listxattr(p, nil)
+			if err != nil {
+				return nil, err
+			}
+			buf = make([]byte, sz)
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		var names []string
+		for _, s := range strings.Split(string(buf[:n]), "\x00") {
+			if s != "" {
+				names = append(names, s)
+			}
+		}
+		return names, nil
+	}
+}
+
+// Listxattr lists rel's xattr names.
+func (l *Layer) Listxattr(rel string) ([]string, error) {
+	var out []string
+	err := l.withPath(rel, func(fd int) error {
+		var err error
+		out, err = listxattrFd(fd)
+		return err
+	})
+	return out, err
+}
+
+// Setxattr sets one xattr of rel.
+func (l *Layer) Setxattr(rel, attr string, val []byte, flags int) error {
+	return l.withPath(rel, func(fd int) error {
+		return unix.Setxattr(procPath(fd), attr, val, flags)
+	})
+}
+
+// Removexattr removes one xattr of rel.
+func (l *Layer) Removexattr(rel, attr string) error {
+	return l.withPath(rel, func(fd int) error {
+		return unix.Removexattr(procPath(fd), attr)
+	})
+}
+
+// Readlink reads the target of the symlink rel.
+func (l *Layer) Readlink(rel string) (string, error) {
+	var target string
+	err := l.withParent(rel, func(dfd int, name string) error {
+		buf := make([]byte, 256)
+		for {
+			n, err := unix.Readlinkat(dfd, name, buf)
+			if err != nil {
+				return err
+			}
+			if n < len(buf) {
+				target = string(buf[:n])
+				return nil
+			}
+			buf = make([]byte, 2*len(buf))
+		}
+	})
+	return target, err
+}
+
+// Open opens rel for I/O with flags (O_NOFOLLOW is always added).
+func (l *Layer) Open(rel string, flags int, mode uint32) (int, error) {
+	return l.openAt(rel, flags, mode)
+}
+
+// isWhiteout reports whether the entry rel, with stat st, is a whiteout in
+// any dialect that is visible from the entry itself: a character device
+// 0/0, or a zero-size regular file carrying an overlay whiteout xattr.
+func (l *Layer) isWhiteout(rel string, st *unix.Stat_t) bool {
+	switch st.Mode & unix.S_IFMT {
+	case unix.S_IFCHR:
+		return st.Rdev == WhiteoutDev
+	case unix.S_IFREG:
+		if st.Size != 0 {
+			return false
+		}
+		for _, x := range [...]string{XattrWhiteout, XattrUserWhiteout} {
+			if _, err := l.Getxattr(rel, x); err == nil {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// isOpaque reports whether the directory rel is opaque in any dialect.
+func (l *Layer) isOpaque(rel string) bool {
+	names, _ := l.Listxattr(rel)
+	for _, n := range names {
+		switch n {
+		case XattrOpaque, XattrUserOpaque, XattrFuseOverlayfsOpaque:
+			v, err := l.Getxattr(rel, n)
+			if err == nil && len(v) == 1 && v[0] == 'y' {
+				return true
+			}
+		}
+	}
+	var st unix.Stat_t
+	return l.Lstat(path.Join(rel, OpaqueMarker), &st) == nil
+}
+
+// hasWhiteoutFile reports whether an OCI whiteout file hides name in the
+// directory dir.
+func (l *Layer) hasWhiteoutFile(dir, name string) bool {
+	var st unix.Stat_t
+	return l.Lstat(path.Join(dir, WhiteoutPrefix+name), &st) == nil
+}

@@ -1,0 +1,563 @@
+package cow
+
+import (
+	"errors"
+	"path"
+	"strings"
+
+	"golang.org/x/sys/unix"
+)
+
+// ErrReservedName is returned for a name that the OCI layer format
+// reserves for whiteouts (".wh." prefix): such names cannot be created
+// through the mount, since no layer tar could carry them.
+var ErrReservedName = errors.New("name reserved for whiteouts")
+
+// Owner is the credentials new entries are created with.
+type Owner struct{ Uid, Gid uint32 }
+
+// CheckName refuses names that may not be created through the mount.
+func CheckName(name string) error {
+	if strings.HasPrefix(name, WhiteoutPrefix) {
+		return ErrReservedName
+	}
+	return nil
+}
+
+// lowerHas reports whether a lower layer holds name in the merged
+// directory dir (with lowers dirLowers), hidden or not by the upper: such
+// a name needs a whiteout when it leaves the upper.
+func (s *Stack) lowerHas(dir string, dirLowers []int, name string) (bool, error) {
+	rel := path.Join(dir, name)
+	for _, li := range dirLowers {
+		l := s.layers[li]
+		var st unix.Stat_t
+		err := l.Lstat(rel, &st)
+		if notFound(err) {
+			if l.hasWhiteoutFile(dir, name) {
+				return false, nil
+			}
+			continue
+		}
+		if err != nil {
+			return false, err
+		}
+		return !l.isWhiteout(rel, &st), nil
+	}
+	return false, nil
+}
+
+// upperWhiteout reports how the upper marks name in dir as deleted: a
+// kernel-format whiteout at the name itself (kernel), an OCI ".wh." file
+// beside it (oci), or not at all.
+func (s *Stack) upperWhiteout(dir, name string) (kernel, oci bool, err error) {
+	u := s.upper()
+	rel := path.Join(dir, name)
+	var st unix.Stat_t
+	err = u.Lstat(rel, &st)
+	if err == nil {
+		return u.isWhiteout(rel, &st), false, nil
+	}
+	if !notFound(err) {
+		return false, false, err
+	}
+	return false, u.hasWhiteoutFile(dir, name), nil
+}
+
+// prepareCreate readies the upper directory dir for a new entry name: its
+// parents are copied up and the entry's replacement of a whiteout is
+// decided. viaWork is true when the entry must be built in the work
+// directory and renamed over a whiteout.
+func (s *Stack) prepareCreate(dir, name string) (viaWork, ociWhiteout bool, err error) {
+	if !s.Writable() {
+		return false, false, unix.EROFS
+	}
+	if err := CheckName(name); err != nil {
+		return false, false, err
+	}
+	if err := s.copyUpParents(dir); err != nil {
+		return false, false, err
+	}
+	return s.upperWhiteout(dir, name)
+}
+
+// finishCreate gives a new work entry its owner and moves it over the
+// whiteout at rel (kernel) or removes the OCI whiteout file beside it.
+func (s *Stack) finishCreateOCI(dir, name string) error {
+	return s.upper().withParent(path.Join(dir, WhiteoutPrefix+name), func(dfd int, n string) error {
+		err := unix.Unlinkat(dfd, n, 0)
+		if errors.Is(err, unix.ENOENT) {
+			return nil
+		}
+		return err
+	})
+}
+
+// ownerFor is the owner of a new entry in the upper directory pfd: the
+// caller's, with the group inherited from a set-group-ID directory.
+func ownerFor(pfd int, o Owner) (uid, gid int, sgid bool, err error) {
+	var pst unix.Stat_t
+	if err := unix.Fstat(pfd, &pst); err != nil {
+		return 0, 0, false, err
+	}
+	if pst.Mode&unix.S_ISGID != 0 {
+		return int(o.Uid), int(pst.Gid), true, nil
+	}
+	return int(o.Uid), int(o.Gid), false, nil
+}
+
+// makeNode creates a non-directory or directory entry with mk, directly
+// in the upper directory or in the work directory and then over a
+// whiteout. mk gets a directory fd and a name and creates the entry.
+func (s *Stack) makeNode(dir, name string, isDir bool, o Owner, mk func(dfd int, name string) error) (Entry, error) {
+	var e Entry
+	viaWork, ociWh, err := s.prepareCreate(dir, name)
+	if err != nil {
+		return e, err
+	}
+	rel := path.Join(dir, name)
+	u := s.upper()
+	err = u.withParent(rel, func(pfd int, n string) error {
+		uid, gid, sgid, err := ownerFor(pfd, o)
+		if err != nil {
+			return err
+		}
+		dfd, dn := pfd, n
+		if viaWork {
+			dfd, dn = s.work.fd, s.tmpName()
+		}
+		if err := mk(dfd, dn); err != nil {
+			return err
+		}
+		fail := func(err error) error {
+			if viaWork {
+				return errors.Join(err, removeAllAt(dfd, dn))
+			}
+			return errors.Join(err, removeAllAt(pfd, n))
+		}
+		if err := unix.Fchownat(dfd, dn, uid, gid, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+			return fail(err)
+		}
+		if isDir && sgid {
+			var st unix.Stat_t
+			if err := unix.Fstatat(dfd, dn, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+				return fail(err)
+			}
+			if err := unix.Fchmodat(dfd, dn, st.Mode&0o7777|unix.S_ISGID, 0); err != nil {
+				return fail(err)
+			}
+		}
+		if !viaWork {
+			return nil
+		}
+		if isDir {
+			// It replaces a whiteout: lower entries of that name
+			// stay hidden only if the new directory is opaque.
+			if err := s.setOpaqueAt(dfd, dn); err != nil {
+				return fail(err)
+			}
+			if err := unix.Renameat2(dfd, dn, pfd, n, unix.RENAME_EXCHANGE); err != nil {
+				return fail(err)
+			}
+			return unix.Unlinkat(dfd, dn, 0) // the whiteout, now in work
+		}
+		if err := unix.Renameat(dfd, dn, pfd, n); err != nil {
+			return fail(err)
+		}
+		return nil
+	})
+	if err != nil {
+		return e, err
+	}
+	if ociWh {
+		if isDir {
+			if err := s.setOpaqueAt(u.fd, rel); err != nil {
+				return e, err
+			}
+		}
+		if err := s.finishCreateOCI(dir, name); err != nil {
+			return e, err
+		}
+	}
+	if err := u.Lstat(rel, &e.Stat); err != nil {
+		return e, err
+	}
+	e.Layer = UpperIndex
+	e.Ino = s.mapIno(UpperIndex, e.Stat.Ino)
+	return e, nil
+}
+
+// setOpaqueAt marks the directory name under dfd opaque.
+func (s *Stack) setOpaqueAt(dfd int, name string) error {
+	fd, err := unix.Openat(dfd, name, unix.O_PATH|unix.O_NOFOLLOW|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(fd)
+	if s.trustedXattrs {
+		return unix.Setxattr(procPath(fd), XattrOpaque, []byte("y"), 0)
+	}
+	if err := unix.Setxattr(procPath(fd), XattrUserOpaque, []byte("y"), 0); err == nil {
+		return nil
+	}
+	mfd, err := unix.Openat(fd, OpaqueMarker, unix.O_CREAT|unix.O_EXCL|unix.O_WRONLY|unix.O_CLOEXEC, 0o600)
+	if err != nil {
+		return err
+	}
+	return unix.Close(mfd)
+}
+
+// Create creates and opens a regular file name in dir.
+func (s *Stack) Create(dir, name string, flags int, mode uint32, o Owner) (int, Entry, error) {
+	fd := -1
+	e, err := s.makeNode(dir, name, false, o, func(dfd int, n string) error {
+		var err error
+		fd, err = unix.Openat(dfd, n, (flags&^(unix.O_CREAT|unix.O_EXCL|unix.O_TRUNC))|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, mode&0o7777)
+		return err
+	})
+	if err != nil && fd >= 0 {
+		unix.Close(fd)
+		fd = -1
+	}
+	return fd, e, err
+}
+
+// Mkdir creates the directory name in dir.
+func (s *Stack) Mkdir(dir, name string, mode uint32, o Owner) (Entry, error) {
+	return s.makeNode(dir, name, true, o, func(dfd int, n string) error {
+		return unix.Mkdirat(dfd, n, mode&0o7777)
+	})
+}
+
+// Mknod creates a special file name in dir.
+func (s *Stack) Mknod(dir, name string, mode uint32, dev uint64, o Owner) (Entry, error) {
+	if mode&unix.S_IFMT == unix.S_IFCHR && dev == WhiteoutDev {
+		// A 0/0 char device would read back as a whiteout; overlayfs
+		// refuses it the same way.
+		return Entry{}, unix.EPERM
+	}
+	return s.makeNode(dir, name, false, o, func(dfd int, n string) error {
+		return unix.Mknodat(dfd, n, mode, int(dev))
+	})
+}
+
+// Symlink creates the symlink name in dir pointing at target.
+func (s *Stack) Symlink(dir, name, target string, o Owner) (Entry, error) {
+	return s.makeNode(dir, name, false, o, func(dfd int, n string) error {
+		return unix.Symlinkat(target, dfd, n)
+	})
+}
+
+// Link makes name in dir a hard link to the entry at oldRel, copying that
+// entry up first.
+func (s *Stack) Link(oldRel string, old *Entry, dir, name string) (Entry, error) {
+	if err := s.CopyUp(oldRel, old, -1); err != nil {
+		return Entry{}, err
+	}
+	u := s.upper()
+	e, err := s.makeNode(dir, name, false, Owner{}, func(dfd int, n string) error {
+		return u.withParent(oldRel, func(ofd int, on string) error {
+			return unix.Linkat(ofd, on, dfd, n, 0)
+		})
+	})
+	if err != nil {
+		return e, err
+	}
+	// makeNode chowned the new name, which is the old inode: restore.
+	if err := u.withParent(oldRel, func(ofd int, on string) error {
+		return unix.Fchownat(ofd, on, int(old.Stat.Uid), int(old.Stat.Gid), unix.AT_SYMLINK_NOFOLLOW)
+	}); err != nil {
+		return e, err
+	}
+	e.Ino = old.Ino
+	return e, nil
+}
+
+// whiteoutAt puts a whiteout at name in the upper directory pfd where no
+// entry is.
+func (s *Stack) whiteoutAt(pfd int, name string) error {
+	if s.kernelWhiteouts {
+		return unix.Mknodat(pfd, name, unix.S_IFCHR, WhiteoutDev)
+	}
+	fd, err := unix.Openat(pfd, WhiteoutPrefix+name, unix.O_CREAT|unix.O_WRONLY|unix.O_CLOEXEC|unix.O_NOFOLLOW, 0o600)
+	if err != nil {
+		return err
+	}
+	return unix.Close(fd)
+}
+
+// Remove deletes the entry name (resolved as e) from the merged
+// directory dir: unlink or rmdir. What a lower layer holds under the
+// name is hidden by a whiteout.
+func (s *Stack) Remove(dir string, dirLowers []int, name string, e *Entry) error {
+	if !s.Writable() {
+		return unix.EROFS
+	}
+	rel := path.Join(dir, name)
+	if e.IsDir() {
+		ents, err := s.ReadDir(rel, e)
+		if err != nil {
+			return err
+		}
+		if len(ents) > 0 {
+			return unix.ENOTEMPTY
+		}
+	}
+	needWh := !e.InUpper()
+	if e.InUpper() {
+		var err error
+		if needWh, err = s.lowerHas(dir, dirLowers, name); err != nil {
+			return err
+		}
+	}
+	if err := s.copyUpParents(dir); err != nil {
+		return err
+	}
+	return s.upper().withParent(rel, func(pfd int, n string) error {
+		if !e.InUpper() {
+			return s.whiteoutAt(pfd, n)
+		}
+		if !e.IsDir() && !needWh {
+			return unix.Unlinkat(pfd, n, 0)
+		}
+		if !e.IsDir() && s.kernelWhiteouts {
+			// Build the whiteout aside and rename it over the entry:
+			// the name is never absent, so the lower never shows.
+			tmp := s.tmpName()
+			if err := unix.Mknodat(s.work.fd, tmp, unix.S_IFCHR, WhiteoutDev); err != nil {
+				return err
+			}
+			if err := unix.Renameat(s.work.fd, tmp, pfd, n); err != nil {
+				return errors.Join(err, unix.Unlinkat(s.work.fd, tmp, 0))
+			}
+			return nil
+		}
+		if e.IsDir() && !needWh {
+			err := unix.Unlinkat(pfd, n, unix.AT_REMOVEDIR)
+			if err != unix.ENOTEMPTY && err != unix.EEXIST {
+				return err
+			}
+			// Only whiteouts and markers are left in it.
+			tmp := s.tmpName()
+			if err := unix.Renameat(pfd, n, s.work.fd, tmp); err != nil {
+				return err
+			}
+			return removeAllAt(s.work.fd, tmp)
+		}
+		// A directory (or, without kernel whiteouts, anything) that hides
+		// a lower entry: move it to work leaving a whiteout behind.
+		tmp := s.tmpName()
+		err := unix.Renameat2(pfd, n, s.work.fd, tmp, unix.RENAME_WHITEOUT)
+		if err == unix.EINVAL || err == unix.EPERM || err == unix.EOPNOTSUPP {
+			if err = unix.Renameat(pfd, n, s.work.fd, tmp); err == nil {
+				err = s.whiteoutAt(pfd, n)
+			}
+		}
+		if err != nil {
+			return err
+		}
+		return removeAllAt(s.work.fd, tmp)
+	})
+}
+
+// Rename moves the entry oldName of merged dir oldDir (resolved as oldE)
+// to newName in newDir, over newE if that is not nil. flags are
+// renameat2's (RENAME_NOREPLACE, RENAME_EXCHANGE).
+//
+// A directory that a lower layer holds (merged or lower only) cannot be
+// moved without redirects, and gives EXDEV as kernel overlayfs does by
+// default; callers such as mv then copy it.
+func (s *Stack) Rename(oldDir string, oldLowers []int, oldName string, oldE *Entry,
+	newDir string, newLowers []int, newName string, newE *Entry, flags uint) error {
+	if !s.Writable() {
+		return unix.EROFS
+	}
+	if err := CheckName(newName); err != nil {
+		return err
+	}
+	oldRel, newRel := path.Join(oldDir, oldName), path.Join(newDir, newName)
+	exchange := flags&unix.RENAME_EXCHANGE != 0
+	if flags&unix.RENAME_NOREPLACE != 0 && newE != nil {
+		return unix.EEXIST
+	}
+	if exchange && newE == nil {
+		return unix.ENOENT
+	}
+	lowerDir := func(e *Entry) bool { return e.IsDir() && (!e.InUpper() || len(e.Lowers) > 0) }
+	if lowerDir(oldE) || (exchange && lowerDir(newE)) {
+		return unix.EXDEV
+	}
+	if newE != nil && !exchange {
+		switch {
+		case oldE.IsDir() && !newE.IsDir():
+			return unix.ENOTDIR
+		case !oldE.IsDir() && newE.IsDir():
+			return unix.EISDIR
+		case newE.IsDir():
+			ents, err := s.ReadDir(newRel, newE)
+			if err != nil {
+				return err
+			}
+			if len(ents) > 0 {
+				return unix.ENOTEMPTY
+			}
+		}
+	}
+	if err := s.CopyUp(oldRel, oldE, -1); err != nil {
+		return err
+	}
+	if exchange {
+		if err := s.CopyUp(newRel, newE, -1); err != nil {
+			return err
+		}
+	}
+	if err := s.copyUpParents(newDir); err != nil {
+		return err
+	}
+	oldWh, err := s.lowerHas(oldDir, oldLowers, oldName)
+	if err != nil {
+		return err
+	}
+	newLower, err := s.lowerHas(newDir, newLowers, newName)
+	if err != nil {
+		return err
+	}
+	_, newOCIWh, err := s.upperWhiteout(newDir, newName)
+	if err != nil {
+		return err
+	}
+	u := s.upper()
+	// A pure-upper directory moved onto a name the lowers hold must not
+	// merge with them.
+	if oldE.IsDir() && newLower {
+		if err := s.setOpaqueAt(u.fd, oldRel); err != nil {
+			return err
+		}
+	}
+	if exchange && newE.IsDir() {
+		if ol, err := s.lowerHas(oldDir, oldLowers, oldName); err != nil {
+			return err
+		} else if ol {
+			if err := s.setOpaqueAt(u.fd, newRel); err != nil {
+				return err
+			}
+		}
+	}
+	err = u.withParent(oldRel, func(ofd int, on string) error {
+		return u.withParent(newRel, func(nfd int, nn string) error {
+			if exchange {
+				return unix.Renameat2(ofd, on, nfd, nn, unix.RENAME_EXCHANGE)
+			}
+			return s.renameUpper(ofd, on, nfd, nn, oldE.IsDir(), oldWh)
+		})
+	})
+	if err != nil {
+		return err
+	}
+	if newOCIWh && !exchange {
+		if err := s.finishCreateOCI(newDir, newName); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// renameUpper moves on to nn in the upper, replacing whatever is at nn
+// (an entry the caller checked, or a whiteout), and leaves a whiteout at
+// on when wh is set.
+func (s *Stack) renameUpper(ofd int, on string, nfd int, nn string, isDir, wh bool) error {
+	var tst unix.Stat_t
+	terr := unix.Fstatat(nfd, nn, &tst, unix.AT_SYMLINK_NOFOLLOW)
+	targetDir := terr == nil && tst.Mode&unix.S_IFMT == unix.S_IFDIR
+	if terr == nil && isDir && (!targetDir || !s.isEmptyDirAt(nfd, nn)) {
+		// A directory onto a whiteout, or onto an upper directory
+		// holding only whiteouts: swap, then clear the old target away.
+		if err := unix.Renameat2(ofd, on, nfd, nn, unix.RENAME_EXCHANGE); err != nil {
+			return err
+		}
+		tmp := s.tmpName()
+		if err := s.moveToWork(ofd, on, tmp, wh); err != nil {
+			return err
+		}
+		return removeAllAt(s.work.fd, tmp)
+	}
+	if !wh {
+		return unix.Renameat(ofd, on, nfd, nn)
+	}
+	err := unix.Renameat2(ofd, on, nfd, nn, unix.RENAME_WHITEOUT)
+	if err == unix.EINVAL || err == unix.EPERM || err == unix.EOPNOTSUPP {
+		if err = unix.Renameat(ofd, on, nfd, nn); err == nil {
+			err = s.whiteoutAt(ofd, on)
+		}
+	}
+	return err
+}
+
+// moveToWork moves on out of the upper to the work name tmp, leaving a
+// whiteout if wh.
+func (s *Stack) moveToWork(ofd int, on, tmp string, wh bool) error {
+	if wh {
+		err := unix.Renameat2(ofd, on, s.work.fd, tmp, unix.RENAME_WHITEOUT)
+		if err != unix.EINVAL && err != unix.EPERM && err != unix.EOPNOTSUPP {
+			return err
+		}
+	}
+	if err := unix.Renameat(ofd, on, s.work.fd, tmp); err != nil {
+		return err
+	}
+	if wh {
+		return s.whiteoutAt(ofd, on)
+	}
+	return nil
+}
+
+func (s *Stack) isEmptyDirAt(dfd int, name string) bool {
+	fd, err := unix.Openat(dfd, name, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return false
+	}
+	defer unix.Close(fd)
+	ents, err := readDirFd(fd)
+	return err == nil && len(ents) == 0
+}
+
+// LinkFd gives the open file fd (an O_TMPFILE file of the upper layer)
+// the name name in dir.
+func (s *Stack) LinkFd(fd int, dir, name string) (Entry, error) {
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		return Entry{}, err
+	}
+	e, err := s.makeNode(dir, name, false, Owner{Uid: st.Uid, Gid: st.Gid}, func(dfd int, n string) error {
+		return unix.Linkat(fd, "", dfd, n, unix.AT_EMPTY_PATH)
+	})
+	return e, err
+}
+
+// Tmpfile opens an unnamed regular file (O_TMPFILE) in the upper
+// directory dir.
+func (s *Stack) Tmpfile(dir string, flags int, mode uint32, o Owner) (int, Entry, error) {
+	var e Entry
+	if !s.Writable() {
+		return -1, e, unix.EROFS
+	}
+	if err := s.copyUpParents(dir); err != nil {
+		return -1, e, err
+	}
+	fd, err := s.upper().openAt(dir, (flags&^(unix.O_CREAT|unix.O_EXCL|unix.O_DIRECTORY))|unix.O_TMPFILE, mode&0o7777)
+	if err != nil {
+		return -1, e, err
+	}
+	uid, gid := int(o.Uid), int(o.Gid)
+	if err := unix.Fchown(fd, uid, gid); err != nil {
+		unix.Close(fd)
+		return -1, e, err
+	}
+	if err := unix.Fstat(fd, &e.Stat); err != nil {
+		unix.Close(fd)
+		return -1, e, err
+	}
+	e.Layer = UpperIndex
+	e.Ino = s.mapIno(UpperIndex, e.Stat.Ino)
+	return fd, e, nil
+}

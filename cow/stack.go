@@ -1,0 +1,426 @@
+package cow
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"os"
+	"path"
+	"strconv"
+	"strings"
+	"sync/atomic"
+
+	"golang.org/x/sys/unix"
+)
+
+// Options describe a stack.
+type Options struct {
+	// Lower lists the read-only layers, top first, as overlayfs's
+	// lowerdir does.
+	Lower []string
+	// Upper and Work are the writable layer and its scratch directory on
+	// the same filesystem. Both empty make a read-only stack.
+	Upper, Work string
+	// Volatile skips the fsync of copied-up data before it is renamed
+	// into place (overlayfs "volatile", fuse-overlayfs "fsync=0").
+	Volatile bool
+}
+
+// A Stack is a union of layers: at most one writable upper layer over
+// read-only lower layers. It resolves names as overlayfs does and changes
+// only the upper layer. Its methods take paths relative to the stack root
+// ("" is the root, no leading slash), already split and clean.
+type Stack struct {
+	layers   []*Layer // layers[0] is the upper, nil when read-only
+	work     *Layer
+	sameDev  bool
+	volatile bool
+
+	// What the upper's filesystem lets us write, probed at New.
+	kernelWhiteouts bool // mknod of a 0/0 char device
+	trustedXattrs   bool // trusted.* xattrs
+
+	tmpSeq atomic.Uint64
+}
+
+// UpperIndex is the index of the upper layer in a stack.
+const UpperIndex = 0
+
+// Entry is what a name resolves to in the merged view.
+type Entry struct {
+	// Layer is the index of the topmost layer holding the entry.
+	Layer int
+	// Stat is the entry's real stat in that layer (st_ino not mapped).
+	Stat unix.Stat_t
+	// Ino is the inode number in the merged view.
+	Ino uint64
+	// Lowers are, for a directory, the lower layers whose directory of
+	// the same path is merged beneath, top first; cut at the first
+	// opaque one. It excludes the upper layer.
+	Lowers []int
+}
+
+// IsDir reports whether e is a directory.
+func (e *Entry) IsDir() bool { return e.Stat.Mode&unix.S_IFMT == unix.S_IFDIR }
+
+// InUpper reports whether the entry lives in the upper layer.
+func (e *Entry) InUpper() bool { return e.Layer == UpperIndex }
+
+// New opens the layers of a stack and checks that they can form one.
+func New(opts Options) (*Stack, error) {
+	if len(opts.Lower) == 0 {
+		return nil, errors.New("no lower layer given")
+	}
+	if (opts.Upper == "") != (opts.Work == "") {
+		return nil, errors.New("upperdir and workdir go together")
+	}
+	if len(opts.Lower) > 254 {
+		return nil, fmt.Errorf("%d lower layers: at most 254 are supported", len(opts.Lower))
+	}
+	s := &Stack{volatile: opts.Volatile, layers: make([]*Layer, 1, len(opts.Lower)+1)}
+	ok := false
+	defer func() {
+		if !ok {
+			s.Close()
+		}
+	}()
+	for _, dir := range opts.Lower {
+		l, err := openDirLayer("lowerdir", dir)
+		if err != nil {
+			return nil, err
+		}
+		s.layers = append(s.layers, l)
+	}
+	if opts.Upper != "" {
+		u, err := openDirLayer("upperdir", opts.Upper)
+		if err != nil {
+			return nil, err
+		}
+		s.layers[UpperIndex] = u
+		w, err := openDirLayer("workdir", opts.Work)
+		if err != nil {
+			return nil, err
+		}
+		s.work = w
+		if u.Dev != w.Dev {
+			return nil, fmt.Errorf("workdir %s is not on the filesystem of upperdir %s: they must share one", opts.Work, opts.Upper)
+		}
+		if err := s.checkNesting(opts); err != nil {
+			return nil, err
+		}
+		if err := s.cleanWork(); err != nil {
+			return nil, err
+		}
+		s.probeUpper()
+	}
+	s.sameDev = true
+	for _, l := range s.layers {
+		if l != nil && l.Dev != s.layers[len(s.layers)-1].Dev {
+			s.sameDev = false
+		}
+	}
+	ok = true
+	return s, nil
+}
+
+func openDirLayer(what, dir string) (*Layer, error) {
+	st, err := os.Stat(dir)
+	if err != nil {
+		return nil, fmt.Errorf("%s %s: %w", what, dir, unwrapPathError(err))
+	}
+	if !st.IsDir() {
+		return nil, fmt.Errorf("%s %s: not a directory", what, dir)
+	}
+	return OpenLayer(dir)
+}
+
+func unwrapPathError(err error) error {
+	var pe *os.PathError
+	if errors.As(err, &pe) {
+		return pe.Err
+	}
+	return err
+}
+
+// checkNesting refuses an upper or work directory inside a lower layer
+// (or a lower inside them): overlayfs refuses these too, since the upper
+// would change a lower under the mount.
+func (s *Stack) checkNesting(opts Options) error {
+	inside := func(child, parent string) bool {
+		// Compare by identity, walking up from child: a path string
+		// comparison would miss bind mounts and symlinks.
+		var pst unix.Stat_t
+		if unix.Stat(parent, &pst) != nil {
+			return false
+		}
+		dir := child
+		for i := 0; i < 4096; i++ {
+			var st unix.Stat_t
+			if unix.Stat(dir, &st) != nil {
+				return false
+			}
+			if st.Dev == pst.Dev && st.Ino == pst.Ino {
+				return true
+			}
+			up := dir + "/.."
+			var ust unix.Stat_t
+			if unix.Stat(up, &ust) != nil || (ust.Dev == st.Dev && ust.Ino == st.Ino) {
+				return false
+			}
+			dir = up
+		}
+		return false
+	}
+	for _, lo := range opts.Lower {
+		for _, w := range []struct{ what, dir string }{{"upperdir", opts.Upper}, {"workdir", opts.Work}} {
+			if inside(w.dir, lo) {
+				return fmt.Errorf("%s %s is inside lowerdir %s: use a directory outside every lower layer", w.what, w.dir, lo)
+			}
+			if inside(lo, w.dir) {
+				return fmt.Errorf("lowerdir %s is inside %s %s: use a directory outside it", lo, w.what, w.dir)
+			}
+		}
+	}
+	if inside(opts.Work, opts.Upper) || inside(opts.Upper, opts.Work) {
+		return fmt.Errorf("upperdir %s and workdir %s must not contain each other", opts.Upper, opts.Work)
+	}
+	return nil
+}
+
+// Close releases the layers.
+func (s *Stack) Close() error {
+	var errs []error
+	for _, l := range s.layers {
+		if l != nil {
+			errs = append(errs, l.Close())
+		}
+	}
+	if s.work != nil {
+		errs = append(errs, s.work.Close())
+	}
+	return errors.Join(errs...)
+}
+
+// Writable reports whether the stack has an upper layer.
+func (s *Stack) Writable() bool { return s.layers[UpperIndex] != nil }
+
+// Layer returns layer i (0 is the upper).
+func (s *Stack) Layer(i int) *Layer { return s.layers[i] }
+
+// NumLayers counts the layers, the upper slot included.
+func (s *Stack) NumLayers() int { return len(s.layers) }
+
+func (s *Stack) upper() *Layer { return s.layers[UpperIndex] }
+
+// allLowers lists every lower layer index, top first.
+func (s *Stack) allLowers() []int {
+	out := make([]int, 0, len(s.layers)-1)
+	for i := 1; i < len(s.layers); i++ {
+		out = append(out, i)
+	}
+	return out
+}
+
+// Root resolves the root directory of the stack.
+func (s *Stack) Root() (Entry, error) {
+	var e Entry
+	found := false
+	if u := s.upper(); u != nil {
+		if err := u.Lstat("", &e.Stat); err != nil {
+			return e, err
+		}
+		found = true
+		if u.isOpaque("") {
+			e.Ino = s.mapIno(UpperIndex, e.Stat.Ino)
+			return e, nil
+		}
+	}
+	for _, li := range s.allLowers() {
+		var st unix.Stat_t
+		if err := s.layers[li].Lstat("", &st); err != nil {
+			return e, err
+		}
+		if !found {
+			e.Layer, e.Stat, found = li, st, true
+		}
+		if len(e.Lowers) == 0 {
+			e.Ino = s.mapIno(li, st.Ino)
+		}
+		e.Lowers = append(e.Lowers, li)
+		if li < len(s.layers)-1 && s.layers[li].isOpaque("") {
+			break
+		}
+	}
+	return e, nil
+}
+
+func notFound(err error) bool {
+	return errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ENOTDIR)
+}
+
+// Lookup resolves name in the merged directory dir, whose lower layers
+// are dirLowers (its Entry.Lowers).
+func (s *Stack) Lookup(dir string, dirLowers []int, name string) (Entry, error) {
+	var e Entry
+	rel := path.Join(dir, name)
+	found := false
+	if u := s.upper(); u != nil {
+		var st unix.Stat_t
+		err := u.Lstat(rel, &st)
+		switch {
+		case err == nil:
+			if u.isWhiteout(rel, &st) {
+				return e, unix.ENOENT
+			}
+			e.Layer, e.Stat, found = UpperIndex, st, true
+			if !e.IsDir() {
+				e.Ino = s.upperIno(rel, &st)
+				return e, nil
+			}
+			if u.isOpaque(rel) {
+				e.Ino = s.mapIno(UpperIndex, st.Ino)
+				return e, nil
+			}
+		case notFound(err):
+			if u.hasWhiteoutFile(dir, name) {
+				return e, unix.ENOENT
+			}
+		default:
+			return e, err
+		}
+	}
+	for i, li := range dirLowers {
+		l := s.layers[li]
+		var st unix.Stat_t
+		err := l.Lstat(rel, &st)
+		if notFound(err) {
+			if l.hasWhiteoutFile(dir, name) {
+				break
+			}
+			continue
+		}
+		if err != nil {
+			return e, err
+		}
+		if l.isWhiteout(rel, &st) {
+			break
+		}
+		isDir := st.Mode&unix.S_IFMT == unix.S_IFDIR
+		if !found {
+			e.Layer, e.Stat, found = li, st, true
+			if !isDir {
+				e.Ino = s.mapIno(li, st.Ino)
+				return e, nil
+			}
+		} else if !isDir {
+			break // a non-directory ends the merge beneath a directory
+		}
+		if len(e.Lowers) == 0 {
+			e.Ino = s.mapIno(li, st.Ino)
+		}
+		e.Lowers = append(e.Lowers, li)
+		if i < len(dirLowers)-1 && l.isOpaque(rel) {
+			break
+		}
+	}
+	if !found {
+		return e, unix.ENOENT
+	}
+	if e.Ino == 0 {
+		e.Ino = s.mapIno(e.Layer, e.Stat.Ino)
+	}
+	return e, nil
+}
+
+// upperIno is the merged inode number of a non-directory in the upper
+// layer: the one it had before copy-up if it was copied up.
+func (s *Stack) upperIno(rel string, st *unix.Stat_t) uint64 {
+	if o, ok := s.originIno(rel); ok {
+		return o
+	}
+	return s.mapIno(UpperIndex, st.Ino)
+}
+
+// originIno reads the inode number recorded on an upper file at copy-up.
+func (s *Stack) originIno(rel string) (uint64, bool) {
+	v, err := s.upper().Getxattr(rel, s.originXattr())
+	if err != nil || len(v) != 8 {
+		return 0, false
+	}
+	return binary.LittleEndian.Uint64(v), true
+}
+
+func (s *Stack) originXattr() string {
+	if s.trustedXattrs {
+		return XattrOrigin
+	}
+	return XattrUserOrigin
+}
+
+// mapIno turns a layer's st_ino into a merged one, unique in the mount and
+// stable across remounts of the same layers. When every layer shares one
+// filesystem its inode numbers are already unique; otherwise the layer
+// index goes into the high bits (as overlayfs's xino does), and an inode
+// number too large for that is hashed into a range of its own.
+func (s *Stack) mapIno(layer int, ino uint64) uint64 {
+	if s.sameDev && ino < 1<<62 {
+		return ino
+	}
+	if ino < 1<<56 {
+		return uint64(layer+1)<<56 | ino
+	}
+	h := fnv.New64a()
+	var b [16]byte
+	binary.LittleEndian.PutUint64(b[:8], uint64(layer))
+	binary.LittleEndian.PutUint64(b[8:], ino)
+	h.Write(b[:])
+	return 1<<62 | h.Sum64()&(1<<62-1)
+}
+
+// tmpName returns a fresh name for the work directory.
+func (s *Stack) tmpName() string {
+	return "#strata." + strconv.Itoa(os.Getpid()) + "." + strconv.FormatUint(s.tmpSeq.Add(1), 10)
+}
+
+// cleanWork removes what a crashed daemon left in the work directory:
+// half-built copy-ups and removed directories. Nothing there is ever
+// visible in the merged view, so removing it loses nothing.
+func (s *Stack) cleanWork() error {
+	fd, err := s.work.openAt("", unix.O_RDONLY|unix.O_DIRECTORY, 0)
+	if err != nil {
+		return fmt.Errorf("open workdir: %w", err)
+	}
+	defer unix.Close(fd)
+	ents, err := readDirFd(fd)
+	if err != nil {
+		return fmt.Errorf("read workdir: %w", err)
+	}
+	for _, de := range ents {
+		if strings.HasPrefix(de.Name, "#strata.") {
+			if err := removeAllAt(fd, de.Name); err != nil {
+				return fmt.Errorf("clean workdir: %w", err)
+			}
+		}
+	}
+	return nil
+}
+
+// probeUpper finds out which whiteout format the upper can hold.
+func (s *Stack) probeUpper() {
+	wfd := s.work.fd
+	name := s.tmpName()
+	if unix.Mknodat(wfd, name, unix.S_IFCHR|0, 0) == nil {
+		s.kernelWhiteouts = true
+		unix.Unlinkat(wfd, name, 0)
+	}
+	if unix.Mkdirat(wfd, name, 0o700) == nil {
+		s.trustedXattrs = s.work.Setxattr(name, XattrOpaque, []byte("y"), 0) == nil
+		unix.Unlinkat(wfd, name, unix.AT_REMOVEDIR)
+	}
+}
+
+// KernelFormat reports whether the upper is written in kernel overlayfs's
+// format (char 0/0 whiteouts, trusted.overlay.opaque) rather than the
+// OCI fallback.
+func (s *Stack) KernelFormat() bool { return s.kernelWhiteouts && s.trustedXattrs }

@@ -1,0 +1,160 @@
+package fs
+
+import (
+	"context"
+	"syscall"
+
+	gofs "github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+	"golang.org/x/sys/unix"
+
+	"github.com/strata-fs/strata/cow"
+)
+
+// file is an open regular file of some layer. Its I/O is go-fuse's
+// loopback file over the fd; attributes go through the node, which maps
+// inode numbers.
+type file struct {
+	node  *node
+	fd    int
+	layer int
+	lf    *gofs.LoopbackFile
+}
+
+// passFile is a file the kernel may serve by passthrough.
+type passFile struct{ *file }
+
+var (
+	_ gofs.FileReader          = (*file)(nil)
+	_ gofs.FileWriter          = (*file)(nil)
+	_ gofs.FileFlusher         = (*file)(nil)
+	_ gofs.FileFsyncer         = (*file)(nil)
+	_ gofs.FileReleaser        = (*file)(nil)
+	_ gofs.FileLseeker         = (*file)(nil)
+	_ gofs.FileAllocater       = (*file)(nil)
+	_ gofs.FileGetlker         = (*file)(nil)
+	_ gofs.FileSetlker         = (*file)(nil)
+	_ gofs.FileSetlkwer        = (*file)(nil)
+	_ gofs.FilePassthroughFder = (*passFile)(nil)
+)
+
+func (f *file) Read(ctx context.Context, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
+	return f.lf.Read(ctx, dest, off)
+}
+
+func (f *file) Write(ctx context.Context, data []byte, off int64) (uint32, syscall.Errno) {
+	return f.lf.Write(ctx, data, off)
+}
+
+func (f *file) Flush(ctx context.Context) syscall.Errno { return f.lf.Flush(ctx) }
+
+func (f *file) Fsync(ctx context.Context, flags uint32) syscall.Errno {
+	return f.lf.Fsync(ctx, flags)
+}
+
+func (f *file) Release(ctx context.Context) syscall.Errno {
+	if f.layer != cow.UpperIndex {
+		f.node.mu.Lock()
+		f.node.lowerOpens--
+		f.node.mu.Unlock()
+	}
+	return f.lf.Release(ctx)
+}
+
+func (f *file) Lseek(ctx context.Context, off uint64, whence uint32) (uint64, syscall.Errno) {
+	return f.lf.Lseek(ctx, off, whence)
+}
+
+func (f *file) Allocate(ctx context.Context, off uint64, size uint64, mode uint32) syscall.Errno {
+	return f.lf.Allocate(ctx, off, size, mode)
+}
+
+func (f *file) Getlk(ctx context.Context, owner uint64, lk *fuse.FileLock, flags uint32, out *fuse.FileLock) syscall.Errno {
+	return f.lf.Getlk(ctx, owner, lk, flags, out)
+}
+
+func (f *file) Setlk(ctx context.Context, owner uint64, lk *fuse.FileLock, flags uint32) syscall.Errno {
+	return f.lf.Setlk(ctx, owner, lk, flags)
+}
+
+func (f *file) Setlkw(ctx context.Context, owner uint64, lk *fuse.FileLock, flags uint32) syscall.Errno {
+	return f.lf.Setlkw(ctx, owner, lk, flags)
+}
+
+// PassthroughFd hands the fd to the kernel as the backing file.
+func (f *passFile) PassthroughFd() (int, bool) { return f.fd, true }
+
+// dirHandle is an open merged directory. The listing is taken at open
+// (and at rewind), so seeks within one open stay consistent.
+type dirHandle struct {
+	node *node
+	ents []cow.DirEntry
+	pos  int
+}
+
+var (
+	_ gofs.FileReaddirenter = (*dirHandle)(nil)
+	_ gofs.FileSeekdirer    = (*dirHandle)(nil)
+	_ gofs.FileReleasedirer = (*dirHandle)(nil)
+	_ gofs.FileFsyncdirer   = (*dirHandle)(nil)
+)
+
+func (n *node) OpendirHandle(ctx context.Context, flags uint32) (gofs.FileHandle, uint32, syscall.Errno) {
+	d := &dirHandle{node: n}
+	if errno := d.load(); errno != 0 {
+		return nil, 0, errno
+	}
+	return d, fuse.FOPEN_KEEP_CACHE | fuse.FOPEN_CACHE_DIR, 0
+}
+
+func (d *dirHandle) load() syscall.Errno {
+	n := d.node
+	e := n.entry()
+	ents, err := n.root.Stack.ReadDir(n.rel(), &e)
+	if err != nil {
+		return n.errno("readdir", err)
+	}
+	var pino uint64 = e.Ino
+	if _, p := n.Parent(); p != nil {
+		pino = p.StableAttr().Ino
+	}
+	d.ents = append([]cow.DirEntry{{Name: ".", Type: unix.S_IFDIR, Ino: e.Ino}, {Name: "..", Type: unix.S_IFDIR, Ino: pino}}, ents...)
+	d.pos = 0
+	return 0
+}
+
+func (d *dirHandle) Readdirent(ctx context.Context) (*fuse.DirEntry, syscall.Errno) {
+	if d.pos >= len(d.ents) {
+		return nil, 0
+	}
+	e := d.ents[d.pos]
+	d.pos++
+	return &fuse.DirEntry{Name: e.Name, Mode: e.Type, Ino: e.Ino, Off: uint64(d.pos)}, 0
+}
+
+func (d *dirHandle) Seekdir(ctx context.Context, off uint64) syscall.Errno {
+	if off == 0 {
+		return d.load()
+	}
+	if off > uint64(len(d.ents)) {
+		off = uint64(len(d.ents))
+	}
+	d.pos = int(off)
+	return 0
+}
+
+func (d *dirHandle) Releasedir(ctx context.Context, flags uint32) {}
+
+func (d *dirHandle) Fsyncdir(ctx context.Context, flags uint32) syscall.Errno {
+	n := d.node
+	e := n.entry()
+	if !e.InUpper() {
+		return 0
+	}
+	fd, err := n.root.Stack.Layer(cow.UpperIndex).Open(n.rel(), unix.O_RDONLY|unix.O_DIRECTORY, 0)
+	if err != nil {
+		return n.errno("fsyncdir", err)
+	}
+	defer unix.Close(fd)
+	return n.errno("fsyncdir", unix.Fsync(fd))
+}

@@ -1,0 +1,580 @@
+package fs
+
+import (
+	"context"
+	"log"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	gofs "github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+	"golang.org/x/sys/unix"
+
+	"github.com/strata-fs/strata/cow"
+)
+
+// Root is the shared state of one mount.
+type Root struct {
+	Stack  *cow.Stack
+	Logger *log.Logger
+}
+
+// node is one inode of the merged tree.
+type node struct {
+	gofs.Inode
+	root *Root
+
+	mu         sync.Mutex
+	e          cow.Entry
+	lowerOpens int  // open handles whose fd is a lower layer's file
+	unlinked   bool // its last name was removed while it was open
+	tmpfile    int  // for an O_TMPFILE file without a name: an fd of it, else 0
+}
+
+var (
+	_ gofs.NodeLookuper       = (*node)(nil)
+	_ gofs.NodeGetattrer      = (*node)(nil)
+	_ gofs.NodeSetattrer      = (*node)(nil)
+	_ gofs.NodeOpener         = (*node)(nil)
+	_ gofs.NodeCreater        = (*node)(nil)
+	_ gofs.NodeOpendirHandler = (*node)(nil)
+	_ gofs.NodeMkdirer        = (*node)(nil)
+	_ gofs.NodeMknoder        = (*node)(nil)
+	_ gofs.NodeSymlinker      = (*node)(nil)
+	_ gofs.NodeLinker         = (*node)(nil)
+	_ gofs.NodeReadlinker     = (*node)(nil)
+	_ gofs.NodeUnlinker       = (*node)(nil)
+	_ gofs.NodeRmdirer        = (*node)(nil)
+	_ gofs.NodeRenamer        = (*node)(nil)
+	_ gofs.NodeGetxattrer     = (*node)(nil)
+	_ gofs.NodeSetxattrer     = (*node)(nil)
+	_ gofs.NodeRemovexattrer  = (*node)(nil)
+	_ gofs.NodeListxattrer    = (*node)(nil)
+	_ gofs.NodeStatfser       = (*node)(nil)
+)
+
+// NewRoot resolves the root of stack and returns its node.
+func NewRoot(r *Root) (gofs.InodeEmbedder, *gofs.StableAttr, error) {
+	e, err := r.Stack.Root()
+	if err != nil {
+		return nil, nil, err
+	}
+	return &node{root: r, e: e}, &gofs.StableAttr{Ino: e.Ino}, nil
+}
+
+func (n *node) errno(op string, err error) syscall.Errno {
+	return toErrno(n.root.Logger, op, err)
+}
+
+// rel is the node's path in the stack.
+func (n *node) rel() string {
+	p := n.Path(n.Root())
+	if p == "." {
+		return ""
+	}
+	return p
+}
+
+// entry returns a copy of the node's entry.
+func (n *node) entry() cow.Entry {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.e
+}
+
+func owner(ctx context.Context) cow.Owner {
+	if c, ok := fuse.FromContext(ctx); ok {
+		return cow.Owner{Uid: c.Uid, Gid: c.Gid}
+	}
+	return cow.Owner{}
+}
+
+func fillAttr(out *fuse.Attr, st *unix.Stat_t, ino uint64) {
+	out.Ino = ino
+	out.Size = uint64(st.Size)
+	out.Blocks = uint64(st.Blocks)
+	out.Atime, out.Atimensec = uint64(st.Atim.Sec), uint32(st.Atim.Nsec)
+	out.Mtime, out.Mtimensec = uint64(st.Mtim.Sec), uint32(st.Mtim.Nsec)
+	out.Ctime, out.Ctimensec = uint64(st.Ctim.Sec), uint32(st.Ctim.Nsec)
+	out.Mode = st.Mode
+	out.Nlink = uint32(st.Nlink)
+	out.Uid, out.Gid = st.Uid, st.Gid
+	out.Rdev = uint32(st.Rdev)
+	out.Blksize = uint32(st.Blksize)
+}
+
+// newChild makes (or finds, for a known inode number) the node for e.
+func (n *node) newChild(ctx context.Context, e cow.Entry, out *fuse.EntryOut) *gofs.Inode {
+	fresh := &node{root: n.root, e: e}
+	ch := n.NewInode(ctx, fresh, gofs.StableAttr{Mode: e.Stat.Mode & unix.S_IFMT, Ino: e.Ino})
+	if old, ok := ch.Operations().(*node); ok && old != fresh {
+		old.mu.Lock()
+		old.e = e
+		old.unlinked = false
+		old.mu.Unlock()
+	}
+	fillAttr(&out.Attr, &e.Stat, e.Ino)
+	return ch
+}
+
+func (n *node) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
+	if strings.HasPrefix(name, cow.WhiteoutPrefix) {
+		return nil, syscall.ENOENT
+	}
+	pe := n.entry()
+	e, err := n.root.Stack.Lookup(n.rel(), pe.Lowers, name)
+	if err != nil {
+		return nil, n.errno("lookup", err)
+	}
+	return n.newChild(ctx, e, out), 0
+}
+
+// stat refreshes the node's entry from its layer. A directory that a
+// child's copy-up created in the upper is found there.
+func (n *node) statLocked() error {
+	st := n.root.Stack
+	rel := n.rel()
+	if n.e.IsDir() && !n.e.InUpper() && st.Writable() {
+		var ust unix.Stat_t
+		if err := st.Layer(cow.UpperIndex).Lstat(rel, &ust); err == nil {
+			n.e.Layer, n.e.Stat = cow.UpperIndex, ust
+			return nil
+		}
+	}
+	return st.Layer(n.e.Layer).Lstat(rel, &n.e.Stat)
+}
+
+func (n *node) Getattr(ctx context.Context, fh gofs.FileHandle, out *fuse.AttrOut) syscall.Errno {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if f, ok := fh.(*file); ok && f.layer == n.e.Layer {
+		var st unix.Stat_t
+		if err := unix.Fstat(f.fd, &st); err != nil {
+			return n.errno("getattr", err)
+		}
+		fillAttr(&out.Attr, &st, n.e.Ino)
+	} else {
+		if err := n.statLocked(); err != nil {
+			if _, parent := n.Parent(); n.unlinked || (parent == nil && !n.IsRoot()) {
+				// Removed while open: the kernel still asks about it.
+				fillAttr(&out.Attr, &n.e.Stat, n.e.Ino)
+				out.Nlink = 0
+				return 0
+			}
+			return n.errno("getattr", err)
+		}
+		fillAttr(&out.Attr, &n.e.Stat, n.e.Ino)
+	}
+	if n.unlinked {
+		out.Nlink = 0
+	}
+	return 0
+}
+
+// copyUpLocked copies the node up if it is not in the upper yet.
+func (n *node) copyUpLocked(dataLen int64) error {
+	if n.e.InUpper() {
+		return nil
+	}
+	return n.root.Stack.CopyUp(n.rel(), &n.e, dataLen)
+}
+
+func (n *node) Setattr(ctx context.Context, fh gofs.FileHandle, in *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Errno {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	dataLen := int64(-1)
+	if sz, ok := in.GetSize(); ok && sz == 0 {
+		dataLen = 0
+	}
+	if err := n.copyUpLocked(dataLen); err != nil {
+		return n.errno("setattr", err)
+	}
+	u := n.root.Stack.Layer(cow.UpperIndex)
+	rel := n.rel()
+	err := u.WithParent(rel, func(dfd int, name string) error {
+		if m, ok := in.GetMode(); ok {
+			if n.e.Stat.Mode&unix.S_IFMT == unix.S_IFLNK {
+				return unix.EOPNOTSUPP
+			}
+			if err := unix.Fchmodat(dfd, name, m&0o7777, 0); err != nil {
+				return err
+			}
+		}
+		uid, uok := in.GetUID()
+		gid, gok := in.GetGID()
+		if uok || gok {
+			u, g := -1, -1
+			if uok {
+				u = int(uid)
+			}
+			if gok {
+				g = int(gid)
+			}
+			if err := unix.Fchownat(dfd, name, u, g, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+				return err
+			}
+		}
+		if sz, ok := in.GetSize(); ok {
+			if f, ok := fh.(*file); ok && f.layer == cow.UpperIndex {
+				if err := unix.Ftruncate(f.fd, int64(sz)); err != nil {
+					return err
+				}
+			} else {
+				fd, err := unix.Openat(dfd, name, unix.O_WRONLY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+				if err != nil {
+					return err
+				}
+				err = unix.Ftruncate(fd, int64(sz))
+				unix.Close(fd)
+				if err != nil {
+					return err
+				}
+			}
+		}
+		if in.Valid&(fuse.FATTR_ATIME|fuse.FATTR_MTIME|fuse.FATTR_ATIME_NOW|fuse.FATTR_MTIME_NOW) != 0 {
+			ts := []unix.Timespec{{Nsec: unix.UTIME_OMIT}, {Nsec: unix.UTIME_OMIT}}
+			if in.Valid&fuse.FATTR_ATIME_NOW != 0 {
+				ts[0].Nsec = unix.UTIME_NOW
+			} else if in.Valid&fuse.FATTR_ATIME != 0 {
+				ts[0] = unix.Timespec{Sec: int64(in.Atime), Nsec: int64(in.Atimensec)}
+			}
+			if in.Valid&fuse.FATTR_MTIME_NOW != 0 {
+				ts[1].Nsec = unix.UTIME_NOW
+			} else if in.Valid&fuse.FATTR_MTIME != 0 {
+				ts[1] = unix.Timespec{Sec: int64(in.Mtime), Nsec: int64(in.Mtimensec)}
+			}
+			if err := unix.UtimesNanoAt(dfd, name, ts, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+				return err
+			}
+		}
+		return unix.Fstatat(dfd, name, &n.e.Stat, unix.AT_SYMLINK_NOFOLLOW)
+	})
+	if err != nil {
+		return n.errno("setattr", err)
+	}
+	fillAttr(&out.Attr, &n.e.Stat, n.e.Ino)
+	return 0
+}
+
+const writeFlags = syscall.O_WRONLY | syscall.O_RDWR | syscall.O_TRUNC
+
+func (n *node) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint32, syscall.Errno) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if flags&writeFlags != 0 {
+		dataLen := int64(-1)
+		if flags&syscall.O_TRUNC != 0 {
+			dataLen = 0
+		}
+		if err := n.copyUpLocked(dataLen); err != nil {
+			return nil, 0, n.errno("open", err)
+		}
+	}
+	oflags := int(flags) &^ (syscall.O_CREAT | syscall.O_EXCL | syscall.O_NOCTTY)
+	fd, err := n.root.Stack.Layer(n.e.Layer).Open(n.rel(), oflags, 0)
+	if err != nil {
+		return nil, 0, n.errno("open", err)
+	}
+	return n.newFileLocked(fd, n.e.Layer)
+}
+
+// newFileLocked wraps an open fd of layer li into a file handle.
+func (n *node) newFileLocked(fd, li int) (gofs.FileHandle, uint32, syscall.Errno) {
+	f := &file{node: n, fd: fd, layer: li, lf: gofs.NewLoopbackFile(fd).(*gofs.LoopbackFile)}
+	if li != cow.UpperIndex {
+		n.lowerOpens++
+		return &passFile{f}, fuse.FOPEN_KEEP_CACHE, 0
+	}
+	if n.lowerOpens > 0 {
+		// The inode's passthrough backing is still the lower file.
+		return f, fuse.FOPEN_DIRECT_IO, 0
+	}
+	return &passFile{f}, fuse.FOPEN_KEEP_CACHE, 0
+}
+
+func (n *node) Create(ctx context.Context, name string, flags uint32, mode uint32, out *fuse.EntryOut) (*gofs.Inode, gofs.FileHandle, uint32, syscall.Errno) {
+	fd, e, err := n.root.Stack.Create(n.rel(), name, int(flags), mode, owner(ctx))
+	if err != nil {
+		return nil, nil, 0, n.errno("create", err)
+	}
+	ch := n.newChild(ctx, e, out)
+	cn := ch.Operations().(*node)
+	cn.mu.Lock()
+	defer cn.mu.Unlock()
+	fh, fl, errno := cn.newFileLocked(fd, cow.UpperIndex)
+	return ch, fh, fl, errno
+}
+
+func (n *node) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
+	e, err := n.root.Stack.Mkdir(n.rel(), name, mode, owner(ctx))
+	if err != nil {
+		return nil, n.errno("mkdir", err)
+	}
+	return n.newChild(ctx, e, out), 0
+}
+
+func (n *node) Mknod(ctx context.Context, name string, mode uint32, dev uint32, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
+	e, err := n.root.Stack.Mknod(n.rel(), name, mode, uint64(dev), owner(ctx))
+	if err != nil {
+		return nil, n.errno("mknod", err)
+	}
+	return n.newChild(ctx, e, out), 0
+}
+
+func (n *node) Symlink(ctx context.Context, target, name string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
+	e, err := n.root.Stack.Symlink(n.rel(), name, target, owner(ctx))
+	if err != nil {
+		return nil, n.errno("symlink", err)
+	}
+	return n.newChild(ctx, e, out), 0
+}
+
+func (n *node) Link(ctx context.Context, target gofs.InodeEmbedder, name string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
+	tn, ok := target.(*node)
+	if !ok {
+		return nil, syscall.EXDEV
+	}
+	tn.mu.Lock()
+	var e cow.Entry
+	var err error
+	if tn.tmpfile > 0 {
+		// linkat of an O_TMPFILE file: give it its first name.
+		e, err = n.root.Stack.LinkFd(tn.tmpfile, n.rel(), name)
+		if err == nil {
+			e.Ino = tn.e.Ino
+			unix.Close(tn.tmpfile)
+			tn.tmpfile = 0
+		}
+	} else {
+		e, err = n.root.Stack.Link(tn.rel(), &tn.e, n.rel(), name)
+	}
+	tn.mu.Unlock()
+	if err != nil {
+		return nil, n.errno("link", err)
+	}
+	return n.newChild(ctx, e, out), 0
+}
+
+func (n *node) Readlink(ctx context.Context) ([]byte, syscall.Errno) {
+	e := n.entry()
+	t, err := n.root.Stack.Layer(e.Layer).Readlink(n.rel())
+	if err != nil {
+		return nil, n.errno("readlink", err)
+	}
+	return []byte(t), 0
+}
+
+// child returns the node of name in n, looking it up if the kernel has
+// not.
+func (n *node) child(ctx context.Context, name string) (*node, syscall.Errno) {
+	if ch := n.GetChild(name); ch != nil {
+		if cn, ok := ch.Operations().(*node); ok {
+			return cn, 0
+		}
+	}
+	var out fuse.EntryOut
+	ch, errno := n.Lookup(ctx, name, &out)
+	if errno != 0 {
+		return nil, errno
+	}
+	return ch.Operations().(*node), 0
+}
+
+func (n *node) remove(ctx context.Context, name string) syscall.Errno {
+	if strings.HasPrefix(name, cow.WhiteoutPrefix) {
+		return syscall.ENOENT
+	}
+	cn, errno := n.child(ctx, name)
+	if errno != 0 {
+		return errno
+	}
+	pe := n.entry()
+	cn.mu.Lock()
+	defer cn.mu.Unlock()
+	if err := n.root.Stack.Remove(n.rel(), pe.Lowers, name, &cn.e); err != nil {
+		return n.errno("remove", err)
+	}
+	if !cn.e.IsDir() && cn.e.Stat.Nlink <= 1 {
+		cn.unlinked = true
+	}
+	return 0
+}
+
+func (n *node) Unlink(ctx context.Context, name string) syscall.Errno { return n.remove(ctx, name) }
+func (n *node) Rmdir(ctx context.Context, name string) syscall.Errno  { return n.remove(ctx, name) }
+
+func (n *node) Rename(ctx context.Context, name string, newParent gofs.InodeEmbedder, newName string, flags uint32) syscall.Errno {
+	np, ok := newParent.(*node)
+	if !ok {
+		return syscall.EXDEV
+	}
+	if strings.HasPrefix(name, cow.WhiteoutPrefix) {
+		return syscall.ENOENT
+	}
+	src, errno := n.child(ctx, name)
+	if errno != 0 {
+		return errno
+	}
+	dst, errno := np.child(ctx, newName)
+	if errno == syscall.ENOENT {
+		dst = nil
+	} else if errno != 0 {
+		return errno
+	}
+	if dst == src {
+		return 0 // two names of one inode: rename(2) does nothing
+	}
+	// Lock the two entries by ascending inode number.
+	a, b := src, dst
+	if b != nil && b.e.Ino < a.e.Ino {
+		a, b = b, a
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	var dstE *cow.Entry
+	if b != nil {
+		b.mu.Lock()
+		defer b.mu.Unlock()
+		dstE = &dst.e
+	}
+	ope, npe := n.entry(), np.entry()
+	err := n.root.Stack.Rename(n.rel(), ope.Lowers, name, &src.e, np.rel(), npe.Lowers, newName, dstE, uint(flags))
+	if err != nil {
+		return n.errno("rename", err)
+	}
+	if dst != nil && flags&unix.RENAME_EXCHANGE == 0 && !dst.e.IsDir() && dst.e.Stat.Nlink <= 1 {
+		dst.unlinked = true
+	}
+	return 0
+}
+
+func (n *node) Getxattr(ctx context.Context, attr string, dest []byte) (uint32, syscall.Errno) {
+	if cow.IsHiddenXattr(attr) {
+		return 0, syscall.ENODATA
+	}
+	e := n.entry()
+	v, err := n.root.Stack.Layer(e.Layer).Getxattr(n.rel(), attr)
+	if err != nil {
+		return 0, n.errno("getxattr", err)
+	}
+	if len(dest) == 0 {
+		return uint32(len(v)), 0
+	}
+	if len(dest) < len(v) {
+		return uint32(len(v)), syscall.ERANGE
+	}
+	return uint32(copy(dest, v)), 0
+}
+
+func (n *node) Listxattr(ctx context.Context, dest []byte) (uint32, syscall.Errno) {
+	e := n.entry()
+	names, err := n.root.Stack.Layer(e.Layer).Listxattr(n.rel())
+	if err != nil {
+		return 0, n.errno("listxattr", err)
+	}
+	var b []byte
+	for _, x := range names {
+		if !cow.IsHiddenXattr(x) {
+			b = append(append(b, x...), 0)
+		}
+	}
+	if len(dest) == 0 {
+		return uint32(len(b)), 0
+	}
+	if len(dest) < len(b) {
+		return uint32(len(b)), syscall.ERANGE
+	}
+	return uint32(copy(dest, b)), 0
+}
+
+func (n *node) Setxattr(ctx context.Context, attr string, data []byte, flags uint32) syscall.Errno {
+	if cow.IsHiddenXattr(attr) {
+		return syscall.EPERM
+	}
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if err := n.copyUpLocked(-1); err != nil {
+		return n.errno("setxattr", err)
+	}
+	err := n.root.Stack.Layer(cow.UpperIndex).Setxattr(n.rel(), attr, data, int(flags))
+	return n.errno("setxattr", err)
+}
+
+func (n *node) Removexattr(ctx context.Context, attr string) syscall.Errno {
+	if cow.IsHiddenXattr(attr) {
+		return syscall.ENODATA
+	}
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	e := n.e
+	if !e.InUpper() {
+		// Removing what is not there needs no copy-up.
+		if _, err := n.root.Stack.Layer(e.Layer).Getxattr(n.rel(), attr); err != nil {
+			return n.errno("removexattr", err)
+		}
+	}
+	if err := n.copyUpLocked(-1); err != nil {
+		return n.errno("removexattr", err)
+	}
+	err := n.root.Stack.Layer(cow.UpperIndex).Removexattr(n.rel(), attr)
+	return n.errno("removexattr", err)
+}
+
+func (n *node) Statfs(ctx context.Context, out *fuse.StatfsOut) syscall.Errno {
+	st := n.root.Stack
+	l := st.Layer(cow.UpperIndex)
+	if l == nil {
+		l = st.Layer(1)
+	}
+	var s unix.Statfs_t
+	if err := unix.Fstatfs(l.Fd(), &s); err != nil {
+		return n.errno("statfs", err)
+	}
+	out.Blocks, out.Bfree, out.Bavail = s.Blocks, s.Bfree, s.Bavail
+	out.Files, out.Ffree = s.Files, s.Ffree
+	out.Bsize, out.Frsize = uint32(s.Bsize), uint32(s.Frsize)
+	out.NameLen = uint32(s.Namelen)
+	return 0
+}
+
+// Timeouts for entries and attributes: lower layers never change and all
+// changes to the upper go through the mount, where the kernel sees them.
+const cacheTimeout = time.Hour
+
+func (n *node) Tmpfile(ctx context.Context, flags uint32, mode uint32, out *fuse.EntryOut) (*gofs.Inode, gofs.FileHandle, uint32, syscall.Errno) {
+	fd, e, err := n.root.Stack.Tmpfile(n.rel(), int(flags), mode, owner(ctx))
+	if err != nil {
+		return nil, nil, 0, n.errno("tmpfile", err)
+	}
+	// A second fd keeps the file linkable after this open is closed.
+	keep, err := unix.Open(procPathOf(fd), unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		keep, err = unix.Dup(fd)
+		if err != nil {
+			unix.Close(fd)
+			return nil, nil, 0, n.errno("tmpfile", err)
+		}
+	}
+	cn := &node{root: n.root, e: e, tmpfile: keep}
+	ch := n.NewInode(ctx, cn, gofs.StableAttr{Mode: unix.S_IFREG, Ino: e.Ino})
+	fillAttr(&out.Attr, &e.Stat, e.Ino)
+	cn.mu.Lock()
+	defer cn.mu.Unlock()
+	fh, fl, errno := cn.newFileLocked(fd, cow.UpperIndex)
+	return ch, fh, fl, errno
+}
+
+func procPathOf(fd int) string { return "/proc/self/fd/" + strconv.Itoa(fd) }
+
+// OnForget closes what a forgotten node still holds.
+func (n *node) OnForget() {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.tmpfile > 0 {
+		unix.Close(n.tmpfile)
+		n.tmpfile = 0
+	}
+}
