@@ -1,10 +1,11 @@
 # strata: see README.md. Every target that needs packages installs them.
-GO        ?= go
+# sudo resets PATH, so fall back to the standard Go install location.
+GO        ?= $(shell command -v go 2>/dev/null || echo /usr/local/go/bin/go)
 BIN       := bin
 GOFLAGS   ?=
 PKGS      := ./...
 # Debian packages the tests and the benchmark use.
-TEST_DEBS := fuse3 attr fuse-overlayfs git tar
+TEST_DEBS := fuse3 attr fuse-overlayfs git tar gcc
 
 .PHONY: all build test test-short demo bench lint fuzz deps clean
 

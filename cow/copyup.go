@@ -27,7 +27,7 @@ func (s *Stack) CopyUp(rel string, e *Entry, dataLen int64) error {
 	if !s.Writable() {
 		return unix.EROFS
 	}
-	if e.InUpper() {
+	if s.Refresh(rel, e); e.InUpper() {
 		return nil
 	}
 	dir, name := path.Split(rel)
@@ -103,7 +103,8 @@ func (s *Stack) copyUpDir(rel string, li int, st *unix.Stat_t) error {
 	if err == nil {
 		err = s.publish(tmp, rel, unix.RENAME_NOREPLACE)
 		if errors.Is(err, unix.EEXIST) {
-			err = nil // another copy-up won
+			// Another copy-up won: drop ours.
+			return removeAllAt(wfd, tmp)
 		}
 	}
 	if err != nil {

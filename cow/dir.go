@@ -106,8 +106,15 @@ func (s *Stack) readLayerDir(li int, dir string) (ents []rawDirent, whiteouts []
 	xattrWhiteouts := false
 	if names, _ := listxattrFd(fd); len(names) > 0 {
 		for _, n := range names {
-			if n == "trusted.overlay.whiteouts" || n == "user.overlay.whiteouts" {
+			switch n {
+			case "trusted.overlay.whiteouts", "user.overlay.whiteouts":
 				xattrWhiteouts = true
+			case XattrOpaque, XattrUserOpaque:
+				// Linux 6.8 (and 6.7.y) marks a directory holding
+				// xattr whiteouts with overlay.opaque=x instead.
+				if v, err := getxattrFd(fd, n); err == nil && string(v) == "x" {
+					xattrWhiteouts = true
+				}
 			}
 		}
 	}
@@ -149,17 +156,18 @@ func (s *Stack) ReadDir(dir string, e *Entry) ([]DirEntry, error) {
 		if err != nil {
 			return err
 		}
-		for _, w := range whs {
-			if _, ok := seen[w]; !ok {
-				seen[w] = -1
-			}
-		}
 		for _, de := range ents {
 			if i, ok := seen[de.Name]; ok {
-				// A directory merged over a lower directory takes
-				// the lower's inode number, as Lookup does.
-				if i >= 0 && de.Type == unix.DT_DIR && out[i].Type == unix.S_IFDIR && out[i].Ino&inoFromUpper != 0 {
-					out[i].Ino = s.mapIno(li, de.Ino)
+				if i >= 0 && out[i].Type == unix.S_IFDIR && out[i].Ino&inoFromUpper != 0 {
+					// The first lower holding the name of an upper
+					// directory: as in Lookup, the directory takes
+					// the lower's inode number if it merges with it
+					// (not opaque, and the lower's is a directory),
+					// else keeps its own.
+					out[i].Ino &^= inoFromUpper
+					if de.Type == unix.DT_DIR && !s.upper().isOpaque(path.Join(dir, de.Name)) {
+						out[i].Ino = s.mapIno(li, de.Ino)
+					}
 				}
 				continue
 			}
@@ -169,6 +177,20 @@ func (s *Stack) ReadDir(dir string, e *Entry) ([]DirEntry, error) {
 				ino |= inoFromUpper
 			}
 			out = append(out, DirEntry{Name: de.Name, Type: dtToMode(de.Type), Ino: ino})
+		}
+		// A layer's whiteouts hide the names of the layers beneath it
+		// only: an OCI ".wh.x" leaves an "x" of its own layer listed,
+		// as Lookup does (image-spec layer.md, "Whiteouts").
+		for _, w := range whs {
+			i, ok := seen[w]
+			switch {
+			case !ok:
+				seen[w] = -1
+			case i >= 0 && li != UpperIndex && out[i].Type == unix.S_IFDIR:
+				// A lower whiteout ends the merge of an upper
+				// directory of that name: it keeps its own number.
+				out[i].Ino &^= inoFromUpper
+			}
 		}
 		return nil
 	}

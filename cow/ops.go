@@ -106,10 +106,37 @@ func ownerFor(pfd int, o Owner) (uid, gid int, sgid bool, err error) {
 	return int(o.Uid), int(o.Gid), false, nil
 }
 
+// setOwner gives the new entry dn under dfd the caller's owner o (the
+// group of a set-group-ID parent pfd instead, which a new directory also
+// inherits the bit of).
+func setOwner(pfd, dfd int, dn string, isDir bool, o Owner) error {
+	uid, gid, sgid, err := ownerFor(pfd, o)
+	if err != nil {
+		return err
+	}
+	var st unix.Stat_t
+	if err := unix.Fstatat(dfd, dn, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+		return err
+	}
+	if err := unix.Fchownat(dfd, dn, uid, gid, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+		return err
+	}
+	// chown clears set-user-ID and set-group-ID bits: put back the mode
+	// the entry was created with.
+	mode := st.Mode & 0o7777
+	if isDir && sgid {
+		mode |= unix.S_ISGID
+	}
+	if st.Mode&unix.S_IFMT != unix.S_IFLNK && mode&(unix.S_ISUID|unix.S_ISGID) != 0 {
+		return unix.Fchmodat(dfd, dn, mode, 0)
+	}
+	return nil
+}
+
 // makeNode creates a non-directory or directory entry with mk, directly
 // in the upper directory or in the work directory and then over a
 // whiteout. mk gets a directory fd and a name and creates the entry.
-func (s *Stack) makeNode(dir, name string, isDir bool, o Owner, mk func(dfd int, name string) error) (Entry, error) {
+func (s *Stack) makeNode(dir, name string, isDir bool, o *Owner, mk func(dfd int, name string) error) (Entry, error) {
 	var e Entry
 	viaWork, ociWh, err := s.prepareCreate(dir, name)
 	if err != nil {
@@ -118,10 +145,6 @@ func (s *Stack) makeNode(dir, name string, isDir bool, o Owner, mk func(dfd int,
 	rel := path.Join(dir, name)
 	u := s.upper()
 	err = u.withParent(rel, func(pfd int, n string) error {
-		uid, gid, sgid, err := ownerFor(pfd, o)
-		if err != nil {
-			return err
-		}
 		dfd, dn := pfd, n
 		if viaWork {
 			dfd, dn = s.work.fd, s.tmpName()
@@ -135,15 +158,8 @@ func (s *Stack) makeNode(dir, name string, isDir bool, o Owner, mk func(dfd int,
 			}
 			return errors.Join(err, removeAllAt(pfd, n))
 		}
-		if err := unix.Fchownat(dfd, dn, uid, gid, unix.AT_SYMLINK_NOFOLLOW); err != nil {
-			return fail(err)
-		}
-		if isDir && sgid {
-			var st unix.Stat_t
-			if err := unix.Fstatat(dfd, dn, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
-				return fail(err)
-			}
-			if err := unix.Fchmodat(dfd, dn, st.Mode&0o7777|unix.S_ISGID, 0); err != nil {
+		if o != nil {
+			if err := setOwner(pfd, dfd, dn, isDir, *o); err != nil {
 				return fail(err)
 			}
 		}
@@ -210,7 +226,7 @@ func (s *Stack) setOpaqueAt(dfd int, name string) error {
 // Create creates and opens a regular file name in dir.
 func (s *Stack) Create(dir, name string, flags int, mode uint32, o Owner) (int, Entry, error) {
 	fd := -1
-	e, err := s.makeNode(dir, name, false, o, func(dfd int, n string) error {
+	e, err := s.makeNode(dir, name, false, &o, func(dfd int, n string) error {
 		var err error
 		fd, err = unix.Openat(dfd, n, (flags&^(unix.O_CREAT|unix.O_EXCL|unix.O_TRUNC))|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, mode&0o7777)
 		return err
@@ -224,7 +240,7 @@ func (s *Stack) Create(dir, name string, flags int, mode uint32, o Owner) (int, 
 
 // Mkdir creates the directory name in dir.
 func (s *Stack) Mkdir(dir, name string, mode uint32, o Owner) (Entry, error) {
-	return s.makeNode(dir, name, true, o, func(dfd int, n string) error {
+	return s.makeNode(dir, name, true, &o, func(dfd int, n string) error {
 		return unix.Mkdirat(dfd, n, mode&0o7777)
 	})
 }
@@ -236,14 +252,14 @@ func (s *Stack) Mknod(dir, name string, mode uint32, dev uint64, o Owner) (Entry
 		// refuses it the same way.
 		return Entry{}, unix.EPERM
 	}
-	return s.makeNode(dir, name, false, o, func(dfd int, n string) error {
+	return s.makeNode(dir, name, false, &o, func(dfd int, n string) error {
 		return unix.Mknodat(dfd, n, mode, int(dev))
 	})
 }
 
 // Symlink creates the symlink name in dir pointing at target.
 func (s *Stack) Symlink(dir, name, target string, o Owner) (Entry, error) {
-	return s.makeNode(dir, name, false, o, func(dfd int, n string) error {
+	return s.makeNode(dir, name, false, &o, func(dfd int, n string) error {
 		return unix.Symlinkat(target, dfd, n)
 	})
 }
@@ -255,18 +271,12 @@ func (s *Stack) Link(oldRel string, old *Entry, dir, name string) (Entry, error)
 		return Entry{}, err
 	}
 	u := s.upper()
-	e, err := s.makeNode(dir, name, false, Owner{}, func(dfd int, n string) error {
+	e, err := s.makeNode(dir, name, false, nil, func(dfd int, n string) error {
 		return u.withParent(oldRel, func(ofd int, on string) error {
 			return unix.Linkat(ofd, on, dfd, n, 0)
 		})
 	})
 	if err != nil {
-		return e, err
-	}
-	// makeNode chowned the new name, which is the old inode: restore.
-	if err := u.withParent(oldRel, func(ofd int, on string) error {
-		return unix.Fchownat(ofd, on, int(old.Stat.Uid), int(old.Stat.Gid), unix.AT_SYMLINK_NOFOLLOW)
-	}); err != nil {
 		return e, err
 	}
 	e.Ino = old.Ino
@@ -294,6 +304,13 @@ func (s *Stack) Remove(dir string, dirLowers []int, name string, e *Entry) error
 		return unix.EROFS
 	}
 	rel := path.Join(dir, name)
+	s.Refresh(rel, e)
+	if e.InUpper() {
+		// Links made since the lookup count for the caller's nlink.
+		if err := s.upper().Lstat(rel, &e.Stat); err != nil {
+			return err
+		}
+	}
 	if e.IsDir() {
 		ents, err := s.ReadDir(rel, e)
 		if err != nil {
@@ -376,6 +393,10 @@ func (s *Stack) Rename(oldDir string, oldLowers []int, oldName string, oldE *Ent
 		return err
 	}
 	oldRel, newRel := path.Join(oldDir, oldName), path.Join(newDir, newName)
+	s.Refresh(oldRel, oldE)
+	if newE != nil {
+		s.Refresh(newRel, newE)
+	}
 	exchange := flags&unix.RENAME_EXCHANGE != 0
 	if flags&unix.RENAME_NOREPLACE != 0 && newE != nil {
 		return unix.EEXIST
@@ -528,7 +549,7 @@ func (s *Stack) LinkFd(fd int, dir, name string) (Entry, error) {
 	if err := unix.Fstat(fd, &st); err != nil {
 		return Entry{}, err
 	}
-	e, err := s.makeNode(dir, name, false, Owner{Uid: st.Uid, Gid: st.Gid}, func(dfd int, n string) error {
+	e, err := s.makeNode(dir, name, false, nil, func(dfd int, n string) error {
 		return unix.Linkat(fd, "", dfd, n, unix.AT_EMPTY_PATH)
 	})
 	return e, err

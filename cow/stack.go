@@ -333,6 +333,19 @@ func (s *Stack) Lookup(dir string, dirLowers []int, name string) (Entry, error) 
 	return e, nil
 }
 
+// Refresh notices that e, resolved in a lower layer, has been copied up
+// since (a directory is, by a copy-up of anything beneath it).
+func (s *Stack) Refresh(rel string, e *Entry) {
+	if e.InUpper() || !s.Writable() {
+		return
+	}
+	var st unix.Stat_t
+	u := s.upper()
+	if u.Lstat(rel, &st) == nil && !u.isWhiteout(rel, &st) && st.Mode&unix.S_IFMT == e.Stat.Mode&unix.S_IFMT {
+		e.Layer, e.Stat = UpperIndex, st
+	}
+}
+
 // upperIno is the merged inode number of a non-directory in the upper
 // layer: the one it had before copy-up if it was copied up.
 func (s *Stack) upperIno(rel string, st *unix.Stat_t) uint64 {

@@ -22,8 +22,9 @@ type MountOptions struct {
 	Debug         bool          // log every FUSE request
 	Timeout       time.Duration // entry and attribute cache; 0 for the default
 	DisableXattrs bool
-	// Flags are generic mount flags: nosuid, nodev, noexec and their
-	// opposites. A container root filesystem needs set-user-ID files and
+	// Flags are generic mount flags: nosuid, nodev, noexec, noatime,
+	// relatime, strictatime, nodiratime, lazytime, sync, dirsync; their
+	// opposites (suid, dev, exec, atime, ...) are the default. A container root filesystem needs set-user-ID files and
 	// devices to work, so by default neither is blocked, as with kernel
 	// overlayfs.
 	Flags  []string
@@ -57,10 +58,17 @@ func Mount(mountpoint string, stack *cow.Stack, o MountOptions) (*fuse.Server, e
 		// does for kernel overlayfs; the daemon runs privileged.
 		Options: []string{"default_permissions"},
 	}
-	mopts.Options = append(mopts.Options, o.Flags...)
 	// A non-zero value keeps go-fuse from adding nosuid,nodev when it
 	// calls mount(2) itself; MS_SILENT changes nothing else.
 	mopts.DirectMountFlags = unix.MS_SILENT
+	for _, f := range o.Flags {
+		if bit, ok := mountFlagBits[f]; ok {
+			mopts.DirectMountFlags |= bit
+		}
+		if os.Geteuid() != 0 {
+			mopts.Options = append(mopts.Options, f) // for fusermount3
+		}
+	}
 	if o.ReadOnly || !stack.Writable() {
 		if os.Geteuid() == 0 {
 			mopts.DirectMountFlags |= unix.MS_RDONLY
@@ -78,4 +86,18 @@ func Mount(mountpoint string, stack *cow.Stack, o MountOptions) (*fuse.Server, e
 		NullPermissions: true,
 	}
 	return gofs.Mount(mountpoint, root, opts)
+}
+
+// mountFlagBits are the generic mount options that are mount(2) flags.
+var mountFlagBits = map[string]uintptr{
+	"nosuid":      unix.MS_NOSUID,
+	"nodev":       unix.MS_NODEV,
+	"noexec":      unix.MS_NOEXEC,
+	"noatime":     unix.MS_NOATIME,
+	"nodiratime":  unix.MS_NODIRATIME,
+	"relatime":    unix.MS_RELATIME,
+	"strictatime": unix.MS_STRICTATIME,
+	"lazytime":    unix.MS_LAZYTIME,
+	"sync":        unix.MS_SYNCHRONOUS,
+	"dirsync":     unix.MS_DIRSYNC,
 }

@@ -2,6 +2,7 @@ package fs
 
 import (
 	"context"
+	"hash/fnv"
 	"log"
 	"strconv"
 	"strings"
@@ -107,9 +108,15 @@ func fillAttr(out *fuse.Attr, st *unix.Stat_t, ino uint64) {
 }
 
 // newChild makes (or finds, for a known inode number) the node for e.
-func (n *node) newChild(ctx context.Context, e cow.Entry, out *fuse.EntryOut) *gofs.Inode {
+func (n *node) newChild(ctx context.Context, name string, e cow.Entry, out *fuse.EntryOut) *gofs.Inode {
 	fresh := &node{root: n.root, e: e}
-	ch := n.NewInode(ctx, fresh, gofs.StableAttr{Mode: e.Stat.Mode & unix.S_IFMT, Ino: e.Ino})
+	attr := gofs.StableAttr{Mode: e.Stat.Mode & unix.S_IFMT, Ino: e.Ino}
+	if lowerHardlink(&e) {
+		// Each name of a lower hard link is its own node (same st_ino):
+		// copy-up breaks the link, and FUSE requests name only the node.
+		attr.Gen = nameGen(n.rel(), name)
+	}
+	ch := n.NewInode(ctx, fresh, attr)
 	if old, ok := ch.Operations().(*node); ok && old != fresh {
 		old.mu.Lock()
 		old.e = e
@@ -118,6 +125,20 @@ func (n *node) newChild(ctx context.Context, e cow.Entry, out *fuse.EntryOut) *g
 	}
 	fillAttr(&out.Attr, &e.Stat, e.Ino)
 	return ch
+}
+
+// lowerHardlink reports whether e is a lower file with more names.
+func lowerHardlink(e *cow.Entry) bool {
+	return !e.InUpper() && !e.IsDir() && e.Stat.Nlink > 1
+}
+
+// nameGen derives a node generation from a name.
+func nameGen(dir, name string) uint64 {
+	h := fnv.New64a()
+	h.Write([]byte(dir))
+	h.Write([]byte{0})
+	h.Write([]byte(name))
+	return h.Sum64() | 1
 }
 
 func (n *node) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
@@ -129,7 +150,7 @@ func (n *node) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*go
 	if err != nil {
 		return nil, n.errno("lookup", err)
 	}
-	return n.newChild(ctx, e, out), 0
+	return n.newChild(ctx, name, e, out), 0
 }
 
 // stat refreshes the node's entry from its layer. A directory that a
@@ -179,7 +200,19 @@ func (n *node) copyUpLocked(dataLen int64) error {
 	if n.e.InUpper() {
 		return nil
 	}
-	return n.root.Stack.CopyUp(n.rel(), &n.e, dataLen)
+	broke := lowerHardlink(&n.e)
+	if err := n.root.Stack.CopyUp(n.rel(), &n.e, dataLen); err != nil {
+		return err
+	}
+	if broke {
+		// The copy is a new file with its own inode number: make the
+		// kernel look the name up again. Not from within this request,
+		// which may hold the locks the notification needs.
+		if name, parent := n.Parent(); parent != nil {
+			go parent.NotifyEntry(name)
+		}
+	}
+	return nil
 }
 
 func (n *node) Setattr(ctx context.Context, fh gofs.FileHandle, in *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Errno {
@@ -300,7 +333,7 @@ func (n *node) Create(ctx context.Context, name string, flags uint32, mode uint3
 	if err != nil {
 		return nil, nil, 0, n.errno("create", err)
 	}
-	ch := n.newChild(ctx, e, out)
+	ch := n.newChild(ctx, name, e, out)
 	cn := ch.Operations().(*node)
 	cn.mu.Lock()
 	defer cn.mu.Unlock()
@@ -313,7 +346,7 @@ func (n *node) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.En
 	if err != nil {
 		return nil, n.errno("mkdir", err)
 	}
-	return n.newChild(ctx, e, out), 0
+	return n.newChild(ctx, name, e, out), 0
 }
 
 func (n *node) Mknod(ctx context.Context, name string, mode uint32, dev uint32, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
@@ -321,7 +354,7 @@ func (n *node) Mknod(ctx context.Context, name string, mode uint32, dev uint32, 
 	if err != nil {
 		return nil, n.errno("mknod", err)
 	}
-	return n.newChild(ctx, e, out), 0
+	return n.newChild(ctx, name, e, out), 0
 }
 
 func (n *node) Symlink(ctx context.Context, target, name string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
@@ -329,7 +362,7 @@ func (n *node) Symlink(ctx context.Context, target, name string, out *fuse.Entry
 	if err != nil {
 		return nil, n.errno("symlink", err)
 	}
-	return n.newChild(ctx, e, out), 0
+	return n.newChild(ctx, name, e, out), 0
 }
 
 func (n *node) Link(ctx context.Context, target gofs.InodeEmbedder, name string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
@@ -355,7 +388,7 @@ func (n *node) Link(ctx context.Context, target gofs.InodeEmbedder, name string,
 	if err != nil {
 		return nil, n.errno("link", err)
 	}
-	return n.newChild(ctx, e, out), 0
+	return n.newChild(ctx, name, e, out), 0
 }
 
 func (n *node) Readlink(ctx context.Context) ([]byte, syscall.Errno) {
@@ -399,6 +432,8 @@ func (n *node) remove(ctx context.Context, name string) syscall.Errno {
 	}
 	if !cn.e.IsDir() && cn.e.Stat.Nlink <= 1 {
 		cn.unlinked = true
+	} else if cn.e.Stat.Nlink > 1 {
+		cn.e.Stat.Nlink--
 	}
 	return 0
 }

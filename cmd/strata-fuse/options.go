@@ -24,7 +24,7 @@ type options struct {
 // genericOptions are mount(8)'s generic options, which mount.fuse3 passes
 // along; they are the kernel's business, not the filesystem's.
 var genericOptions = map[string]bool{
-	"rw": true, "atime": true, "noatime": true,
+	"rw": true, "dev": true, "suid": true, "exec": true, "atime": true, "noatime": true,
 	"relatime": true, "norelatime": true, "strictatime": true,
 	"diratime": true, "nodiratime": true, "lazytime": true, "sync": true,
 	"async": true, "dirsync": true, "auto": true, "noauto": true,
@@ -34,7 +34,9 @@ var genericOptions = map[string]bool{
 
 // mountFlags are generic options that become mount(2) flags.
 var mountFlags = map[string]bool{
-	"dev": true, "nodev": true, "suid": true, "nosuid": true, "exec": true, "noexec": true,
+	"nodev": true, "nosuid": true, "noexec": true, "noatime": true,
+	"nodiratime": true, "relatime": true, "strictatime": true,
+	"lazytime": true, "sync": true, "dirsync": true,
 }
 
 // harmlessOptions are fuse-overlayfs options that tune its own

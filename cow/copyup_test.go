@@ -1,0 +1,396 @@
+package cow_test
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/strata-fs/strata/cow"
+)
+
+// Owner and times given to every copy-up source (and its parents) before
+// the copy, so that a copy that loses them is caught.
+const (
+	srcUid, srcGid = 1234, 5678
+)
+
+var (
+	srcAtime = time.Date(2011, 1, 2, 3, 4, 5, 600700800, time.UTC)
+	srcMtime = time.Date(2012, 2, 3, 4, 5, 6, 700800900, time.UTC)
+)
+
+// TestCopyUp copies up every file type from the bottom of two lowers and
+// checks that the copy keeps what it must and drops what it must.
+func TestCopyUp(t *testing.T) {
+	needRoot(t, "chown, mknod and trusted.* xattrs of copy-up sources")
+	const rel = "p/q/obj"
+	tests := []struct {
+		name    string
+		src     fixtureEntry
+		dataLen int64
+		// userXattrs: the type can carry user.* xattrs (files, dirs).
+		userXattrs bool
+		wantData   string // for regular files
+	}{
+		{name: "regular", src: file(rel, "hello\x00world").perm(0o4755), dataLen: -1, userXattrs: true, wantData: "hello\x00world"},
+		{name: "regular setgid", src: file(rel, "g").perm(0o2750), dataLen: -1, userXattrs: true, wantData: "g"},
+		{name: "regular dataLen 0", src: file(rel, "dropped").perm(0o640), dataLen: 0, userXattrs: true, wantData: ""},
+		{name: "empty regular", src: file(rel, "").perm(0o600), dataLen: -1, userXattrs: true, wantData: ""},
+		{name: "symlink", src: symlink(rel, "../some/target")},
+		{name: "fifo", src: fifo(rel).perm(0o620)},
+		{name: "socket", src: fixtureEntry{path: rel, kind: kSock, mode: 0o755}},
+		{name: "char device", src: fixtureEntry{path: rel, kind: kChar, dev: unix.Mkdev(1, 3), mode: 0o666}},
+		{name: "block device", src: fixtureEntry{path: rel, kind: kBlock, dev: unix.Mkdev(7, 200), mode: 0o660}},
+		{name: "directory", src: dir(rel).perm(0o1777), userXattrs: true},
+		{name: "setgid directory", src: dir(rel).perm(0o2755), userXattrs: true},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			src := tc.src.with("trusted.test", "t-value").
+				with("trusted.overlay.test", "not copied").
+				with(cow.XattrOrigin, "12345678")
+			if tc.userXattrs {
+				src = src.with("user.test", "u-value").
+					with("user.overlay.test", "not copied").
+					with(cow.XattrFuseOverlayfsOpaque, "n")
+			}
+			lower := []fixtureEntry{dir("p").perm(0o750), dir("p/q").perm(0o2775), src}
+			if tc.src.kind == kDir {
+				lower = append(lower, file(rel+"/child", "c"), file(rel+"/sub/grandchild", "g"))
+			}
+			f := newFixture(t, nil, []fixtureEntry{file("p/other", "o")}, lower)
+			// Owner and times, parents included, set after the build.
+			for _, p := range []string{"p", "p/q", rel} {
+				lp := filepath.Join(f.lowers[1], p)
+				if err := unix.Lchown(lp, srcUid, srcGid); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if tc.src.kind != kSymlink {
+				// chown cleared setuid/setgid: give the mode back.
+				if err := unix.Chmod(filepath.Join(f.lowers[1], rel), tc.src.mode); err != nil {
+					t.Fatal(err)
+				}
+			}
+			setTreeTimes(t, f.lowers[1], srcAtime, srcMtime)
+
+			e := f.mustLookup(rel)
+			before := e
+			if e.Layer != 2 {
+				t.Fatalf("Lookup(%q).Layer = %d, want 2", rel, e.Layer)
+			}
+			if err := f.s.CopyUp(rel, &e, tc.dataLen); err != nil {
+				t.Fatalf("CopyUp: %v", err)
+			}
+			if !e.InUpper() {
+				t.Errorf("after CopyUp entry layer is %d, want the upper", e.Layer)
+			}
+			if e.Ino != before.Ino {
+				t.Errorf("CopyUp changed Entry.Ino from %d to %d", before.Ino, e.Ino)
+			}
+			st, err := f.upperLstat(rel)
+			if err != nil {
+				t.Fatalf("no copy in the upper: %v", err)
+			}
+			if e.Stat != st {
+				t.Errorf("Entry.Stat after CopyUp is not the upper's stat")
+			}
+			checkSameMeta(t, rel, &st, &before.Stat, tc.src.kind != kSymlink)
+			if st.Rdev != before.Stat.Rdev {
+				t.Errorf("%s: rdev %d, want %d", rel, st.Rdev, before.Stat.Rdev)
+			}
+			up := filepath.Join(f.upper, rel)
+			switch tc.src.kind {
+			case kFile:
+				b, err := os.ReadFile(up)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if string(b) != tc.wantData {
+					t.Errorf("copied data %q, want %q", b, tc.wantData)
+				}
+			case kSymlink:
+				if target, err := os.Readlink(up); err != nil || target != tc.src.content {
+					t.Errorf("copied symlink: %q, %v; want %q", target, err, tc.src.content)
+				}
+			case kDir:
+				ents, err := os.ReadDir(up)
+				if err != nil || len(ents) != 0 {
+					t.Errorf("copied dir holds %v (%v); want it empty: contents are not copied", ents, err)
+				}
+			}
+
+			wantX := map[string]string{"trusted.test": "t-value"}
+			if tc.userXattrs {
+				wantX["user.test"] = "u-value"
+			}
+			for _, x := range []string{"trusted.test", "user.test", "trusted.overlay.test", "user.overlay.test", cow.XattrFuseOverlayfsOpaque} {
+				v, err := lgetxattr(up, x)
+				want, ok := wantX[x]
+				switch {
+				case ok && (err != nil || v != want):
+					t.Errorf("xattr %s of the copy: %q, %v; want %q", x, v, err, want)
+				case !ok && err == nil:
+					t.Errorf("xattr %s copied up (%q); overlay xattrs must not be", x, v)
+				}
+			}
+			if v, err := lgetxattr(up, cow.XattrOrigin); err == nil && v == "12345678" {
+				t.Errorf("%s copied from the lower", cow.XattrOrigin)
+			}
+
+			// Parents were copied first from the topmost lower holding
+			// them (p from lower 1, p/q from lower 2), keeping their
+			// metadata, and their times survive the copy-ups made inside
+			// them.
+			for i, p := range []string{"p", "p/q"} {
+				pst, err := f.upperLstat(p)
+				if err != nil {
+					t.Fatalf("parent %s not copied up: %v", p, err)
+				}
+				var lst unix.Stat_t
+				if err := unix.Lstat(filepath.Join(f.lowers[i], p), &lst); err != nil {
+					t.Fatal(err)
+				}
+				checkSameMeta(t, p, &pst, &lst, true)
+				if pst.Mtim != lst.Mtim {
+					t.Errorf("parent %s: upper mtime %v, lower mtime %v", p, pst.Mtim, lst.Mtim)
+				}
+			}
+			if ents, _ := os.ReadDir(filepath.Join(f.upper, "p")); len(ents) != 1 {
+				t.Errorf("upper p holds %d entries, want only q: siblings are not copied", len(ents))
+			}
+			if tc.src.kind == kDir {
+				// The copy still merges with the lower's contents.
+				f.checkTree([]string{"p/", `p/other "o"`, "p/q/", "p/q/obj/", `p/q/obj/child "c"`,
+					"p/q/obj/sub/", `p/q/obj/sub/grandchild "g"`})
+			}
+
+			// The merged view is unchanged, down to the inode number.
+			after := f.mustLookup(rel)
+			if !after.InUpper() || after.Ino != before.Ino {
+				t.Errorf("Lookup after CopyUp: layer %d ino %d, want upper and ino %d", after.Layer, after.Ino, before.Ino)
+			}
+			engineTree(t, f.s)
+			f.checkWorkEmpty()
+
+			// A second copy-up is a no-op.
+			if err := f.s.CopyUp(rel, &after, -1); err != nil {
+				t.Errorf("second CopyUp: %v", err)
+			}
+		})
+	}
+}
+
+// checkSameMeta compares the metadata copy-up must keep.
+func checkSameMeta(t *testing.T, rel string, got, want *unix.Stat_t, withAtime bool) {
+	t.Helper()
+	if got.Mode != want.Mode {
+		t.Errorf("%s: mode %o, want %o", rel, got.Mode, want.Mode)
+	}
+	if got.Uid != want.Uid || got.Gid != want.Gid {
+		t.Errorf("%s: owner %d:%d, want %d:%d", rel, got.Uid, got.Gid, want.Uid, want.Gid)
+	}
+	if got.Mtim != want.Mtim {
+		t.Errorf("%s: mtime %v, want %v", rel, got.Mtim, want.Mtim)
+	}
+	if withAtime && got.Atim != want.Atim {
+		t.Errorf("%s: atime %v, want %v", rel, got.Atim, want.Atim)
+	}
+}
+
+func lgetxattr(p, name string) (string, error) {
+	buf := make([]byte, 4096)
+	n, err := unix.Lgetxattr(p, name, buf)
+	if err != nil {
+		return "", err
+	}
+	return string(buf[:n]), nil
+}
+
+// TestCopyUpSparse checks that holes stay holes: a 64 MiB file with two
+// small data extents stays a few blocks after copy-up.
+func TestCopyUpSparse(t *testing.T) {
+	const size = 64 << 20
+	f := newFixture(t, nil, []fixtureEntry{dir("d")})
+	lp := filepath.Join(f.lowers[0], "d/sparse")
+	lf, err := os.Create(lp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	head, tail := bytes.Repeat([]byte("h"), 4096), bytes.Repeat([]byte("t"), 100)
+	if _, err := lf.WriteAt(head, 0); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := lf.WriteAt(tail, 32<<20); err != nil {
+		t.Fatal(err)
+	}
+	if err := lf.Truncate(size); err != nil {
+		t.Fatal(err)
+	}
+	lf.Close()
+	var lst unix.Stat_t
+	if err := unix.Stat(lp, &lst); err != nil {
+		t.Fatal(err)
+	}
+	if lst.Blocks*512 >= 1<<20 {
+		t.Skipf("the lower filesystem did not keep the file sparse (%d blocks)", lst.Blocks)
+	}
+
+	e := f.mustLookup("d/sparse")
+	if err := f.s.CopyUp("d/sparse", &e, -1); err != nil {
+		t.Fatal(err)
+	}
+	st, err := f.upperLstat("d/sparse")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Size != size {
+		t.Errorf("copy size %d, want %d", st.Size, size)
+	}
+	if st.Blocks > 4*lst.Blocks+64 {
+		t.Errorf("copy has %d blocks (%d KiB) for a lower of %d blocks: holes were filled", st.Blocks, st.Blocks/2, lst.Blocks)
+	}
+	b, err := os.ReadFile(filepath.Join(f.upper, "d/sparse"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := make([]byte, size)
+	copy(want, head)
+	copy(want[32<<20:], tail)
+	if !bytes.Equal(b, want) {
+		t.Errorf("copied sparse file content differs from the lower's")
+	}
+	f.checkWorkEmpty()
+}
+
+// TestCopyUpHardLink checks that a lower file with two names is copied up
+// on its own (copy-up breaks the link, as overlayfs without index does)
+// and the other name still shows the lower data.
+func TestCopyUpHardLink(t *testing.T) {
+	f := newFixture(t, nil, []fixtureEntry{file("a", "data")})
+	if err := os.Link(filepath.Join(f.lowers[0], "a"), filepath.Join(f.lowers[0], "b")); err != nil {
+		t.Fatal(err)
+	}
+	e := f.mustLookup("a")
+	if err := f.s.CopyUp("a", &e, -1); err != nil {
+		t.Fatal(err)
+	}
+	f.checkTree([]string{`a "data"`, `b "data"`})
+	if b := f.mustLookup("b"); b.Layer != 1 {
+		t.Errorf("b: layer %d, want 1 (not copied)", b.Layer)
+	}
+	f.checkWorkEmpty()
+}
+
+// TestCopyUpMerged checks a copy-up from a middle layer, under a
+// directory merged from several layers, and that the copy of the
+// directory still merges with the lowers.
+func TestCopyUpMerged(t *testing.T) {
+	f := newFixture(t, nil,
+		[]fixtureEntry{file("d/a", "a1")},
+		[]fixtureEntry{file("d/b", "b2"), file("d/sub/s", "s2")},
+		[]fixtureEntry{file("d/c", "c3"), file("d/sub/t", "t3")})
+	for _, rel := range []string{"d/b", "d/sub/t"} {
+		e := f.mustLookup(rel)
+		if err := f.s.CopyUp(rel, &e, -1); err != nil {
+			t.Fatalf("CopyUp(%s): %v", rel, err)
+		}
+	}
+	f.checkTree([]string{"d/", `d/a "a1"`, `d/b "b2"`, `d/c "c3"`, "d/sub/", `d/sub/s "s2"`, `d/sub/t "t3"`})
+	for _, c := range []struct {
+		rel    string
+		layer  int
+		lowers []int
+	}{{"d", 0, []int{1, 2, 3}}, {"d/sub", 0, []int{2, 3}}, {"d/b", 0, nil}, {"d/sub/t", 0, nil}, {"d/a", 1, nil}} {
+		e := f.mustLookup(c.rel)
+		if e.Layer != c.layer || !slices.Equal(e.Lowers, c.lowers) {
+			t.Errorf("%s: layer %d lowers %v, want %d %v", c.rel, e.Layer, e.Lowers, c.layer, c.lowers)
+		}
+	}
+	// The upper sub came from layer 2, the topmost holding it.
+	var st2 unix.Stat_t
+	if err := unix.Lstat(filepath.Join(f.lowers[1], "d/sub"), &st2); err != nil {
+		t.Fatal(err)
+	}
+	if e := f.mustLookup("d/sub"); e.Ino != st2.Ino {
+		t.Errorf("d/sub ino %d, want layer 2's %d", e.Ino, st2.Ino)
+	}
+	f.checkWorkEmpty()
+}
+
+// TestCopyUpCleansWork checks that New clears what a crashed copy-up
+// left in the work dir, and leaves other names alone.
+func TestCopyUpCleansWork(t *testing.T) {
+	f := newFixture(t, nil, []fixtureEntry{file("a", "a")})
+	left := filepath.Join(f.work, "#strata.1.1")
+	if err := os.MkdirAll(filepath.Join(left, "x"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	other := filepath.Join(f.work, "keep")
+	if err := os.WriteFile(other, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	s, err := cow.New(cow.Options{Lower: f.lowers, Upper: f.upper, Work: f.work})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	if _, err := os.Lstat(left); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("New left %s in place: %v", left, err)
+	}
+	if _, err := os.Lstat(other); err != nil {
+		t.Errorf("New removed %s: %v", other, err)
+	}
+}
+
+// TestCopyUpConcurrent copies up many files of one lower directory tree
+// at once, as the FUSE layer may (it serialises copy-ups of one node, not
+// of its parents): every copy-up must succeed, the parents be made once,
+// and nothing be left in the work dir by the copy-ups that lost a race.
+func TestCopyUpConcurrent(t *testing.T) {
+	const n = 16
+	var lower []fixtureEntry
+	for i := range n {
+		lower = append(lower, file(fmt.Sprintf("a/b/c/f%02d", i), fmt.Sprint(i)))
+	}
+	for round := range 5 {
+		f := newFixture(t, nil, lower)
+		var wg sync.WaitGroup
+		errs := make([]error, n)
+		for i := range n {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				rel := fmt.Sprintf("a/b/c/f%02d", i)
+				e, err := f.lookup(rel)
+				if err == nil {
+					err = f.s.CopyUp(rel, &e, -1)
+				}
+				errs[i] = err
+			}()
+		}
+		wg.Wait()
+		for i, err := range errs {
+			if err != nil {
+				t.Errorf("round %d: CopyUp f%02d: %v", round, i, err)
+			}
+		}
+		for i := range n {
+			if e := f.mustLookup(fmt.Sprintf("a/b/c/f%02d", i)); !e.InUpper() {
+				t.Errorf("round %d: f%02d not in the upper after CopyUp", round, i)
+			}
+		}
+		f.checkWorkEmpty()
+		if t.Failed() {
+			return
+		}
+	}
+}

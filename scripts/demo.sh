@@ -1,0 +1,161 @@
+#!/usr/bin/env bash
+# demo.sh: a tour of strata-fuse. It builds three small layers in a fresh
+# temporary directory, mounts them read-write with an upper directory,
+# shows reads, a copy-up, whiteouts and an opaque directory, and unmounts.
+#
+# Usage: sudo ./scripts/demo.sh [BINDIR]   (BINDIR holds strata-fuse; default bin)
+# Needs root (FUSE mount, whiteout device nodes, trusted.* xattrs),
+# /dev/fuse and the attr package (setfattr, getfattr): 'sudo make demo'
+# installs what is missing and builds strata-fuse first.
+set -euo pipefail
+export LC_ALL=C
+
+die() {
+	echo "demo.sh: $*" >&2
+	exit 1
+}
+
+bindir=${1:-bin}
+[ "$(id -u)" -eq 0 ] || die "needs root (it mounts a FUSE filesystem and creates whiteout device nodes): run 'sudo make demo'"
+[ -c /dev/fuse ] || die "needs /dev/fuse: load the fuse module ('modprobe fuse') or give the container the device"
+[ -x "$bindir/strata-fuse" ] || die "$bindir/strata-fuse not found: run 'make build' first"
+strata=$(cd "$bindir" && pwd)/strata-fuse
+for tool in setfattr getfattr mknod findmnt mountpoint; do
+	command -v "$tool" >/dev/null || die "needs $tool: run 'sudo make deps' (Debian packages attr, util-linux)"
+done
+
+demo=$(mktemp -d "${TMPDIR:-/tmp}/strata-demo.XXXXXX")
+mnt=$demo/merged
+
+# cleanup unmounts only our own mount point, then removes the directory,
+# but never while something is still mounted there.
+cleanup() {
+	local rc=$?
+	trap - EXIT INT TERM HUP
+	cd /
+	if mountpoint -q "$mnt" 2>/dev/null; then
+		umount "$mnt" 2>/dev/null || umount -l "$mnt" || true
+	fi
+	if mountpoint -q "$mnt" 2>/dev/null; then
+		echo "demo.sh: $mnt is still mounted; left $demo in place" >&2
+	else
+		rm -rf "$demo"
+	fi
+	[ "$rc" -eq 0 ] || echo "demo.sh: failed (exit $rc)" >&2
+	exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+trap 'exit 129' HUP
+
+cd "$demo"
+
+# Output helpers: a section header, a note, and a command shown as typed.
+section() { printf '\n=== %s ===\n' "$*"; }
+note() { printf '# %s\n' "$*"; }
+run() {
+	printf '$ %s\n' "$1"
+	eval "$1"
+}
+
+# --- The layers -----------------------------------------------------------
+mkdir -p base/etc base/bin base/app/plugins middle/bin middle/app top/etc top/app upper work merged
+
+printf 'NAME="Strata Demo OS"\nVERSION="1 (from the base layer)"\n' >base/etc/os-release
+printf '#!/bin/sh\necho hello\n' >base/bin/hello
+printf '#!/bin/sh\necho greetings\n' >base/bin/greet
+chmod 755 base/bin/hello base/bin/greet
+echo 'version = 1 (base)' >base/app/config.ini
+echo 'line 1, written in the base layer' >base/app/notes.txt
+echo 'obsolete (base)' >base/app/legacy.txt
+echo 'plugin a (base)' >base/app/plugins/old-a.so
+echo 'plugin b (base)' >base/app/plugins/old-b.so
+
+echo 'version = 2 (changed by the middle layer)' >middle/app/config.ini
+echo 'added by the middle layer' >middle/app/new-feature.txt
+printf '#!/bin/sh\necho tool\n' >middle/bin/tool
+chmod 755 middle/bin/tool
+mknod middle/app/legacy.txt c 0 0 # kernel whiteout: deletes base's legacy.txt
+mkdir middle/app/plugins          # opaque: replaces base's plugins/ entirely
+setfattr -n trusted.overlay.opaque -v y middle/app/plugins
+echo 'plugin v2 (middle)' >middle/app/plugins/plugin-v2.so
+
+echo '3.0 (from the top layer)' >top/app/VERSION
+echo 'strata-demo' >top/etc/hostname
+
+# listing prints a tree as "TYPE PATH" (f file, d directory, c character
+# device, i.e. a whiteout), sorted by path.
+listing() {
+	find "$1" -mindepth 1 -printf '%y %P\n' | sort -k2
+}
+
+# fingerprint summarizes the lower layers, to check they stay unchanged.
+fingerprint() {
+	{
+		listing base && listing middle && listing top
+		find base middle top -type f -print0 | sort -z | xargs -0 md5sum
+	} | md5sum
+}
+before=$(fingerprint)
+
+echo "strata demo: three layers in a temporary directory, merged by strata-fuse"
+
+section "Three layers, bottom to top (f file, d directory, c whiteout)"
+for layer in base middle top; do
+	echo "$layer:"
+	listing "$layer" | sed 's/^/  /'
+done
+note "middle/app/plugins is opaque:"
+run "getfattr --absolute-names -n trusted.overlay.opaque middle/app/plugins | grep opaque"
+
+# --- Mount ----------------------------------------------------------------
+section "Mount them with strata-fuse (top layer first; changes go to upper/)"
+printf '$ strata-fuse -o lowerdir=top:middle:base,upperdir=upper,workdir=work merged\n'
+"$strata" -o lowerdir=top:middle:base,upperdir=upper,workdir=work merged
+run "findmnt -n -o FSTYPE merged"
+
+section "Reads: each file comes from the highest layer that has it"
+run "cat merged/etc/os-release"
+run "cat merged/app/config.ini"
+run "cat merged/app/VERSION"
+
+# --- Copy-up --------------------------------------------------------------
+section "Copy-up: writing a lower file copies it into upper/ first"
+run "echo 'line 2, appended through the mount' >>merged/app/notes.txt"
+run "cat merged/app/notes.txt"
+note "the base layer is unchanged:"
+run "cat base/app/notes.txt"
+note "upper/ now holds the whole file:"
+run "cat upper/app/notes.txt"
+
+# --- Whiteouts ------------------------------------------------------------
+section "Whiteouts: deleted files"
+note "base has app/legacy.txt, but the middle layer's whiteout hides it:"
+run "ls -1 merged/app"
+note "rm through the mount leaves a whiteout (character device 0,0) in upper/:"
+run "rm merged/bin/greet"
+run "ls -1 merged/bin"
+run "ls -l upper/bin"
+run "ls -1 base/bin"
+
+# --- Opaque directory -----------------------------------------------------
+section "Opaque directories: a directory that hides the ones below it"
+note "middle's app/plugins is opaque, so base's plugins do not show:"
+run "ls -1 base/app/plugins"
+run "ls -1 merged/app/plugins"
+note "replacing a lower directory through the mount makes it opaque in upper/:"
+run "rm -r merged/etc && mkdir merged/etc && echo 'new (upper)' >merged/etc/hostname"
+run "ls -1 merged/etc"
+run "getfattr --absolute-names -n trusted.overlay.opaque upper/etc | grep opaque"
+
+# --- The upper directory --------------------------------------------------
+section "upper/ holds only the changes, in kernel overlayfs format"
+run "find upper -mindepth 1 -printf '%y %P\n' | sort -k2"
+
+# --- Unmount --------------------------------------------------------------
+section "Unmount"
+run "umount merged"
+[ "$(fingerprint)" = "$before" ] || die "a lower layer changed"
+echo
+echo "Done: base, middle and top are unchanged; every change is in upper/."
