@@ -92,16 +92,16 @@ func dtToMode(t uint8) uint32 {
 
 // readLayerDir lists dir in layer li for a merge: visible entries, and
 // the names that the layer's whiteouts hide beneath it.
-func (s *Stack) readLayerDir(li int, dir string) (ents []rawDirent, whiteouts []string, err error) {
+func (s *Stack) readLayerDir(li int, dir string) (ents []rawDirent, whiteouts []string, opaque bool, err error) {
 	l := s.layers[li]
 	fd, err := l.openAt(dir, unix.O_RDONLY|unix.O_DIRECTORY, 0)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, false, err
 	}
 	defer unix.Close(fd)
 	raw, err := readDirFd(fd)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, false, err
 	}
 	xattrWhiteouts := false
 	if names, _ := listxattrFd(fd); len(names) > 0 {
@@ -109,11 +109,15 @@ func (s *Stack) readLayerDir(li int, dir string) (ents []rawDirent, whiteouts []
 			switch n {
 			case "trusted.overlay.whiteouts", "user.overlay.whiteouts":
 				xattrWhiteouts = true
-			case XattrOpaque, XattrUserOpaque:
+			case XattrOpaque, XattrUserOpaque, XattrFuseOverlayfsOpaque:
 				// Linux 6.8 (and 6.7.y) marks a directory holding
 				// xattr whiteouts with overlay.opaque=x instead.
-				if v, err := getxattrFd(fd, n); err == nil && string(v) == "x" {
+				v, err := getxattrFd(fd, n)
+				if err == nil && string(v) == "x" {
 					xattrWhiteouts = true
+				}
+				if err == nil && string(v) == "y" {
+					opaque = true
 				}
 			}
 		}
@@ -123,6 +127,8 @@ func (s *Stack) readLayerDir(li int, dir string) (ents []rawDirent, whiteouts []
 		if strings.HasPrefix(de.Name, WhiteoutPrefix) {
 			if de.Name != OpaqueMarker {
 				whiteouts = append(whiteouts, de.Name[len(WhiteoutPrefix):])
+			} else {
+				opaque = true
 			}
 			continue
 		}
@@ -132,7 +138,7 @@ func (s *Stack) readLayerDir(li int, dir string) (ents []rawDirent, whiteouts []
 				if notFound(err) {
 					continue
 				}
-				return nil, nil, err
+				return nil, nil, false, err
 			}
 			de.Type = uint8(st.Mode & unix.S_IFMT >> 12)
 			if l.isWhiteout(path.Join(dir, de.Name), &st) {
@@ -142,7 +148,7 @@ func (s *Stack) readLayerDir(li int, dir string) (ents []rawDirent, whiteouts []
 		}
 		ents = append(ents, de)
 	}
-	return ents, whiteouts, nil
+	return ents, whiteouts, opaque, nil
 }
 
 // ReadDir lists the merged directory dir, whose entry is e. Whiteouts and
@@ -152,9 +158,12 @@ func (s *Stack) ReadDir(dir string, e *Entry) ([]DirEntry, error) {
 	seen := make(map[string]int)
 	var out []DirEntry
 	merge := func(li int) error {
-		ents, whs, err := s.readLayerDir(li, dir)
+		ents, whs, opaque, err := s.readLayerDir(li, dir)
 		if err != nil {
 			return err
+		}
+		if li != UpperIndex {
+			s.putIndex(li, dir, ents, whs, opaque)
 		}
 		for _, de := range ents {
 			if i, ok := seen[de.Name]; ok {

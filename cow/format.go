@@ -37,10 +37,11 @@ const (
 
 	// XattrOrigin records, on an upper file made by copy-up, the inode
 	// number the file had in the merged view before, so st_ino survives
-	// copy-up and remounts. strata's own; kernel overlayfs ignores it.
-	XattrOrigin = "trusted.strata.origin"
+	// copy-up and remounts. strata's own, in the overlay namespace so that
+	// kernel overlayfs hides it as well.
+	XattrOrigin = "trusted.overlay.strata.origin"
 	// XattrUserOrigin is XattrOrigin where trusted.* cannot be written.
-	XattrUserOrigin = "user.strata.origin"
+	XattrUserOrigin = "user.overlay.strata.origin"
 )
 
 // hiddenXattrPrefixes are xattr namespaces of overlay bookkeeping: never
@@ -49,8 +50,6 @@ var hiddenXattrPrefixes = [...]string{
 	"trusted.overlay.",
 	"user.overlay.",
 	"user.fuseoverlayfs.",
-	"trusted.strata.",
-	"user.strata.",
 }
 
 // IsHiddenXattr reports whether name belongs to the overlay's own

@@ -279,7 +279,11 @@ func (s *Stack) Link(oldRel string, old *Entry, dir, name string) (Entry, error)
 	if err != nil {
 		return e, err
 	}
-	e.Ino = old.Ino
+	// The inode the new name shares: the copy's, which keeps the old
+	// number unless copy-up broke a lower hard link.
+	e.Ino = s.upperIno(oldRel, &old.Stat)
+	old.Ino = e.Ino
+	old.Stat = e.Stat // one inode, one more link
 	return e, nil
 }
 
@@ -396,6 +400,12 @@ func (s *Stack) Rename(oldDir string, oldLowers []int, oldName string, oldE *Ent
 	s.Refresh(oldRel, oldE)
 	if newE != nil {
 		s.Refresh(newRel, newE)
+		if newE.InUpper() {
+			// Links made since the lookup count for the caller's nlink.
+			if err := s.upper().Lstat(newRel, &newE.Stat); err != nil {
+				return err
+			}
+		}
 	}
 	exchange := flags&unix.RENAME_EXCHANGE != 0
 	if flags&unix.RENAME_NOREPLACE != 0 && newE != nil {

@@ -42,6 +42,7 @@ type Stack struct {
 	trustedXattrs   bool // trusted.* xattrs
 
 	tmpSeq atomic.Uint64
+	index  indexCache // directories of lower layers
 }
 
 // UpperIndex is the index of the upper layer in a stack.
@@ -278,7 +279,7 @@ func (s *Stack) Lookup(dir string, dirLowers []int, name string) (Entry, error) 
 				e.Ino = s.upperIno(rel, &st)
 				return e, nil
 			}
-			if u.isOpaque(rel) {
+			if len(dirLowers) == 0 || u.isOpaque(rel) {
 				e.Ino = s.mapIno(UpperIndex, st.Ino)
 				return e, nil
 			}
@@ -291,20 +292,16 @@ func (s *Stack) Lookup(dir string, dirLowers []int, name string) (Entry, error) 
 		}
 	}
 	for i, li := range dirLowers {
-		l := s.layers[li]
 		var st unix.Stat_t
-		err := l.Lstat(rel, &st)
-		if notFound(err) {
-			if l.hasWhiteoutFile(dir, name) {
-				break
-			}
-			continue
-		}
+		ok, wh, err := s.lowerLookup(li, dir, name, &st)
 		if err != nil {
 			return e, err
 		}
-		if l.isWhiteout(rel, &st) {
+		if wh {
 			break
+		}
+		if !ok {
+			continue
 		}
 		isDir := st.Mode&unix.S_IFMT == unix.S_IFDIR
 		if !found {
@@ -320,8 +317,14 @@ func (s *Stack) Lookup(dir string, dirLowers []int, name string) (Entry, error) 
 			e.Ino = s.mapIno(li, st.Ino)
 		}
 		e.Lowers = append(e.Lowers, li)
-		if i < len(dirLowers)-1 && l.isOpaque(rel) {
-			break
+		if i < len(dirLowers)-1 {
+			d, err := s.lowerIndex(li, rel)
+			if err != nil {
+				return e, err
+			}
+			if d.opaque {
+				break
+			}
 		}
 	}
 	if !found {

@@ -480,8 +480,12 @@ func (n *node) Rename(ctx context.Context, name string, newParent gofs.InodeEmbe
 	if err != nil {
 		return n.errno("rename", err)
 	}
-	if dst != nil && flags&unix.RENAME_EXCHANGE == 0 && !dst.e.IsDir() && dst.e.Stat.Nlink <= 1 {
-		dst.unlinked = true
+	if dst != nil && flags&unix.RENAME_EXCHANGE == 0 && !dst.e.IsDir() {
+		if dst.e.Stat.Nlink <= 1 {
+			dst.unlinked = true
+		} else {
+			dst.e.Stat.Nlink--
+		}
 	}
 	return 0
 }

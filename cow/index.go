@@ -1,0 +1,106 @@
+package cow
+
+import (
+	"sync"
+
+	"golang.org/x/sys/unix"
+)
+
+// dirIndex is one directory of one lower layer, read once. Lower layers
+// never change, so lookups consult it instead of the disk: a name that a
+// layer does not hold costs no system call, which keeps lookups through
+// many layers cheap.
+type dirIndex struct {
+	missing   bool // the directory is not in this layer
+	opaque    bool
+	names     map[string]rawDirent // visible entries
+	whiteouts map[string]struct{}  // names hidden beneath this layer
+}
+
+type indexKey struct {
+	layer int
+	dir   string
+}
+
+// indexCache holds dirIndexes of lower layers. It is bounded: when full
+// it starts over, which costs only rereading.
+type indexCache struct {
+	mu sync.Mutex
+	m  map[indexKey]*dirIndex
+}
+
+const indexCacheMax = 1 << 16
+
+func (c *indexCache) get(k indexKey) *dirIndex {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.m[k]
+}
+
+func (c *indexCache) put(k indexKey, d *dirIndex) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.m == nil || len(c.m) >= indexCacheMax {
+		c.m = make(map[indexKey]*dirIndex)
+	}
+	c.m[k] = d
+}
+
+// lowerIndex returns the index of dir in lower layer li.
+func (s *Stack) lowerIndex(li int, dir string) (*dirIndex, error) {
+	k := indexKey{li, dir}
+	if d := s.index.get(k); d != nil {
+		return d, nil
+	}
+	ents, whs, opaque, err := s.readLayerDir(li, dir)
+	if notFound(err) {
+		d := &dirIndex{missing: true}
+		s.index.put(k, d)
+		return d, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	return s.putIndex(li, dir, ents, whs, opaque), nil
+}
+
+// putIndex records a listing of dir in lower layer li.
+func (s *Stack) putIndex(li int, dir string, ents []rawDirent, whs []string, opaque bool) *dirIndex {
+	d := &dirIndex{opaque: opaque, names: make(map[string]rawDirent, len(ents))}
+	for _, de := range ents {
+		d.names[de.Name] = de
+	}
+	if len(whs) > 0 {
+		d.whiteouts = make(map[string]struct{}, len(whs))
+		for _, w := range whs {
+			d.whiteouts[w] = struct{}{}
+		}
+	}
+	s.index.put(indexKey{li, dir}, d)
+	return d
+}
+
+// lowerLookup finds name in the directory dir of lower layer li through
+// the index: found, hidden by a whiteout, or absent.
+func (s *Stack) lowerLookup(li int, dir, name string, st *unix.Stat_t) (found, whiteout bool, err error) {
+	d, err := s.lowerIndex(li, dir)
+	if err != nil || d.missing {
+		return false, false, err
+	}
+	if _, ok := d.names[name]; ok {
+		err := s.layers[li].Lstat(joinRel(dir, name), st)
+		if notFound(err) {
+			return false, false, nil // changed under us: treat as absent
+		}
+		return err == nil, false, err
+	}
+	_, wh := d.whiteouts[name]
+	return false, wh, nil
+}
+
+func joinRel(dir, name string) string {
+	if dir == "" {
+		return name
+	}
+	return dir + "/" + name
+}
