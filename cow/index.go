@@ -88,7 +88,11 @@ func (s *Stack) lowerLookup(li int, dir, name string, st *unix.Stat_t) (found, w
 		return false, false, err
 	}
 	if _, ok := d.names[name]; ok {
-		err := s.layers[li].Lstat(joinRel(dir, name), st)
+		// Every component of dir was opened beneath the layer without
+		// crossing a symlink when the index was read, and lower
+		// layers do not change: one fstatat that does not follow the
+		// last name stays inside the layer.
+		err := unix.Fstatat(s.layers[li].fd, joinRel(dir, name), st, unix.AT_SYMLINK_NOFOLLOW)
 		if notFound(err) {
 			return false, false, nil // changed under us: treat as absent
 		}

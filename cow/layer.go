@@ -283,3 +283,23 @@ func (l *Layer) hasWhiteoutFile(dir, name string) bool {
 	var st unix.Stat_t
 	return l.Lstat(path.Join(dir, WhiteoutPrefix+name), &st) == nil
 }
+
+// errOCIWhiteout reports that an OCI whiteout file deletes the name.
+var errOCIWhiteout = errors.New("deleted by an OCI whiteout file")
+
+// lstatOrWhiteout is Lstat, except that where rel is absent but a
+// ".wh." file beside it deletes it, it returns errOCIWhiteout. The parent
+// is opened once for both.
+func (l *Layer) lstatOrWhiteout(rel string, st *unix.Stat_t) error {
+	return l.withParent(rel, func(dfd int, name string) error {
+		err := unix.Fstatat(dfd, name, st, unix.AT_SYMLINK_NOFOLLOW)
+		if err != unix.ENOENT {
+			return err
+		}
+		var wst unix.Stat_t
+		if unix.Fstatat(dfd, WhiteoutPrefix+name, &wst, unix.AT_SYMLINK_NOFOLLOW) == nil {
+			return errOCIWhiteout
+		}
+		return err
+	})
+}

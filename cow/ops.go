@@ -64,138 +64,137 @@ func (s *Stack) upperWhiteout(dir, name string) (kernel, oci bool, err error) {
 	return false, u.hasWhiteoutFile(dir, name), nil
 }
 
-// prepareCreate readies the upper directory dir for a new entry name: its
-// parents are copied up and the entry's replacement of a whiteout is
-// decided. viaWork is true when the entry must be built in the work
-// directory and renamed over a whiteout.
-func (s *Stack) prepareCreate(dir, name string) (viaWork, ociWhiteout bool, err error) {
-	if !s.Writable() {
-		return false, false, unix.EROFS
-	}
-	if err := CheckName(name); err != nil {
-		return false, false, err
-	}
-	if err := s.copyUpParents(dir); err != nil {
-		return false, false, err
-	}
-	return s.upperWhiteout(dir, name)
-}
-
-// finishCreate gives a new work entry its owner and moves it over the
-// whiteout at rel (kernel) or removes the OCI whiteout file beside it.
-func (s *Stack) finishCreateOCI(dir, name string) error {
-	return s.upper().withParent(path.Join(dir, WhiteoutPrefix+name), func(dfd int, n string) error {
-		err := unix.Unlinkat(dfd, n, 0)
-		if errors.Is(err, unix.ENOENT) {
-			return nil
+// openUpperDir opens the upper directory dir (O_PATH), copying it and its
+// parents up first if the upper does not have it yet.
+func (s *Stack) openUpperDir(dir string) (int, error) {
+	u := s.upper()
+	pfd, err := u.openAt(dir, unix.O_PATH|unix.O_DIRECTORY, 0)
+	if notFound(err) {
+		if err := s.copyUpParents(dir); err != nil {
+			return -1, err
 		}
-		return err
-	})
+		pfd, err = u.openAt(dir, unix.O_PATH|unix.O_DIRECTORY, 0)
+	}
+	return pfd, err
 }
 
-// ownerFor is the owner of a new entry in the upper directory pfd: the
-// caller's, with the group inherited from a set-group-ID directory.
-func ownerFor(pfd int, o Owner) (uid, gid int, sgid bool, err error) {
+// whiteoutIn reports how the upper directory pfd marks name as deleted: a
+// kernel-format whiteout at the name itself (kernel), or an OCI ".wh."
+// file beside it (oci). A real entry there gives EEXIST.
+func (s *Stack) whiteoutIn(pfd int, dir, name string) (kernel, oci bool, err error) {
+	var st unix.Stat_t
+	err = unix.Fstatat(pfd, name, &st, unix.AT_SYMLINK_NOFOLLOW)
+	switch {
+	case err == nil:
+		if !s.upper().isWhiteout(path.Join(dir, name), &st) {
+			return false, false, unix.EEXIST
+		}
+		return true, false, nil
+	case err != unix.ENOENT:
+		return false, false, err
+	}
+	return false, unix.Fstatat(pfd, WhiteoutPrefix+name, &st, unix.AT_SYMLINK_NOFOLLOW) == nil, nil
+}
+
+// removeOCIWhiteout removes the ".wh." file for name in the upper
+// directory pfd, if there is one.
+func removeOCIWhiteout(pfd int, name string) error {
+	err := unix.Unlinkat(pfd, WhiteoutPrefix+name, 0)
+	if err == unix.ENOENT {
+		return nil
+	}
+	return err
+}
+
+// setOwner gives the new entry dn under dfd the caller's owner o, with
+// the group of a set-group-ID parent pfd (whose bit a new directory also
+// inherits). chown clears set-user-ID and set-group-ID bits, so mode, the
+// mode the entry was created with, is put back where it has them.
+func setOwner(pfd, dfd int, dn string, isDir bool, o Owner, mode uint32) error {
 	var pst unix.Stat_t
 	if err := unix.Fstat(pfd, &pst); err != nil {
-		return 0, 0, false, err
+		return err
 	}
+	gid := o.Gid
 	if pst.Mode&unix.S_ISGID != 0 {
-		return int(o.Uid), int(pst.Gid), true, nil
+		gid = pst.Gid
+		if isDir {
+			mode |= unix.S_ISGID
+		}
 	}
-	return int(o.Uid), int(o.Gid), false, nil
-}
-
-// setOwner gives the new entry dn under dfd the caller's owner o (the
-// group of a set-group-ID parent pfd instead, which a new directory also
-// inherits the bit of).
-func setOwner(pfd, dfd int, dn string, isDir bool, o Owner) error {
-	uid, gid, sgid, err := ownerFor(pfd, o)
-	if err != nil {
+	if err := unix.Fchownat(dfd, dn, int(o.Uid), int(gid), unix.AT_SYMLINK_NOFOLLOW); err != nil {
 		return err
 	}
-	var st unix.Stat_t
-	if err := unix.Fstatat(dfd, dn, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
-		return err
-	}
-	if err := unix.Fchownat(dfd, dn, uid, gid, unix.AT_SYMLINK_NOFOLLOW); err != nil {
-		return err
-	}
-	// chown clears set-user-ID and set-group-ID bits: put back the mode
-	// the entry was created with.
-	mode := st.Mode & 0o7777
-	if isDir && sgid {
-		mode |= unix.S_ISGID
-	}
-	if st.Mode&unix.S_IFMT != unix.S_IFLNK && mode&(unix.S_ISUID|unix.S_ISGID) != 0 {
-		return unix.Fchmodat(dfd, dn, mode, 0)
+	if mode&(unix.S_ISUID|unix.S_ISGID) != 0 {
+		return unix.Fchmodat(dfd, dn, mode&0o7777, 0)
 	}
 	return nil
 }
 
-// makeNode creates a non-directory or directory entry with mk, directly
-// in the upper directory or in the work directory and then over a
-// whiteout. mk gets a directory fd and a name and creates the entry.
-func (s *Stack) makeNode(dir, name string, isDir bool, o *Owner, mk func(dfd int, name string) error) (Entry, error) {
+// makeNode creates the entry name in the merged directory dir with mk,
+// which gets a directory fd and a name: directly in the upper directory,
+// or in the work directory and then over a whiteout. With o, the entry
+// gets that owner and mode's set-ID bits.
+func (s *Stack) makeNode(dir, name string, isDir bool, o *Owner, mode uint32, mk func(dfd int, name string) error) (Entry, error) {
 	var e Entry
-	viaWork, ociWh, err := s.prepareCreate(dir, name)
+	if !s.Writable() {
+		return e, unix.EROFS
+	}
+	if err := CheckName(name); err != nil {
+		return e, err
+	}
+	pfd, err := s.openUpperDir(dir)
 	if err != nil {
 		return e, err
 	}
-	rel := path.Join(dir, name)
-	u := s.upper()
-	err = u.withParent(rel, func(pfd int, n string) error {
-		dfd, dn := pfd, n
-		if viaWork {
-			dfd, dn = s.work.fd, s.tmpName()
+	defer unix.Close(pfd)
+	viaWork, ociWh, err := s.whiteoutIn(pfd, dir, name)
+	if err != nil {
+		return e, err
+	}
+	dfd, dn := pfd, name
+	if viaWork {
+		dfd, dn = s.work.fd, s.tmpName()
+	}
+	if err := mk(dfd, dn); err != nil {
+		return e, err
+	}
+	fail := func(err error) (Entry, error) {
+		return e, errors.Join(err, removeAllAt(dfd, dn))
+	}
+	if o != nil {
+		if err := setOwner(pfd, dfd, dn, isDir, *o, mode); err != nil {
+			return fail(err)
 		}
-		if err := mk(dfd, dn); err != nil {
-			return err
-		}
-		fail := func(err error) error {
-			if viaWork {
-				return errors.Join(err, removeAllAt(dfd, dn))
-			}
-			return errors.Join(err, removeAllAt(pfd, n))
-		}
-		if o != nil {
-			if err := setOwner(pfd, dfd, dn, isDir, *o); err != nil {
-				return fail(err)
-			}
-		}
-		if !viaWork {
-			return nil
-		}
+	}
+	if viaWork {
 		if isDir {
 			// It replaces a whiteout: lower entries of that name
 			// stay hidden only if the new directory is opaque.
 			if err := s.setOpaqueAt(dfd, dn); err != nil {
 				return fail(err)
 			}
-			if err := unix.Renameat2(dfd, dn, pfd, n, unix.RENAME_EXCHANGE); err != nil {
+			if err := unix.Renameat2(dfd, dn, pfd, name, unix.RENAME_EXCHANGE); err != nil {
 				return fail(err)
 			}
-			return unix.Unlinkat(dfd, dn, 0) // the whiteout, now in work
-		}
-		if err := unix.Renameat(dfd, dn, pfd, n); err != nil {
+			if err := unix.Unlinkat(dfd, dn, 0); err != nil { // the whiteout, now in work
+				return e, err
+			}
+		} else if err := unix.Renameat(dfd, dn, pfd, name); err != nil {
 			return fail(err)
 		}
-		return nil
-	})
-	if err != nil {
-		return e, err
 	}
 	if ociWh {
 		if isDir {
-			if err := s.setOpaqueAt(u.fd, rel); err != nil {
+			if err := s.setOpaqueAt(pfd, name); err != nil {
 				return e, err
 			}
 		}
-		if err := s.finishCreateOCI(dir, name); err != nil {
+		if err := removeOCIWhiteout(pfd, name); err != nil {
 			return e, err
 		}
 	}
-	if err := u.Lstat(rel, &e.Stat); err != nil {
+	if err := unix.Fstatat(pfd, name, &e.Stat, unix.AT_SYMLINK_NOFOLLOW); err != nil {
 		return e, err
 	}
 	e.Layer = UpperIndex
@@ -226,7 +225,7 @@ func (s *Stack) setOpaqueAt(dfd int, name string) error {
 // Create creates and opens a regular file name in dir.
 func (s *Stack) Create(dir, name string, flags int, mode uint32, o Owner) (int, Entry, error) {
 	fd := -1
-	e, err := s.makeNode(dir, name, false, &o, func(dfd int, n string) error {
+	e, err := s.makeNode(dir, name, false, &o, mode, func(dfd int, n string) error {
 		var err error
 		fd, err = unix.Openat(dfd, n, (flags&^(unix.O_CREAT|unix.O_EXCL|unix.O_TRUNC))|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, mode&0o7777)
 		return err
@@ -240,7 +239,7 @@ func (s *Stack) Create(dir, name string, flags int, mode uint32, o Owner) (int, 
 
 // Mkdir creates the directory name in dir.
 func (s *Stack) Mkdir(dir, name string, mode uint32, o Owner) (Entry, error) {
-	return s.makeNode(dir, name, true, &o, func(dfd int, n string) error {
+	return s.makeNode(dir, name, true, &o, mode, func(dfd int, n string) error {
 		return unix.Mkdirat(dfd, n, mode&0o7777)
 	})
 }
@@ -252,14 +251,14 @@ func (s *Stack) Mknod(dir, name string, mode uint32, dev uint64, o Owner) (Entry
 		// refuses it the same way.
 		return Entry{}, unix.EPERM
 	}
-	return s.makeNode(dir, name, false, &o, func(dfd int, n string) error {
+	return s.makeNode(dir, name, false, &o, mode, func(dfd int, n string) error {
 		return unix.Mknodat(dfd, n, mode, int(dev))
 	})
 }
 
 // Symlink creates the symlink name in dir pointing at target.
 func (s *Stack) Symlink(dir, name, target string, o Owner) (Entry, error) {
-	return s.makeNode(dir, name, false, &o, func(dfd int, n string) error {
+	return s.makeNode(dir, name, false, &o, 0, func(dfd int, n string) error {
 		return unix.Symlinkat(target, dfd, n)
 	})
 }
@@ -271,7 +270,7 @@ func (s *Stack) Link(oldRel string, old *Entry, dir, name string) (Entry, error)
 		return Entry{}, err
 	}
 	u := s.upper()
-	e, err := s.makeNode(dir, name, false, nil, func(dfd int, n string) error {
+	e, err := s.makeNode(dir, name, false, nil, 0, func(dfd int, n string) error {
 		return u.withParent(oldRel, func(ofd int, on string) error {
 			return unix.Linkat(ofd, on, dfd, n, 0)
 		})
@@ -486,9 +485,9 @@ func (s *Stack) Rename(oldDir string, oldLowers []int, oldName string, oldE *Ent
 		return err
 	}
 	if newOCIWh && !exchange {
-		if err := s.finishCreateOCI(newDir, newName); err != nil {
-			return err
-		}
+		return u.withParent(newRel, func(nfd int, nn string) error {
+			return removeOCIWhiteout(nfd, nn)
+		})
 	}
 	return nil
 }
@@ -559,7 +558,7 @@ func (s *Stack) LinkFd(fd int, dir, name string) (Entry, error) {
 	if err := unix.Fstat(fd, &st); err != nil {
 		return Entry{}, err
 	}
-	e, err := s.makeNode(dir, name, false, nil, func(dfd int, n string) error {
+	e, err := s.makeNode(dir, name, false, nil, 0, func(dfd int, n string) error {
 		return unix.Linkat(fd, "", dfd, n, unix.AT_EMPTY_PATH)
 	})
 	return e, err

@@ -268,8 +268,10 @@ func (s *Stack) Lookup(dir string, dirLowers []int, name string) (Entry, error) 
 	found := false
 	if u := s.upper(); u != nil {
 		var st unix.Stat_t
-		err := u.Lstat(rel, &st)
+		err := u.lstatOrWhiteout(rel, &st)
 		switch {
+		case errors.Is(err, errOCIWhiteout):
+			return e, unix.ENOENT
 		case err == nil:
 			if u.isWhiteout(rel, &st) {
 				return e, unix.ENOENT
@@ -284,9 +286,6 @@ func (s *Stack) Lookup(dir string, dirLowers []int, name string) (Entry, error) 
 				return e, nil
 			}
 		case notFound(err):
-			if u.hasWhiteoutFile(dir, name) {
-				return e, unix.ENOENT
-			}
 		default:
 			return e, err
 		}

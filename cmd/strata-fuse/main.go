@@ -15,6 +15,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"runtime/pprof"
 	"strconv"
 	"syscall"
 
@@ -59,6 +60,7 @@ func run(args []string, stderr io.Writer) int {
 		foreground = flags.BoolP("foreground", "f", false, "stay in the foreground")
 		debug      = flags.BoolP("debug", "d", false, "log FUSE requests to stderr (implies -f)")
 		help       = flags.BoolP("help", "h", false, "show this help")
+		cpuProfile = flags.String("cpuprofile", "", "write a CPU profile of the daemon to `FILE` (for profiling)")
 	)
 	if err := flags.Parse(args); err != nil {
 		fmt.Fprintf(stderr, "strata-fuse: %v (see 'strata-fuse --help')\n", err)
@@ -97,6 +99,21 @@ func run(args []string, stderr io.Writer) int {
 	}
 	if fdStr := os.Getenv(daemonEnv); fdStr != "" {
 		return serveDaemon(mountpoint, o, fdStr)
+	}
+	if *cpuProfile != "" {
+		f, err := os.Create(*cpuProfile)
+		if err != nil {
+			fmt.Fprintf(stderr, "strata-fuse: %v\n", err)
+			return 1
+		}
+		if err := pprof.StartCPUProfile(f); err != nil {
+			fmt.Fprintf(stderr, "strata-fuse: %v\n", err)
+			return 1
+		}
+		defer func() {
+			pprof.StopCPUProfile()
+			f.Close()
+		}()
 	}
 	if *foreground || o.debug {
 		return serveForeground(mountpoint, o, stderr)
