@@ -30,6 +30,7 @@ func (s *Stack) CopyUp(rel string, e *Entry, dataLen int64) error {
 	if s.Refresh(rel, e); e.InUpper() {
 		return nil
 	}
+	defer s.changing()()
 	dir, name := path.Split(rel)
 	dir = strings.TrimSuffix(dir, "/")
 	if err := s.copyUpParents(dir); err != nil {

@@ -12,9 +12,10 @@ import (
 
 // DirEntry is one name of a merged directory listing.
 type DirEntry struct {
-	Name string
-	Type uint32 // S_IFMT bits
-	Ino  uint64 // merged inode number
+	Name  string
+	Type  uint32 // S_IFMT bits
+	Ino   uint64 // merged inode number
+	Layer int    // the layer the entry comes from
 }
 
 type rawDirent struct {
@@ -185,7 +186,7 @@ func (s *Stack) ReadDir(dir string, e *Entry) ([]DirEntry, error) {
 			if li == UpperIndex {
 				ino |= inoFromUpper
 			}
-			out = append(out, DirEntry{Name: de.Name, Type: dtToMode(de.Type), Ino: ino})
+			out = append(out, DirEntry{Name: de.Name, Type: dtToMode(de.Type), Ino: ino, Layer: li})
 		}
 		// A layer's whiteouts hide the names of the layers beneath it
 		// only: an OCI ".wh.x" leaves an "x" of its own layer listed,
@@ -257,4 +258,23 @@ func removeAllAt(dfd int, name string) error {
 		return err
 	}
 	return unix.Unlinkat(dfd, name, unix.AT_REMOVEDIR)
+}
+
+// LookupListed resolves a non-directory that ReadDir listed in dir from
+// a lower layer, while the stack's generation is still the one the
+// listing was taken at (so the upper has not changed since): the listing
+// already proves it is the topmost entry of that name.
+func (s *Stack) LookupListed(dir string, de DirEntry) (Entry, bool) {
+	if de.Layer == UpperIndex || de.Type == unix.S_IFDIR {
+		return Entry{}, false
+	}
+	var e Entry
+	// dir was opened beneath this immutable layer without crossing a
+	// symlink when it was listed (see lowerLookup).
+	if err := unix.Fstatat(s.layers[de.Layer].fd, joinRel(dir, de.Name), &e.Stat, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+		return e, false
+	}
+	e.Layer = de.Layer
+	e.Ino = s.mapIno(de.Layer, e.Stat.Ino)
+	return e, true
 }

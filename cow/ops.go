@@ -143,6 +143,7 @@ func (s *Stack) makeNode(dir, name string, isDir bool, o *Owner, mode uint32, mk
 	if err := CheckName(name); err != nil {
 		return e, err
 	}
+	defer s.changing()()
 	pfd, err := s.openUpperDir(dir)
 	if err != nil {
 		return e, err
@@ -306,6 +307,7 @@ func (s *Stack) Remove(dir string, dirLowers []int, name string, e *Entry) error
 	if !s.Writable() {
 		return unix.EROFS
 	}
+	defer s.changing()()
 	rel := path.Join(dir, name)
 	s.Refresh(rel, e)
 	if e.InUpper() {
@@ -395,6 +397,7 @@ func (s *Stack) Rename(oldDir string, oldLowers []int, oldName string, oldE *Ent
 	if err := CheckName(newName); err != nil {
 		return err
 	}
+	defer s.changing()()
 	oldRel, newRel := path.Join(oldDir, oldName), path.Join(newDir, newName)
 	s.Refresh(oldRel, oldE)
 	if newE != nil {

@@ -43,6 +43,21 @@ type Stack struct {
 
 	tmpSeq atomic.Uint64
 	index  indexCache // directories of lower layers
+
+	// gen counts changes to the upper's namespace, bumped when each
+	// starts and when it ends, so a listing taken at one generation is
+	// still what a lookup would find while the generation is unchanged.
+	gen atomic.Uint64
+}
+
+// Gen returns the namespace generation: see Stack.gen.
+func (s *Stack) Gen() uint64 { return s.gen.Load() }
+
+// changing marks the start of a change of the upper's namespace; call
+// the function it returns at the end.
+func (s *Stack) changing() func() {
+	s.gen.Add(1)
+	return func() { s.gen.Add(1) }
 }
 
 // UpperIndex is the index of the upper layer in a stack.

@@ -87,9 +87,11 @@ func (f *passFile) PassthroughFd() (int, bool) { return f.fd, true }
 // dirHandle is an open merged directory. The listing is taken at open
 // (and at rewind), so seeks within one open stay consistent.
 type dirHandle struct {
-	node *node
-	ents []cow.DirEntry
-	pos  int
+	node   *node
+	ents   []cow.DirEntry
+	byName map[string]int // index in ents
+	gen    uint64         // the stack's generation when ents was read
+	pos    int
 }
 
 var (
@@ -97,6 +99,7 @@ var (
 	_ gofs.FileSeekdirer    = (*dirHandle)(nil)
 	_ gofs.FileReleasedirer = (*dirHandle)(nil)
 	_ gofs.FileFsyncdirer   = (*dirHandle)(nil)
+	_ gofs.FileLookuper     = (*dirHandle)(nil)
 )
 
 func (n *node) OpendirHandle(ctx context.Context, flags uint32) (gofs.FileHandle, uint32, syscall.Errno) {
@@ -110,6 +113,7 @@ func (n *node) OpendirHandle(ctx context.Context, flags uint32) (gofs.FileHandle
 func (d *dirHandle) load() syscall.Errno {
 	n := d.node
 	e := n.entry()
+	d.gen = n.root.Stack.Gen()
 	ents, err := n.root.Stack.ReadDir(n.rel(), &e)
 	if err != nil {
 		return n.errno("readdir", err)
@@ -119,8 +123,26 @@ func (d *dirHandle) load() syscall.Errno {
 		pino = p.StableAttr().Ino
 	}
 	d.ents = append([]cow.DirEntry{{Name: ".", Type: unix.S_IFDIR, Ino: e.Ino}, {Name: "..", Type: unix.S_IFDIR, Ino: pino}}, ents...)
+	d.byName = make(map[string]int, len(d.ents))
+	for i, de := range d.ents {
+		d.byName[de.Name] = i
+	}
 	d.pos = 0
 	return 0
+}
+
+// Lookup serves READDIRPLUS: a lower file listed while the upper has not
+// changed since is resolved from the listing with one stat; anything
+// else takes the ordinary lookup.
+func (d *dirHandle) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
+	n := d.node
+	st := n.root.Stack
+	if i, ok := d.byName[name]; ok && st.Gen() == d.gen {
+		if e, ok := st.LookupListed(n.rel(), d.ents[i]); ok {
+			return n.newChild(ctx, name, e, out), 0
+		}
+	}
+	return n.Lookup(ctx, name, out)
 }
 
 func (d *dirHandle) Readdirent(ctx context.Context) (*fuse.DirEntry, syscall.Errno) {
