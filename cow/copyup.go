@@ -102,7 +102,11 @@ func (s *Stack) copyUpDir(rel string, li int, st *unix.Stat_t) error {
 	}
 	err := s.finishCopy(li, rel, tmp, st, 0)
 	if err == nil {
+		// Before and after: a lookup between the two must not record
+		// the directory absent.
+		s.absent.changed()
 		err = s.publish(tmp, rel, unix.RENAME_NOREPLACE)
+		s.absent.changed()
 		if errors.Is(err, unix.EEXIST) {
 			// Another copy-up won: drop ours.
 			return removeAllAt(wfd, tmp)

@@ -108,3 +108,48 @@ func joinRel(dir, name string) string {
 	}
 	return dir + "/" + name
 }
+
+// absentDirs remembers merged directories that the upper layer does not
+// have, so that lookups in them (the common case in a fresh container)
+// skip the upper. Every change that can make a directory appear in the
+// upper (copy-up, mkdir, rename) forgets all of it.
+type absentDirs struct {
+	mu  sync.Mutex
+	gen uint64
+	m   map[string]struct{}
+}
+
+func (a *absentDirs) has(dir string) bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	_, ok := a.m[dir]
+	return ok
+}
+
+func (a *absentDirs) generation() uint64 {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.gen
+}
+
+// add records dir as absent, as observed at generation gen: if the
+// upper's directories changed since, the observation may be stale.
+func (a *absentDirs) add(dir string, gen uint64) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if gen != a.gen {
+		return
+	}
+	if a.m == nil || len(a.m) >= indexCacheMax {
+		a.m = make(map[string]struct{})
+	}
+	a.m[dir] = struct{}{}
+}
+
+// changed forgets everything: a directory may have appeared.
+func (a *absentDirs) changed() {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.gen++
+	clear(a.m)
+}

@@ -289,9 +289,14 @@ var errOCIWhiteout = errors.New("deleted by an OCI whiteout file")
 
 // lstatOrWhiteout is Lstat, except that where rel is absent but a
 // ".wh." file beside it deletes it, it returns errOCIWhiteout. The parent
-// is opened once for both.
-func (l *Layer) lstatOrWhiteout(rel string, st *unix.Stat_t) error {
-	return l.withParent(rel, func(dfd int, name string) error {
+// is opened once for both; parentMissing reports that it is not there.
+func (l *Layer) lstatOrWhiteout(rel string, st *unix.Stat_t) (parentMissing bool, err error) {
+	dfd, name, err := l.parentDir(rel)
+	if err != nil {
+		return notFound(err), err
+	}
+	defer l.closeDir(dfd)
+	return false, func() error {
 		err := unix.Fstatat(dfd, name, st, unix.AT_SYMLINK_NOFOLLOW)
 		if err != unix.ENOENT {
 			return err
@@ -301,5 +306,5 @@ func (l *Layer) lstatOrWhiteout(rel string, st *unix.Stat_t) error {
 			return errOCIWhiteout
 		}
 		return err
-	})
+	}()
 }

@@ -157,6 +157,10 @@ func (s *Stack) makeNode(dir, name string, isDir bool, o *Owner, mode uint32, mk
 	if viaWork {
 		dfd, dn = s.work.fd, s.tmpName()
 	}
+	if isDir {
+		s.absent.changed()
+		defer s.absent.changed()
+	}
 	if err := mk(dfd, dn); err != nil {
 		return e, err
 	}
@@ -460,6 +464,10 @@ func (s *Stack) Rename(oldDir string, oldLowers []int, oldName string, oldE *Ent
 		return err
 	}
 	u := s.upper()
+	if oldE.IsDir() || (newE != nil && newE.IsDir()) {
+		s.absent.changed()
+		defer s.absent.changed()
+	}
 	// A pure-upper directory moved onto a name the lowers hold must not
 	// merge with them.
 	if oldE.IsDir() && newLower {

@@ -44,6 +44,9 @@ type Stack struct {
 	tmpSeq atomic.Uint64
 	index  indexCache // directories of lower layers
 
+	// absent remembers directories the upper does not have.
+	absent absentDirs
+
 	// gen counts changes to the upper's namespace, bumped when each
 	// starts and when it ends, so a listing taken at one generation is
 	// still what a lookup would find while the generation is unchanged.
@@ -281,9 +284,13 @@ func (s *Stack) Lookup(dir string, dirLowers []int, name string) (Entry, error) 
 	var e Entry
 	rel := path.Join(dir, name)
 	found := false
-	if u := s.upper(); u != nil {
+	if u := s.upper(); u != nil && !s.absent.has(dir) {
 		var st unix.Stat_t
-		err := u.lstatOrWhiteout(rel, &st)
+		gen := s.absent.generation()
+		parentMissing, err := u.lstatOrWhiteout(rel, &st)
+		if parentMissing {
+			s.absent.add(dir, gen)
+		}
 		switch {
 		case errors.Is(err, errOCIWhiteout):
 			return e, unix.ENOENT
