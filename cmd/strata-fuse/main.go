@@ -171,6 +171,10 @@ func isMountPoint(dir string) (bool, error) {
 // mountAndServe opens the stack and mounts it, reporting readiness with
 // ready (nil on success) before serving until unmounted or signalled.
 func mountAndServe(mountpoint string, o options, logger *log.Logger, ready func(error)) int {
+	// Listen before mounting: a signal that arrives as soon as the mount
+	// shows must still unmount it.
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
 	stack, err := cow.New(o.stack)
 	if err != nil {
 		ready(err)
@@ -192,8 +196,6 @@ func mountAndServe(mountpoint string, o options, logger *log.Logger, ready func(
 		ready(fmt.Errorf("mount %s: %w", mountpoint, err))
 		return 1
 	}
-	sigs := make(chan os.Signal, 1)
-	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
 	go func() {
 		sig := <-sigs
 		logger.Printf("%v: unmounting %s", sig, mountpoint)
