@@ -254,16 +254,18 @@ func copyRead(dst, src int, from, to int64) error {
 	return nil
 }
 
-// finishCopy gives the work entry tmp the xattrs, owner, mode and times of
+// finishCopy gives the work entry tmp the owner, xattrs, mode and times of
 // rel in layer li, and records origin (when non-zero) as its merged inode
 // number.
 func (s *Stack) finishCopy(li int, rel, tmp string, st *unix.Stat_t, origin uint64) error {
 	wfd := s.work.fd
 	isLink := st.Mode&unix.S_IFMT == unix.S_IFLNK
-	if err := s.copyXattrs(s.layers[li], rel, tmp); err != nil {
+	// Owner first: chown clears security.capability, which the
+	// xattrs then bring back.
+	if err := unix.Fchownat(wfd, tmp, int(st.Uid), int(st.Gid), unix.AT_SYMLINK_NOFOLLOW); err != nil {
 		return err
 	}
-	if err := unix.Fchownat(wfd, tmp, int(st.Uid), int(st.Gid), unix.AT_SYMLINK_NOFOLLOW); err != nil {
+	if err := s.copyXattrs(s.layers[li], rel, tmp); err != nil {
 		return err
 	}
 	if !isLink {

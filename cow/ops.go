@@ -16,10 +16,17 @@ var ErrReservedName = errors.New("name reserved for whiteouts")
 // Owner is the credentials new entries are created with.
 type Owner struct{ Uid, Gid uint32 }
 
-// CheckName refuses names that may not be created through the mount.
+// CheckName refuses names that may not be created through the mount:
+// those reserved for whiteouts, and those no directory entry can have
+// ("", ".", "..", a '/' or a NUL in it), which the *at calls would
+// otherwise resolve as paths, out of the upper layer with ".." or a
+// leading '/'.
 func CheckName(name string) error {
 	if strings.HasPrefix(name, WhiteoutPrefix) {
 		return ErrReservedName
+	}
+	if name == "" || name == "." || name == ".." || strings.ContainsAny(name, "/\x00") {
+		return unix.EINVAL
 	}
 	return nil
 }

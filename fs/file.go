@@ -2,6 +2,7 @@ package fs
 
 import (
 	"context"
+	"sync"
 	"syscall"
 
 	gofs "github.com/hanwen/go-fuse/v2/fs"
@@ -14,14 +15,23 @@ import (
 // file is an open regular file of some layer. Its I/O is go-fuse's
 // loopback file over the fd; attributes go through the node, which maps
 // inode numbers.
+//
+// A file opened read-only from a lower layer follows the copy-up of its
+// node, as an open file of kernel overlayfs does: the next read reopens
+// the copy in the upper layer.
 type file struct {
-	node  *node
+	node   *node
+	flags  int  // open flags, for reopening after copy-up
+	cached bool // served through the kernel's page cache, not passthrough
+
+	mu    sync.Mutex // guards what follows
 	fd    int
 	layer int
 	lf    *gofs.LoopbackFile
+	stale []*gofs.LoopbackFile // replaced by a copy-up, closed on release
 }
 
-// passFile is a file the kernel may serve by passthrough.
+// passFile is a file the kernel serves by passthrough.
 type passFile struct{ *file }
 
 var (
@@ -38,51 +48,91 @@ var (
 	_ gofs.FilePassthroughFder = (*passFile)(nil)
 )
 
+// current returns the loopback file to use, first switching a lower
+// file whose node has been copied up to the copy.
+func (f *file) current() *gofs.LoopbackFile {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.layer == cow.UpperIndex {
+		return f.lf
+	}
+	n := f.node
+	n.mu.Lock()
+	inUpper := n.e.InUpper()
+	n.mu.Unlock()
+	if !inUpper {
+		return f.lf
+	}
+	fd, err := n.root.Stack.Layer(cow.UpperIndex).Open(n.rel(), f.flags, 0)
+	if err != nil {
+		return f.lf // keep serving what was open
+	}
+	f.stale = append(f.stale, f.lf)
+	f.fd, f.layer = fd, cow.UpperIndex
+	f.lf = gofs.NewLoopbackFile(fd).(*gofs.LoopbackFile)
+	return f.lf
+}
+
+// fdLayer returns the fd and its layer.
+func (f *file) fdLayer() (int, int) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.fd, f.layer
+}
+
 func (f *file) Read(ctx context.Context, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
-	return f.lf.Read(ctx, dest, off)
+	return f.current().Read(ctx, dest, off)
 }
 
 func (f *file) Write(ctx context.Context, data []byte, off int64) (uint32, syscall.Errno) {
-	return f.lf.Write(ctx, data, off)
+	return f.current().Write(ctx, data, off)
 }
 
-func (f *file) Flush(ctx context.Context) syscall.Errno { return f.lf.Flush(ctx) }
+func (f *file) Flush(ctx context.Context) syscall.Errno { return f.current().Flush(ctx) }
 
 func (f *file) Fsync(ctx context.Context, flags uint32) syscall.Errno {
-	return f.lf.Fsync(ctx, flags)
+	return f.current().Fsync(ctx, flags)
 }
 
 func (f *file) Release(ctx context.Context) syscall.Errno {
-	if f.layer != cow.UpperIndex {
+	if f.cached {
 		f.node.mu.Lock()
-		f.node.lowerOpens--
+		f.node.cachedOpens--
 		f.node.mu.Unlock()
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for _, s := range f.stale {
+		s.Release(ctx)
 	}
 	return f.lf.Release(ctx)
 }
 
 func (f *file) Lseek(ctx context.Context, off uint64, whence uint32) (uint64, syscall.Errno) {
-	return f.lf.Lseek(ctx, off, whence)
+	return f.current().Lseek(ctx, off, whence)
 }
 
 func (f *file) Allocate(ctx context.Context, off uint64, size uint64, mode uint32) syscall.Errno {
-	return f.lf.Allocate(ctx, off, size, mode)
+	return f.current().Allocate(ctx, off, size, mode)
 }
 
 func (f *file) Getlk(ctx context.Context, owner uint64, lk *fuse.FileLock, flags uint32, out *fuse.FileLock) syscall.Errno {
-	return f.lf.Getlk(ctx, owner, lk, flags, out)
+	return f.current().Getlk(ctx, owner, lk, flags, out)
 }
 
 func (f *file) Setlk(ctx context.Context, owner uint64, lk *fuse.FileLock, flags uint32) syscall.Errno {
-	return f.lf.Setlk(ctx, owner, lk, flags)
+	return f.current().Setlk(ctx, owner, lk, flags)
 }
 
 func (f *file) Setlkw(ctx context.Context, owner uint64, lk *fuse.FileLock, flags uint32) syscall.Errno {
-	return f.lf.Setlkw(ctx, owner, lk, flags)
+	return f.current().Setlkw(ctx, owner, lk, flags)
 }
 
 // PassthroughFd hands the fd to the kernel as the backing file.
-func (f *passFile) PassthroughFd() (int, bool) { return f.fd, true }
+func (f *passFile) PassthroughFd() (int, bool) {
+	fd, _ := f.fdLayer()
+	return fd, true
+}
 
 // dirHandle is an open merged directory. The listing is taken at open
 // (and at rewind), so seeks within one open stay consistent.

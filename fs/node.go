@@ -28,11 +28,11 @@ type node struct {
 	gofs.Inode
 	root *Root
 
-	mu         sync.Mutex
-	e          cow.Entry
-	lowerOpens int  // open handles whose fd is a lower layer's file
-	unlinked   bool // its last name was removed while it was open
-	tmpfile    int  // for an O_TMPFILE file without a name: an fd of it, else 0
+	mu          sync.Mutex
+	e           cow.Entry
+	cachedOpens int  // open files served through the page cache
+	unlinked    bool // its last name was removed while it was open
+	tmpfile     int  // for an O_TMPFILE file without a name: an fd of it, else 0
 }
 
 var (
@@ -93,6 +93,15 @@ func owner(ctx context.Context) cow.Owner {
 	return cow.Owner{}
 }
 
+// fillEntryAttr fills out from the entry e: as kernel overlayfs does, a
+// merged directory reports one link, its real count being unknowable.
+func fillEntryAttr(out *fuse.Attr, e *cow.Entry) {
+	fillAttr(out, &e.Stat, e.Ino)
+	if e.IsDir() && (len(e.Lowers) > 1 || (e.InUpper() && len(e.Lowers) > 0)) {
+		out.Nlink = 1
+	}
+}
+
 func fillAttr(out *fuse.Attr, st *unix.Stat_t, ino uint64) {
 	out.Ino = ino
 	out.Size = uint64(st.Size)
@@ -123,8 +132,24 @@ func (n *node) newChild(ctx context.Context, name string, e cow.Entry, out *fuse
 		old.unlinked = false
 		old.mu.Unlock()
 	}
-	fillAttr(&out.Attr, &e.Stat, e.Ino)
+	fillEntryAttr(&out.Attr, &e)
 	return ch
+}
+
+// fileFd returns the fd of an open file handle if it is a file of layer
+// li.
+func fileFd(fh gofs.FileHandle, li int) (int, bool) {
+	var f *file
+	switch h := fh.(type) {
+	case *file:
+		f = h
+	case *passFile:
+		f = h.file
+	default:
+		return -1, false
+	}
+	fd, layer := f.fdLayer()
+	return fd, layer == li
 }
 
 // lowerHardlink reports whether e is a lower file with more names.
@@ -171,9 +196,9 @@ func (n *node) statLocked() error {
 func (n *node) Getattr(ctx context.Context, fh gofs.FileHandle, out *fuse.AttrOut) syscall.Errno {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	if f, ok := fh.(*file); ok && f.layer == n.e.Layer {
+	if fd, ok := fileFd(fh, n.e.Layer); ok {
 		var st unix.Stat_t
-		if err := unix.Fstat(f.fd, &st); err != nil {
+		if err := unix.Fstat(fd, &st); err != nil {
 			return n.errno("getattr", err)
 		}
 		fillAttr(&out.Attr, &st, n.e.Ino)
@@ -187,7 +212,7 @@ func (n *node) Getattr(ctx context.Context, fh gofs.FileHandle, out *fuse.AttrOu
 			}
 			return n.errno("getattr", err)
 		}
-		fillAttr(&out.Attr, &n.e.Stat, n.e.Ino)
+		fillEntryAttr(&out.Attr, &n.e)
 	}
 	if n.unlinked {
 		out.Nlink = 0
@@ -251,8 +276,8 @@ func (n *node) Setattr(ctx context.Context, fh gofs.FileHandle, in *fuse.SetAttr
 			}
 		}
 		if sz, ok := in.GetSize(); ok {
-			if f, ok := fh.(*file); ok && f.layer == cow.UpperIndex {
-				if err := unix.Ftruncate(f.fd, int64(sz)); err != nil {
+			if fd, ok := fileFd(fh, cow.UpperIndex); ok {
+				if err := unix.Ftruncate(fd, int64(sz)); err != nil {
 					return err
 				}
 			} else {
@@ -311,21 +336,25 @@ func (n *node) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint32,
 	if err != nil {
 		return nil, 0, n.errno("open", err)
 	}
-	return n.newFileLocked(fd, n.e.Layer)
+	return n.newFileLocked(fd, n.e.Layer, oflags)
 }
 
 // newFileLocked wraps an open fd of layer li into a file handle.
-func (n *node) newFileLocked(fd, li int) (gofs.FileHandle, uint32, syscall.Errno) {
-	f := &file{node: n, fd: fd, layer: li, lf: gofs.NewLoopbackFile(fd).(*gofs.LoopbackFile)}
-	if li != cow.UpperIndex {
-		n.lowerOpens++
-		return &passFile{f}, fuse.FOPEN_KEEP_CACHE, 0
+//
+// The kernel allows one passthrough backing file per inode and refuses
+// to mix passthrough and cached opens of one inode. A lower file may be
+// copied up while open, and its open files must then follow the copy, so
+// lower files are served through the page cache (kept across opens:
+// lower layers do not change) and only upper files by passthrough; an
+// upper file opened while cached opens remain is cached too.
+func (n *node) newFileLocked(fd, li, flags int) (gofs.FileHandle, uint32, syscall.Errno) {
+	f := &file{node: n, fd: fd, layer: li, flags: flags &^ (syscall.O_TRUNC | syscall.O_CREAT | syscall.O_EXCL), lf: gofs.NewLoopbackFile(fd).(*gofs.LoopbackFile)}
+	if li != cow.UpperIndex || n.cachedOpens > 0 {
+		f.cached = true
+		n.cachedOpens++
+		return f, fuse.FOPEN_KEEP_CACHE, 0
 	}
-	if n.lowerOpens > 0 {
-		// The inode's passthrough backing is still the lower file.
-		return f, fuse.FOPEN_DIRECT_IO, 0
-	}
-	return &passFile{f}, fuse.FOPEN_KEEP_CACHE, 0
+	return &passFile{f}, 0, 0
 }
 
 func (n *node) Create(ctx context.Context, name string, flags uint32, mode uint32, out *fuse.EntryOut) (*gofs.Inode, gofs.FileHandle, uint32, syscall.Errno) {
@@ -337,7 +366,7 @@ func (n *node) Create(ctx context.Context, name string, flags uint32, mode uint3
 	cn := ch.Operations().(*node)
 	cn.mu.Lock()
 	defer cn.mu.Unlock()
-	fh, fl, errno := cn.newFileLocked(fd, cow.UpperIndex)
+	fh, fl, errno := cn.newFileLocked(fd, cow.UpperIndex, int(flags))
 	return ch, fh, fl, errno
 }
 
@@ -381,7 +410,7 @@ func (n *node) Link(ctx context.Context, target gofs.InodeEmbedder, name string,
 			unix.Close(tn.tmpfile)
 			tn.tmpfile = 0
 		}
-	} else {
+	} else if err = tn.copyUpLocked(-1); err == nil {
 		e, err = n.root.Stack.Link(tn.rel(), &tn.e, n.rel(), name)
 	}
 	tn.mu.Unlock()
@@ -446,6 +475,9 @@ func (n *node) Rename(ctx context.Context, name string, newParent gofs.InodeEmbe
 	if !ok {
 		return syscall.EXDEV
 	}
+	if flags&^(unix.RENAME_NOREPLACE|unix.RENAME_EXCHANGE) != 0 {
+		return syscall.EINVAL // RENAME_WHITEOUT is the overlay's own business
+	}
 	if strings.HasPrefix(name, cow.WhiteoutPrefix) {
 		return syscall.ENOENT
 	}
@@ -476,6 +508,16 @@ func (n *node) Rename(ctx context.Context, name string, newParent gofs.InodeEmbe
 		dstE = &dst.e
 	}
 	ope, npe := n.entry(), np.entry()
+	if !src.e.IsDir() {
+		if err := src.copyUpLocked(-1); err != nil {
+			return n.errno("rename", err)
+		}
+	}
+	if dst != nil && flags&unix.RENAME_EXCHANGE != 0 && !dst.e.IsDir() {
+		if err := dst.copyUpLocked(-1); err != nil {
+			return n.errno("rename", err)
+		}
+	}
 	err := n.root.Stack.Rename(n.rel(), ope.Lowers, name, &src.e, np.rel(), npe.Lowers, newName, dstE, uint(flags))
 	if err != nil {
 		return n.errno("rename", err)
@@ -602,7 +644,7 @@ func (n *node) Tmpfile(ctx context.Context, flags uint32, mode uint32, out *fuse
 	fillAttr(&out.Attr, &e.Stat, e.Ino)
 	cn.mu.Lock()
 	defer cn.mu.Unlock()
-	fh, fl, errno := cn.newFileLocked(fd, cow.UpperIndex)
+	fh, fl, errno := cn.newFileLocked(fd, cow.UpperIndex, unix.O_RDWR)
 	return ch, fh, fl, errno
 }
 
