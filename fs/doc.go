@@ -9,16 +9,14 @@
 // through the mount, so entries and attributes are given long timeouts
 // and the kernel's page cache is kept across opens.
 //
-// Passthrough: an open file is handed to the kernel as a FUSE passthrough
-// backing file when the kernel offers it, so reads and writes bypass the
-// daemon. go-fuse registers one backing file per inode. A file opened
-// read-only from a lower layer keeps reading the lower file after another
-// open copies it up, as in kernel overlayfs (the open file refers to the
-// lower inode). While such a lower backing is live, an open of the
-// copied-up file gets no passthrough and direct I/O through the daemon,
-// so it can never be served from the lower file.
+// Open files: upper files are handed to the kernel as FUSE passthrough
+// backing files, so reads and writes bypass the daemon. Lower files are
+// served through the page cache, so that an open file of a lower file can
+// follow its copy-up as in kernel overlayfs (see newFileLocked and
+// docs/design.md).
 //
-// Lock order: node.mu of a parent before node.mu of a child; when two
-// unrelated nodes are locked (rename), by ascending inode number. The
-// engine takes no locks of its own.
+// Lock order: a node's lock before the locks of its open files; node
+// locks are not nested, except in rename, which locks the source and the
+// target by ascending inode number. The engine holds only leaf locks of
+// its caches.
 package fs

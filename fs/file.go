@@ -52,20 +52,28 @@ var (
 // file whose node has been copied up to the copy.
 func (f *file) current() *gofs.LoopbackFile {
 	f.mu.Lock()
-	defer f.mu.Unlock()
-	if f.layer == cow.UpperIndex {
-		return f.lf
+	lf, layer := f.lf, f.layer
+	f.mu.Unlock()
+	if layer == cow.UpperIndex {
+		return lf
 	}
+	// The node's lock is taken before a file's, never inside it.
 	n := f.node
 	n.mu.Lock()
 	inUpper := n.e.InUpper()
 	n.mu.Unlock()
 	if !inUpper {
-		return f.lf
+		return lf
 	}
 	fd, err := n.root.Stack.Layer(cow.UpperIndex).Open(n.rel(), f.flags, 0)
 	if err != nil {
-		return f.lf // keep serving what was open
+		return lf // keep serving what was open
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.layer == cow.UpperIndex { // another request switched first
+		unix.Close(fd)
+		return f.lf
 	}
 	f.stale = append(f.stale, f.lf)
 	f.fd, f.layer = fd, cow.UpperIndex
