@@ -131,6 +131,7 @@ func run() int {
 			strings.Join(workloadNames(), ", "))
 		flag.PrintDefaults()
 	}
+	strataOpts := flag.String("strata-opts", "", "extra -o `options` for strata-fuse, e.g. passthrough=all")
 	strataBin := flag.String("strata", "", "strata-fuse `binary`; empty builds ./cmd/strata-fuse of the current module; \"none\" skips it")
 	fuseOvl := flag.String("fuse-overlayfs", "fuse-overlayfs", "fuse-overlayfs `binary` (looked up in PATH); \"none\" skips it")
 	runs := flag.Int("runs", 3, "repetitions of each measurement; the median is reported (default 2 with -quick)")
@@ -189,7 +190,7 @@ func run() int {
 		os.Exit(130)
 	}()
 
-	b.setupImpls(*strataBin, *fuseOvl)
+	b.setupImpls(*strataBin, *fuseOvl, *strataOpts)
 	res := b.runAll(selected)
 	if b.ctx.Err() != nil {
 		fmt.Fprintln(os.Stderr, "bench: interrupted")
@@ -319,12 +320,12 @@ func (b *bench) closeAll() {
 }
 
 // setupImpls finds, builds and probes the three implementations.
-func (b *bench) setupImpls(strataBin, fuseOvl string) {
+func (b *bench) setupImpls(strataBin, fuseOvl, strataOpts string) {
 	var uts unix.Utsname
 	unix.Uname(&uts)
 	kernel := &impl{name: "kernel", kind: kindKernel, version: "Linux " + unix.ByteSliceToString(uts.Release[:])}
 	fo := &impl{name: "fuse-overlayfs", kind: kindFUSE}
-	st := &impl{name: "strata", kind: kindFUSE}
+	st := &impl{name: "strata", kind: kindFUSE, opts: strataOpts}
 	b.impls = []*impl{kernel, fo, st}
 
 	if fuseOvl == "none" {
@@ -378,6 +379,9 @@ func (b *bench) setupImpls(strataBin, fuseOvl string) {
 			im.version = programVersion(im.bin)
 			if im == st && strataBin == "" {
 				im.version = "strata-fuse built from the working tree"
+			}
+			if im.opts != "" {
+				im.version += ", -o " + im.opts
 			}
 		}
 		if err := b.probe(im); err != nil {

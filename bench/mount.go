@@ -26,6 +26,8 @@ const (
 
 // impl is one of the filesystems under comparison.
 type impl struct {
+	// opts are extra -o options for a FUSE program.
+	opts    string
 	name    string // column name: "kernel", "fuse-overlayfs", "strata"
 	kind    int
 	bin     string // FUSE program; empty for the kernel
@@ -199,6 +201,9 @@ func fsLog(fd int) string {
 // until its mount shows up in the mount table.
 func (m *mount) startFUSE(lowers []string) error {
 	opts := "lowerdir=" + strings.Join(lowers, ":") + ",upperdir=" + m.upper + ",workdir=" + m.work
+	if m.im.opts != "" {
+		opts += "," + m.im.opts
+	}
 	cmd := exec.Command(m.im.bin, "-f", "-o", opts, m.dir)
 	m.out = &tailBuffer{}
 	cmd.Stdout, cmd.Stderr = m.out, m.out

@@ -20,9 +20,10 @@ import (
 // node, as an open file of kernel overlayfs does: the next read reopens
 // the copy in the upper layer.
 type file struct {
-	node   *node
-	flags  int  // open flags, for reopening after copy-up
-	cached bool // served through the kernel's page cache, not passthrough
+	node      *node
+	flags     int  // open flags, for reopening after copy-up
+	cached    bool // served through the kernel's page cache, not passthrough
+	lowerPass bool // a lower file served by passthrough
 
 	mu    sync.Mutex // guards what follows
 	fd    int
@@ -54,7 +55,8 @@ func (f *file) current() *gofs.LoopbackFile {
 	f.mu.Lock()
 	lf, layer := f.lf, f.layer
 	f.mu.Unlock()
-	if layer == cow.UpperIndex {
+	if layer == cow.UpperIndex || f.lowerPass {
+		// A passthrough file keeps its backing file.
 		return lf
 	}
 	// The node's lock is taken before a file's, never inside it.
@@ -103,9 +105,13 @@ func (f *file) Fsync(ctx context.Context, flags uint32) syscall.Errno {
 }
 
 func (f *file) Release(ctx context.Context) syscall.Errno {
-	if f.cached {
+	if f.cached || f.lowerPass {
 		f.node.mu.Lock()
-		f.node.cachedOpens--
+		if f.cached {
+			f.node.cachedOpens--
+		} else {
+			f.node.lowerPass--
+		}
 		f.node.mu.Unlock()
 	}
 	f.mu.Lock()

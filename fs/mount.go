@@ -23,6 +23,11 @@ type MountOptions struct {
 	Debug         bool          // log every FUSE request
 	Timeout       time.Duration // entry and attribute cache; 0 for the default
 	DisableXattrs bool
+	// LowerPassthrough serves files of lower layers by FUSE passthrough
+	// too: reads at the speed of the layer's filesystem, but a file open
+	// read-only from a lower layer keeps reading the lower file after
+	// another open copies it up (kernel overlayfs's open file follows).
+	LowerPassthrough bool
 	// Flags are generic mount flags: nosuid, nodev, noexec, noatime,
 	// relatime, strictatime, nodiratime, lazytime, sync, dirsync; their
 	// opposites (suid, dev, exec, atime, ...) are the default. A container root filesystem needs set-user-ID files and
@@ -34,7 +39,7 @@ type MountOptions struct {
 
 // Mount serves stack at mountpoint and returns once the mount is live.
 func Mount(mountpoint string, stack *cow.Stack, o MountOptions) (*fuse.Server, error) {
-	r := &Root{Stack: stack, Logger: o.Logger}
+	r := &Root{Stack: stack, Logger: o.Logger, LowerPassthrough: o.LowerPassthrough}
 	root, attr, err := NewRoot(r)
 	if err != nil {
 		return nil, fmt.Errorf("resolve root: %w", err)

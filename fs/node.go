@@ -21,6 +21,29 @@ import (
 type Root struct {
 	Stack  *cow.Stack
 	Logger *log.Logger
+	// LowerPassthrough serves lower files by passthrough too (see
+	// newFileLocked).
+	LowerPassthrough bool
+
+	respawnMu sync.Mutex
+	respawn   map[uint64]uint64 // inode number -> generation of its next node
+}
+
+// respawnGen is the node generation for inode number ino.
+func (r *Root) respawnGen(ino uint64) uint64 {
+	r.respawnMu.Lock()
+	defer r.respawnMu.Unlock()
+	return r.respawn[ino]
+}
+
+// bumpGen makes the next lookup of inode number ino a new node.
+func (r *Root) bumpGen(ino uint64) {
+	r.respawnMu.Lock()
+	defer r.respawnMu.Unlock()
+	if r.respawn == nil {
+		r.respawn = make(map[uint64]uint64)
+	}
+	r.respawn[ino] += 1 << 32
 }
 
 // node is one inode of the merged tree.
@@ -31,6 +54,7 @@ type node struct {
 	mu          sync.Mutex
 	e           cow.Entry
 	cachedOpens int  // open files served through the page cache
+	lowerPass   int  // open lower files served by passthrough
 	unlinked    bool // its last name was removed while it was open
 	tmpfile     int  // for an O_TMPFILE file without a name: an fd of it, else 0
 }
@@ -125,6 +149,7 @@ func (n *node) newChild(ctx context.Context, name string, e cow.Entry, out *fuse
 		// copy-up breaks the link, and FUSE requests name only the node.
 		attr.Gen = nameGen(n.rel(), name)
 	}
+	attr.Gen ^= n.root.respawnGen(e.Ino)
 	ch := n.NewInode(ctx, fresh, attr)
 	if old, ok := ch.Operations().(*node); ok && old != fresh {
 		old.mu.Lock()
@@ -349,7 +374,21 @@ func (n *node) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint32,
 // upper file opened while cached opens remain is cached too.
 func (n *node) newFileLocked(fd, li, flags int) (gofs.FileHandle, uint32, syscall.Errno) {
 	f := &file{node: n, fd: fd, layer: li, flags: flags &^ (syscall.O_TRUNC | syscall.O_CREAT | syscall.O_EXCL), lf: gofs.NewLoopbackFile(fd).(*gofs.LoopbackFile)}
-	if li != cow.UpperIndex || n.cachedOpens > 0 {
+	switch {
+	case li != cow.UpperIndex && n.root.LowerPassthrough && n.cachedOpens == 0:
+		f.lowerPass = true
+		n.lowerPass++
+		return &passFile{f}, 0, 0
+	case li == cow.UpperIndex && n.lowerPass > 0:
+		// The kernel inode's passthrough backing is the lower file,
+		// which this open must not use. Retire the node: the next
+		// lookup of the name makes a new one, and ESTALE makes the
+		// kernel look the name up again and retry the open on it.
+		// Files opened before keep reading the lower file.
+		unix.Close(fd)
+		n.root.bumpGen(n.e.Ino)
+		return nil, 0, syscall.ESTALE
+	case li != cow.UpperIndex || n.cachedOpens > 0:
 		f.cached = true
 		n.cachedOpens++
 		return f, fuse.FOPEN_KEEP_CACHE, 0

@@ -45,8 +45,12 @@ read-only. Unmount with 'umount MOUNTPOINT'.
 
 Options (-o, comma separated): lowerdir=, upperdir=, workdir=, ro, rw,
 allow_other, default_permissions, fsname=NAME, volatile, fsync=0|1,
-timeout=SECONDS, noxattrs=0|1, and the generic mount options (dev, suid,
-exec, atime, ...), which are passed over.
+timeout=SECONDS, noxattrs=0|1, passthrough=upper|all, and the generic
+mount options (nosuid, nodev, noexec, noatime, ...).
+
+passthrough=all serves lower files by FUSE passthrough as well: faster
+reads, but a file open read-only from a lower layer keeps its old content
+after another open copies it up (kernel overlayfs's follows the copy).
 
 Flags:
 %s`, flags.FlagUsages())
@@ -182,15 +186,16 @@ func mountAndServe(mountpoint string, o options, logger *log.Logger, ready func(
 	}
 	defer stack.Close()
 	srv, err := fs.Mount(mountpoint, stack, fs.MountOptions{
-		FsName:        o.fsName,
-		Name:          "strata-fuse",
-		AllowOther:    o.allowOther,
-		ReadOnly:      o.readOnly,
-		Debug:         o.debug,
-		Timeout:       o.timeout,
-		DisableXattrs: o.noXattrs,
-		Flags:         o.flags,
-		Logger:        logger,
+		FsName:           o.fsName,
+		Name:             "strata-fuse",
+		AllowOther:       o.allowOther,
+		ReadOnly:         o.readOnly,
+		Debug:            o.debug,
+		Timeout:          o.timeout,
+		DisableXattrs:    o.noXattrs,
+		Flags:            o.flags,
+		LowerPassthrough: o.lowerPass,
+		Logger:           logger,
 	})
 	if err != nil {
 		ready(fmt.Errorf("mount %s: %w", mountpoint, err))

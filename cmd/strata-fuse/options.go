@@ -19,6 +19,7 @@ type options struct {
 	noXattrs   bool
 	timeout    time.Duration
 	flags      []string // nosuid, nodev, noexec and opposites
+	lowerPass  bool
 }
 
 // genericOptions are mount(8)'s generic options, which mount.fuse3 passes
@@ -101,6 +102,15 @@ func parseOptions(args []string) (options, []string, error) {
 					o.stack.Volatile = false
 				default:
 					return o, warnings, fmt.Errorf("fsync=%s: want 0 or 1", val)
+				}
+			case "passthrough":
+				switch val {
+				case "upper":
+					o.lowerPass = false
+				case "all":
+					o.lowerPass = true
+				default:
+					return o, warnings, fmt.Errorf("passthrough=%s: want upper (the default) or all", val)
 				}
 			case "noxattrs":
 				o.noXattrs = val != "0"
