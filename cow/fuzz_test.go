@@ -917,13 +917,15 @@ func (z *fzOpsFixture) checkReopen() {
 // merged tree after every operation), and minimizing an input of a few
 // dozen bytes takes thousands of them: with the default of 60s, every new
 // interesting input would stall a worker for a minute, longer than a
-// whole short run (make fuzz). Must be called before f.Fuzz.
+// whole short run (make fuzz). A second keeps the workers exploring; a
+// failure is readable unminimized, since it lists the operations. Must be
+// called before f.Fuzz.
 func fzLimitMinimize() {
 	const name = "test.fuzzminimizetime"
 	set := false
 	flag.Visit(func(fl *flag.Flag) { set = set || fl.Name == name })
 	if !set && flag.Lookup(name) != nil {
-		flag.Set(name, "3s")
+		flag.Set(name, "1s")
 	}
 }
 

@@ -319,6 +319,9 @@ func (s *Stack) Remove(dir string, dirLowers []int, name string, e *Entry) error
 		return unix.EROFS
 	}
 	defer s.changing()()
+	if err := CheckName(name); err != nil && err != ErrReservedName {
+		return err
+	}
 	rel := path.Join(dir, name)
 	s.Refresh(rel, e)
 	if e.InUpper() {

@@ -282,6 +282,9 @@ func notFound(err error) bool {
 // are dirLowers (its Entry.Lowers).
 func (s *Stack) Lookup(dir string, dirLowers []int, name string) (Entry, error) {
 	var e Entry
+	if name == "" || name == "." || name == ".." || strings.ContainsAny(name, "/\x00") {
+		return e, unix.ENOENT // not a name in this directory
+	}
 	rel := path.Join(dir, name)
 	found := false
 	if u := s.upper(); u != nil && !s.absent.has(dir) {
