@@ -145,13 +145,14 @@ func (l *Layer) Getxattr(rel, attr string) ([]byte, error) {
 	return out, err
 }
 
-func getxattrFd(fd int, attr string) ([]byte, error) {
-	p := procPath(fd)
-	buf := make([]byte, 256)
+// sizedRead calls an xattr call that fills buf (nil asks for the size)
+// until the value fits: it may grow between the two calls.
+func sizedRead(initial int, call func(buf []byte) (int, error)) ([]byte, error) {
+	buf := make([]byte, initial)
 	for {
-		n, err := unix.Getxattr(p, attr, buf)
+		n, err := call(buf)
 		if err == unix.ERANGE {
-			sz, err := unix.Getxattr(p, attr, nil)
+			sz, err := call(nil)
 			if err != nil {
 				return nil, err
 			}
@@ -165,30 +166,24 @@ func getxattrFd(fd int, attr string) ([]byte, error) {
 	}
 }
 
+func getxattrFd(fd int, attr string) ([]byte, error) {
+	p := procPath(fd)
+	return sizedRead(256, func(buf []byte) (int, error) { return unix.Getxattr(p, attr, buf) })
+}
+
 func listxattrFd(fd int) ([]string, error) {
 	p := procPath(fd)
-	buf := make([]byte, 1024)
-	for {
-		n, err := unix.Listxattr(p, buf)
-		if err == unix.ERANGE {
-			sz, err := unix.Listxattr(p, nil)
-			if err != nil {
-				return nil, err
-			}
-			buf = make([]byte, sz)
-			continue
-		}
-		if err != nil {
-			return nil, err
-		}
-		var names []string
-		for _, s := range strings.Split(string(buf[:n]), "\x00") {
-			if s != "" {
-				names = append(names, s)
-			}
-		}
-		return names, nil
+	b, err := sizedRead(1024, func(buf []byte) (int, error) { return unix.Listxattr(p, buf) })
+	if err != nil {
+		return nil, err
 	}
+	var names []string
+	for _, s := range strings.Split(string(b), "\x00") {
+		if s != "" {
+			names = append(names, s)
+		}
+	}
+	return names, nil
 }
 
 // Listxattr lists rel's xattr names.
