@@ -96,12 +96,9 @@ func (s *Stack) lowerLookup(li int, dir, name string, st *unix.Stat_t) (found, w
 		if notFound(err) {
 			return false, false, nil // changed under us: treat as absent
 		}
-		if err == nil && st.Size == 0 && st.Mode&unix.S_IFMT == unix.S_IFREG &&
-			s.layers[li].isWhiteout(joinRel(dir, name), st) {
-			// An xattr whiteout in a directory not marked as holding
-			// them: the kernel hides it at lookup too.
-			return false, true, nil
-		}
+		// xattr whiteouts are found by the listing, in directories
+		// marked as holding them (as the kernel writes them); checking
+		// every empty file for one would cost two system calls.
 		return err == nil, false, err
 	}
 	_, wh := d.whiteouts[name]
