@@ -71,7 +71,7 @@ import (
 )
 
 var (
-	diffSeeds     = flag.Int("difftest.seeds", 8, "number of seeds TestDifferential runs")
+	diffSeeds     = flag.Int("difftest.seeds", 24, "number of seeds TestDifferential runs")
 	diffSeed      = flag.Int64("difftest.seed", 1, "first seed TestDifferential runs")
 	diffOps       = flag.Int("difftest.ops", 300, "operations per seed in TestDifferential")
 	diffNot       = flag.String("difftest.without", "", "comma-separated fixture kinds (dir file symlink hardlink fifo whiteout opaque) and op kinds (create rename link ...) to leave out, to look past a known divergence")
@@ -79,6 +79,7 @@ var (
 	diffShrink    = flag.Bool("difftest.shrink", false, "on a divergence, look for a shorter op sequence that still diverges and report it")
 	diffShrinkFor = flag.Duration("difftest.shrink-time", 2*time.Minute, "time budget of -difftest.shrink per failing seed")
 	diffKeep      = flag.Bool("difftest.keep", false, "keep TestDifferential's layers, uppers and work dirs")
+	diffProgOpts  = flag.String("difftest.prog-opts", "", "extra -o options of the program under test, e.g. passthrough=all")
 )
 
 // dtWithout reports whether -difftest.without names kind.
@@ -98,6 +99,24 @@ func TestDifferential(t *testing.T) {
 	}
 	for i := 0; i < *diffSeeds; i++ {
 		seed := *diffSeed + int64(i)
+		t.Run(fmt.Sprintf("seed=%d", seed), func(t *testing.T) {
+			dtRunDifferential(t, seed, *diffOps)
+		})
+	}
+}
+
+// TestDifferentialPassthroughAll runs a few seeds with strata's
+// passthrough=all, whose open files take another path through the kernel.
+// Skipped for another mount program, which has no such option.
+func TestDifferentialPassthroughAll(t *testing.T) {
+	needFUSE(t)
+	if os.Getenv("STRATA_FUSE") != "" || *diffProgOpts != "" {
+		t.Skip("runs strata-fuse's own passthrough=all; not for another program or explicit options")
+	}
+	*diffProgOpts = "passthrough=all"
+	defer func() { *diffProgOpts = "" }()
+	for i := 0; i < 4; i++ {
+		seed := *diffSeed + 1000 + int64(i)
 		t.Run(fmt.Sprintf("seed=%d", seed), func(t *testing.T) {
 			dtRunDifferential(t, seed, *diffOps)
 		})
@@ -182,7 +201,11 @@ func (s *dtSide) mountProg(t *testing.T) {
 	defer out.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, strataFuse, "-o", s.options(), s.mnt)
+	opts := s.options()
+	if *diffProgOpts != "" {
+		opts += "," + *diffProgOpts
+	}
+	cmd := exec.CommandContext(ctx, strataFuse, "-o", opts, s.mnt)
 	cmd.Stdout, cmd.Stderr = out, out
 	err = cmd.Run()
 	msg, _ := os.ReadFile(out.Name())
