@@ -25,11 +25,12 @@ type file struct {
 	cached    bool // served through the kernel's page cache, not passthrough
 	lowerPass bool // a lower file served by passthrough
 
-	mu    sync.Mutex // guards what follows
-	fd    int
-	layer int
-	lf    *gofs.LoopbackFile
-	stale []*gofs.LoopbackFile // replaced by a copy-up, closed on release
+	mu      sync.Mutex // guards what follows
+	pending bool       // opened for writing, copy-up not yet done
+	fd      int
+	layer   int
+	lf      *gofs.LoopbackFile
+	stale   []*gofs.LoopbackFile // replaced by a copy-up, closed on release
 }
 
 // passFile is a file the kernel serves by passthrough.
@@ -94,13 +95,47 @@ func (f *file) Read(ctx context.Context, dest []byte, off int64) (fuse.ReadResul
 	return f.current().Read(ctx, dest, off)
 }
 
+// materialize makes the copy-up that an open for writing postponed.
+func (f *file) materialize() syscall.Errno {
+	f.mu.Lock()
+	pending := f.pending
+	f.mu.Unlock()
+	if !pending {
+		return 0
+	}
+	n := f.node
+	n.mu.Lock()
+	err := n.copyUpLocked(-1)
+	n.mu.Unlock()
+	if err != nil {
+		return n.errno("copy up", err)
+	}
+	f.mu.Lock()
+	f.pending = false
+	f.mu.Unlock()
+	return 0
+}
+
 func (f *file) Write(ctx context.Context, data []byte, off int64) (uint32, syscall.Errno) {
+	if errno := f.materialize(); errno != 0 {
+		return 0, errno
+	}
 	return f.current().Write(ctx, data, off)
 }
 
-func (f *file) Flush(ctx context.Context) syscall.Errno { return f.current().Flush(ctx) }
+// Flush, at every close, completes a postponed copy-up: an open for
+// writing leaves the file copied up, written or not.
+func (f *file) Flush(ctx context.Context) syscall.Errno {
+	if errno := f.materialize(); errno != 0 {
+		return errno
+	}
+	return f.current().Flush(ctx)
+}
 
 func (f *file) Fsync(ctx context.Context, flags uint32) syscall.Errno {
+	if errno := f.materialize(); errno != 0 {
+		return errno
+	}
 	return f.current().Fsync(ctx, flags)
 }
 
@@ -127,6 +162,9 @@ func (f *file) Lseek(ctx context.Context, off uint64, whence uint32) (uint64, sy
 }
 
 func (f *file) Allocate(ctx context.Context, off uint64, size uint64, mode uint32) syscall.Errno {
+	if errno := f.materialize(); errno != 0 {
+		return errno
+	}
 	return f.current().Allocate(ctx, off, size, mode)
 }
 

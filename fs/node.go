@@ -347,6 +347,22 @@ const writeFlags = syscall.O_WRONLY | syscall.O_RDWR | syscall.O_TRUNC
 func (n *node) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint32, syscall.Errno) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
+	oflags := int(flags) &^ (syscall.O_CREAT | syscall.O_EXCL | syscall.O_NOCTTY)
+	if flags&writeFlags != 0 && !n.e.InUpper() && n.lowerPass == 0 {
+		// Copy up at the first change rather than now: without
+		// FUSE_ATOMIC_O_TRUNC (go-fuse does not negotiate it) an
+		// open(O_TRUNC) arrives as this open and a truncate to 0,
+		// which then copies no data. The file is copied up by the
+		// time the open is closed, as with kernel overlayfs.
+		fd, err := n.root.Stack.Layer(n.e.Layer).Open(n.rel(), syscall.O_RDONLY, 0)
+		if err != nil {
+			return nil, 0, n.errno("open", err)
+		}
+		f := &file{node: n, fd: fd, layer: n.e.Layer, flags: oflags &^ syscall.O_TRUNC, cached: true, pending: true,
+			lf: gofs.NewLoopbackFile(fd).(*gofs.LoopbackFile)}
+		n.cachedOpens++
+		return f, fuse.FOPEN_KEEP_CACHE, 0
+	}
 	if flags&writeFlags != 0 {
 		dataLen := int64(-1)
 		if flags&syscall.O_TRUNC != 0 {
@@ -356,7 +372,6 @@ func (n *node) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint32,
 			return nil, 0, n.errno("open", err)
 		}
 	}
-	oflags := int(flags) &^ (syscall.O_CREAT | syscall.O_EXCL | syscall.O_NOCTTY)
 	fd, err := n.root.Stack.Layer(n.e.Layer).Open(n.rel(), oflags, 0)
 	if err != nil {
 		return nil, 0, n.errno("open", err)

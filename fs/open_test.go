@@ -56,3 +56,40 @@ func TestOpenFileDuringCopyUp(t *testing.T) {
 		})
 	}
 }
+
+// TestOpenForWriteCopiesUp: an open for writing leaves the file in the
+// upper layer by the time it is closed, written or not (as with kernel
+// overlayfs), and open(O_TRUNC) ends with an empty copy.
+func TestOpenForWriteCopiesUp(t *testing.T) {
+	lowers := makeLowers(t, 1)
+	for _, n := range []string{"a", "b"} {
+		if err := os.WriteFile(filepath.Join(lowers[0], n), []byte("lower data\n"), 0o640); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ts := mountStack(t, lowers, MountOptions{})
+	f, err := os.OpenFile(filepath.Join(ts.mnt, "a"), os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := os.ReadFile(filepath.Join(ts.upper, "a")); err != nil || string(got) != "lower data\n" {
+		t.Errorf("upper copy of a after open for writing: %q, %v; want the lower data", got, err)
+	}
+	f, err = os.OpenFile(filepath.Join(ts.mnt, "b"), os.O_WRONLY|os.O_TRUNC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
+	st, err := os.Stat(filepath.Join(ts.upper, "b"))
+	if err != nil || st.Size() != 0 || st.Mode().Perm() != 0o640 {
+		t.Errorf("upper copy of b after open(O_TRUNC): %v, %v; want an empty file with mode 0640", st, err)
+	}
+	if got, _ := os.ReadFile(filepath.Join(lowers[0], "b")); string(got) != "lower data\n" {
+		t.Errorf("lower b changed to %q", got)
+	}
+}
