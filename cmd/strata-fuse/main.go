@@ -34,8 +34,8 @@ func main() {
 	os.Exit(run(os.Args[1:], os.Stderr))
 }
 
-func usage(w io.Writer, flags *pflag.FlagSet) {
-	fmt.Fprintf(w, `Usage: strata-fuse [-f] [-d] -o lowerdir=L1:L2:...[,upperdir=U,workdir=W][,OPTIONS] MOUNTPOINT
+func usage(w io.Writer) {
+	fmt.Fprint(w, `Usage: strata-fuse [-f] [-d] -o lowerdir=L1:L2:...[,upperdir=U,workdir=W][,OPTIONS] MOUNTPOINT
        strata-fuse SOURCE MOUNTPOINT -o OPTIONS
 
 Mounts a union of directories as kernel overlayfs would: lowerdir lists the
@@ -53,7 +53,12 @@ reads, but a file open read-only from a lower layer keeps its old content
 after another open copies it up (kernel overlayfs's follows the copy).
 
 Flags:
-%s`, flags.FlagUsages())
+  -o, --options OPTIONS   mount options, comma separated (may be repeated)
+  -f, --foreground        stay in the foreground
+  -d, --debug             log FUSE requests to stderr (implies -f)
+      --cpuprofile FILE   write a CPU profile of the daemon to FILE
+  -h, --help              show this help
+`)
 }
 
 func run(args []string, stderr io.Writer) int {
@@ -71,7 +76,7 @@ func run(args []string, stderr io.Writer) int {
 		return 2
 	}
 	if *help {
-		usage(os.Stdout, flags)
+		usage(os.Stdout)
 		return 0
 	}
 	pos := flags.Args()
