@@ -15,6 +15,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"runtime/debug"
 	"runtime/pprof"
 	"strconv"
 	"syscall"
@@ -58,7 +59,24 @@ Flags:
   -d, --debug             log FUSE requests to stderr (implies -f)
       --cpuprofile FILE   write a CPU profile of the daemon to FILE
   -h, --help              show this help
+  -V, --version           print the version
 `)
+}
+
+// buildVersion names the build: the module version, or the VCS revision
+// of a build from a checkout.
+func buildVersion() string {
+	bi, ok := debug.ReadBuildInfo()
+	if !ok {
+		return "unknown"
+	}
+	v := bi.Main.Version
+	for _, s := range bi.Settings {
+		if s.Key == "vcs.revision" && len(s.Value) >= 12 {
+			v += " (" + s.Value[:12] + ")"
+		}
+	}
+	return v
 }
 
 func run(args []string, stderr io.Writer) int {
@@ -69,6 +87,7 @@ func run(args []string, stderr io.Writer) int {
 		foreground = flags.BoolP("foreground", "f", false, "stay in the foreground")
 		debug      = flags.BoolP("debug", "d", false, "log FUSE requests to stderr (implies -f)")
 		help       = flags.BoolP("help", "h", false, "show this help")
+		version    = flags.BoolP("version", "V", false, "print the version")
 		cpuProfile = flags.String("cpuprofile", "", "write a CPU profile of the daemon to `FILE` (for profiling)")
 	)
 	if err := flags.Parse(args); err != nil {
@@ -77,6 +96,10 @@ func run(args []string, stderr io.Writer) int {
 	}
 	if *help {
 		usage(os.Stdout)
+		return 0
+	}
+	if *version {
+		fmt.Println("strata-fuse version", buildVersion())
 		return 0
 	}
 	pos := flags.Args()
