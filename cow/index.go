@@ -25,15 +25,15 @@ type indexKey struct {
 // indexCache holds dirIndexes of lower layers. It is bounded: when full
 // it starts over, which costs only rereading.
 type indexCache struct {
-	mu sync.Mutex
+	mu sync.RWMutex
 	m  map[indexKey]*dirIndex
 }
 
 const indexCacheMax = 1 << 16
 
 func (c *indexCache) get(k indexKey) *dirIndex {
-	c.mu.Lock()
-	defer c.mu.Unlock()
+	c.mu.RLock()
+	defer c.mu.RUnlock()
 	return c.m[k]
 }
 
@@ -122,17 +122,13 @@ type absentDirs struct {
 	m   map[string]struct{}
 }
 
-func (a *absentDirs) has(dir string) bool {
+// has reports whether dir is known absent, and the generation to pass
+// to add if it is not.
+func (a *absentDirs) has(dir string) (bool, uint64) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	_, ok := a.m[dir]
-	return ok
-}
-
-func (a *absentDirs) generation() uint64 {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	return a.gen
+	return ok, a.gen
 }
 
 // add records dir as absent, as observed at generation gen: if the

@@ -272,13 +272,6 @@ func (l *Layer) isOpaque(rel string) bool {
 	return l.Lstat(path.Join(rel, OpaqueMarker), &st) == nil
 }
 
-// hasWhiteoutFile reports whether an OCI whiteout file hides name in the
-// directory dir.
-func (l *Layer) hasWhiteoutFile(dir, name string) bool {
-	var st unix.Stat_t
-	return l.Lstat(path.Join(dir, WhiteoutPrefix+name), &st) == nil
-}
-
 // errOCIWhiteout reports that an OCI whiteout file deletes the name.
 var errOCIWhiteout = errors.New("deleted by an OCI whiteout file")
 

@@ -35,40 +35,14 @@ func CheckName(name string) error {
 // directory dir (with lowers dirLowers), hidden or not by the upper: such
 // a name needs a whiteout when it leaves the upper.
 func (s *Stack) lowerHas(dir string, dirLowers []int, name string) (bool, error) {
-	rel := path.Join(dir, name)
 	for _, li := range dirLowers {
-		l := s.layers[li]
 		var st unix.Stat_t
-		err := l.Lstat(rel, &st)
-		if notFound(err) {
-			if l.hasWhiteoutFile(dir, name) {
-				return false, nil
-			}
-			continue
+		found, whiteout, err := s.lowerLookup(li, dir, name, &st)
+		if err != nil || found || whiteout {
+			return found, err
 		}
-		if err != nil {
-			return false, err
-		}
-		return !l.isWhiteout(rel, &st), nil
 	}
 	return false, nil
-}
-
-// upperWhiteout reports how the upper marks name in dir as deleted: a
-// kernel-format whiteout at the name itself (kernel), an OCI ".wh." file
-// beside it (oci), or not at all.
-func (s *Stack) upperWhiteout(dir, name string) (kernel, oci bool, err error) {
-	u := s.upper()
-	rel := path.Join(dir, name)
-	var st unix.Stat_t
-	err = u.Lstat(rel, &st)
-	if err == nil {
-		return u.isWhiteout(rel, &st), false, nil
-	}
-	if !notFound(err) {
-		return false, false, err
-	}
-	return false, u.hasWhiteoutFile(dir, name), nil
 }
 
 // openUpperDir opens the upper directory dir (O_PATH), copying it and its
@@ -469,11 +443,13 @@ func (s *Stack) Rename(oldDir string, oldLowers []int, oldName string, oldE *Ent
 	if err != nil {
 		return err
 	}
-	_, newOCIWh, err := s.upperWhiteout(newDir, newName)
-	if err != nil {
-		return err
-	}
 	u := s.upper()
+	var nst unix.Stat_t
+	_, werr := u.lstatOrWhiteout(newRel, &nst)
+	newOCIWh := errors.Is(werr, errOCIWhiteout)
+	if werr != nil && !newOCIWh && !notFound(werr) {
+		return werr
+	}
 	if oldE.IsDir() || (newE != nil && newE.IsDir()) {
 		s.absent.changed()
 		defer s.absent.changed()

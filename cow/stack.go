@@ -287,9 +287,9 @@ func (s *Stack) Lookup(dir string, dirLowers []int, name string) (Entry, error) 
 	}
 	rel := path.Join(dir, name)
 	found := false
-	if u := s.upper(); u != nil && !s.absent.has(dir) {
+	absent, gen := s.absent.has(dir)
+	if u := s.upper(); u != nil && !absent {
 		var st unix.Stat_t
-		gen := s.absent.generation()
 		parentMissing, err := u.lstatOrWhiteout(rel, &st)
 		if parentMissing {
 			s.absent.add(dir, gen)

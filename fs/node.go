@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -25,12 +26,17 @@ type Root struct {
 	// newFileLocked).
 	LowerPassthrough bool
 
+	respawned atomic.Bool // respawn is not empty
 	respawnMu sync.Mutex
 	respawn   map[uint64]uint64 // inode number -> generation of its next node
 }
 
-// respawnGen is the node generation for inode number ino.
+// respawnGen is the node generation for inode number ino. Every lookup
+// asks, so the common case (no node ever retired) takes no lock.
 func (r *Root) respawnGen(ino uint64) uint64 {
+	if !r.respawned.Load() {
+		return 0
+	}
 	r.respawnMu.Lock()
 	defer r.respawnMu.Unlock()
 	return r.respawn[ino]
@@ -44,6 +50,7 @@ func (r *Root) bumpGen(ino uint64) {
 		r.respawn = make(map[uint64]uint64)
 	}
 	r.respawn[ino] += 1 << 32
+	r.respawned.Store(true)
 }
 
 // node is one inode of the merged tree.
@@ -388,13 +395,7 @@ func (n *node) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint32,
 // lower layers do not change) and only upper files by passthrough; an
 // upper file opened while cached opens remain is cached too.
 func (n *node) newFileLocked(fd, li, flags int) (gofs.FileHandle, uint32, syscall.Errno) {
-	f := &file{node: n, fd: fd, layer: li, flags: flags &^ (syscall.O_TRUNC | syscall.O_CREAT | syscall.O_EXCL), lf: gofs.NewLoopbackFile(fd).(*gofs.LoopbackFile)}
-	switch {
-	case li != cow.UpperIndex && n.root.LowerPassthrough && n.cachedOpens == 0:
-		f.lowerPass = true
-		n.lowerPass++
-		return &passFile{f}, 0, 0
-	case li == cow.UpperIndex && n.lowerPass > 0:
+	if li == cow.UpperIndex && n.lowerPass > 0 {
 		// The kernel inode's passthrough backing is the lower file,
 		// which this open must not use. Retire the node: the next
 		// lookup of the name makes a new one, and ESTALE makes the
@@ -403,6 +404,14 @@ func (n *node) newFileLocked(fd, li, flags int) (gofs.FileHandle, uint32, syscal
 		unix.Close(fd)
 		n.root.bumpGen(n.e.Ino)
 		return nil, 0, syscall.ESTALE
+	}
+	// The loopback file owns fd from here on: it closes it.
+	f := &file{node: n, fd: fd, layer: li, flags: flags &^ (syscall.O_TRUNC | syscall.O_CREAT | syscall.O_EXCL), lf: gofs.NewLoopbackFile(fd).(*gofs.LoopbackFile)}
+	switch {
+	case li != cow.UpperIndex && n.root.LowerPassthrough && n.cachedOpens == 0:
+		f.lowerPass = true
+		n.lowerPass++
+		return &passFile{f}, 0, 0
 	case li != cow.UpperIndex || n.cachedOpens > 0:
 		f.cached = true
 		n.cachedOpens++
