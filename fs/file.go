@@ -117,6 +117,7 @@ func (f *file) materialize() syscall.Errno {
 }
 
 func (f *file) Write(ctx context.Context, data []byte, off int64) (uint32, syscall.Errno) {
+	defer f.node.root.changing()()
 	if errno := f.materialize(); errno != 0 {
 		return 0, errno
 	}
@@ -126,6 +127,9 @@ func (f *file) Write(ctx context.Context, data []byte, off int64) (uint32, sysca
 // Flush, at every close, completes a postponed copy-up: an open for
 // writing leaves the file copied up, written or not.
 func (f *file) Flush(ctx context.Context) syscall.Errno {
+	if f.flags&writeFlags != 0 {
+		defer f.node.root.changing()()
+	}
 	if errno := f.materialize(); errno != 0 {
 		return errno
 	}
@@ -162,6 +166,7 @@ func (f *file) Lseek(ctx context.Context, off uint64, whence uint32) (uint64, sy
 }
 
 func (f *file) Allocate(ctx context.Context, off uint64, size uint64, mode uint32) syscall.Errno {
+	defer f.node.root.changing()()
 	if errno := f.materialize(); errno != 0 {
 		return errno
 	}

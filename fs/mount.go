@@ -39,7 +39,13 @@ type MountOptions struct {
 
 // Mount serves stack at mountpoint and returns once the mount is live.
 func Mount(mountpoint string, stack *cow.Stack, o MountOptions) (*fuse.Server, error) {
-	r := &Root{Stack: stack, Logger: o.Logger, LowerPassthrough: o.LowerPassthrough}
+	return Serve(mountpoint, &Root{Stack: stack}, o)
+}
+
+// Serve is Mount for a Root the caller made, and so can Freeze. The
+// Logger and LowerPassthrough of o are set on r.
+func Serve(mountpoint string, r *Root, o MountOptions) (*fuse.Server, error) {
+	r.Logger, r.LowerPassthrough = o.Logger, o.LowerPassthrough
 	root, attr, err := NewRoot(r)
 	if err != nil {
 		return nil, fmt.Errorf("resolve root: %w", err)
@@ -81,7 +87,7 @@ func Mount(mountpoint string, stack *cow.Stack, o MountOptions) (*fuse.Server, e
 			mopts.Options = append(mopts.Options, f) // for fusermount3
 		}
 	}
-	if o.ReadOnly || !stack.Writable() {
+	if o.ReadOnly || !r.Stack.Writable() {
 		if os.Geteuid() == 0 {
 			mopts.DirectMountFlags |= unix.MS_RDONLY
 		} else {

@@ -26,9 +26,30 @@ type Root struct {
 	// newFileLocked).
 	LowerPassthrough bool
 
+	// frozen holds changes while a consistent copy of the upper is
+	// taken (Freeze): every request that changes the upper holds it for
+	// reading, taken before any node lock.
+	frozen sync.RWMutex
+
 	respawned atomic.Bool // respawn is not empty
 	respawnMu sync.Mutex
 	respawn   map[uint64]uint64 // inode number -> generation of its next node
+}
+
+// Freeze holds every change made through the mount until thaw is
+// called: requests that would change the upper layer wait. Writes to
+// files already open for writing by passthrough reach the upper without
+// the daemon and are not held; they are ordinary writes racing with the
+// copy.
+func (r *Root) Freeze() (thaw func()) {
+	r.frozen.Lock()
+	return r.frozen.Unlock
+}
+
+// changing is held by each request that changes the upper.
+func (r *Root) changing() func() {
+	r.frozen.RLock()
+	return r.frozen.RUnlock
 }
 
 // respawnGen is the node generation for inode number ino. Every lookup
@@ -273,6 +294,7 @@ func (n *node) copyUpLocked(dataLen int64) error {
 }
 
 func (n *node) Setattr(ctx context.Context, fh gofs.FileHandle, in *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Errno {
+	defer n.root.changing()()
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	dataLen := int64(-1)
@@ -352,6 +374,9 @@ func (n *node) Setattr(ctx context.Context, fh gofs.FileHandle, in *fuse.SetAttr
 const writeFlags = syscall.O_WRONLY | syscall.O_RDWR | syscall.O_TRUNC
 
 func (n *node) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint32, syscall.Errno) {
+	if flags&writeFlags != 0 {
+		defer n.root.changing()()
+	}
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	oflags := int(flags) &^ (syscall.O_CREAT | syscall.O_EXCL | syscall.O_NOCTTY)
@@ -421,6 +446,7 @@ func (n *node) newFileLocked(fd, li, flags int) (gofs.FileHandle, uint32, syscal
 }
 
 func (n *node) Create(ctx context.Context, name string, flags uint32, mode uint32, out *fuse.EntryOut) (*gofs.Inode, gofs.FileHandle, uint32, syscall.Errno) {
+	defer n.root.changing()()
 	fd, e, err := n.root.Stack.Create(n.rel(), name, int(flags), mode, owner(ctx))
 	if err != nil {
 		return nil, nil, 0, n.errno("create", err)
@@ -434,6 +460,7 @@ func (n *node) Create(ctx context.Context, name string, flags uint32, mode uint3
 }
 
 func (n *node) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
+	defer n.root.changing()()
 	e, err := n.root.Stack.Mkdir(n.rel(), name, mode, owner(ctx))
 	if err != nil {
 		return nil, n.errno("mkdir", err)
@@ -442,6 +469,7 @@ func (n *node) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.En
 }
 
 func (n *node) Mknod(ctx context.Context, name string, mode uint32, dev uint32, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
+	defer n.root.changing()()
 	e, err := n.root.Stack.Mknod(n.rel(), name, mode, uint64(dev), owner(ctx))
 	if err != nil {
 		return nil, n.errno("mknod", err)
@@ -450,6 +478,7 @@ func (n *node) Mknod(ctx context.Context, name string, mode uint32, dev uint32, 
 }
 
 func (n *node) Symlink(ctx context.Context, target, name string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
+	defer n.root.changing()()
 	e, err := n.root.Stack.Symlink(n.rel(), name, target, owner(ctx))
 	if err != nil {
 		return nil, n.errno("symlink", err)
@@ -458,6 +487,7 @@ func (n *node) Symlink(ctx context.Context, target, name string, out *fuse.Entry
 }
 
 func (n *node) Link(ctx context.Context, target gofs.InodeEmbedder, name string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
+	defer n.root.changing()()
 	tn, ok := target.(*node)
 	if !ok {
 		return nil, syscall.EXDEV
@@ -509,6 +539,7 @@ func (n *node) child(ctx context.Context, name string) (*node, syscall.Errno) {
 }
 
 func (n *node) remove(ctx context.Context, name string) syscall.Errno {
+	defer n.root.changing()()
 	if strings.HasPrefix(name, cow.WhiteoutPrefix) {
 		return syscall.ENOENT
 	}
@@ -534,6 +565,7 @@ func (n *node) Unlink(ctx context.Context, name string) syscall.Errno { return n
 func (n *node) Rmdir(ctx context.Context, name string) syscall.Errno  { return n.remove(ctx, name) }
 
 func (n *node) Rename(ctx context.Context, name string, newParent gofs.InodeEmbedder, newName string, flags uint32) syscall.Errno {
+	defer n.root.changing()()
 	np, ok := newParent.(*node)
 	if !ok {
 		return syscall.EXDEV
@@ -635,6 +667,7 @@ func (n *node) Listxattr(ctx context.Context, dest []byte) (uint32, syscall.Errn
 }
 
 func (n *node) Setxattr(ctx context.Context, attr string, data []byte, flags uint32) syscall.Errno {
+	defer n.root.changing()()
 	if cow.IsHiddenXattr(attr) {
 		return syscall.EPERM
 	}
@@ -648,6 +681,7 @@ func (n *node) Setxattr(ctx context.Context, attr string, data []byte, flags uin
 }
 
 func (n *node) Removexattr(ctx context.Context, attr string) syscall.Errno {
+	defer n.root.changing()()
 	if cow.IsHiddenXattr(attr) {
 		return syscall.ENODATA
 	}
@@ -689,6 +723,7 @@ func (n *node) Statfs(ctx context.Context, out *fuse.StatfsOut) syscall.Errno {
 const cacheTimeout = time.Hour
 
 func (n *node) Tmpfile(ctx context.Context, flags uint32, mode uint32, out *fuse.EntryOut) (*gofs.Inode, gofs.FileHandle, uint32, syscall.Errno) {
+	defer n.root.changing()()
 	fd, e, err := n.root.Stack.Tmpfile(n.rel(), int(flags), mode, owner(ctx))
 	if err != nil {
 		return nil, nil, 0, n.errno("tmpfile", err)

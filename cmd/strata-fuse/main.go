@@ -12,12 +12,9 @@ import (
 	"io"
 	"log"
 	"os"
-	"os/exec"
 	"os/signal"
 	"path/filepath"
-	"runtime/debug"
 	"runtime/pprof"
-	"strconv"
 	"syscall"
 
 	"github.com/spf13/pflag"
@@ -25,6 +22,8 @@ import (
 
 	"github.com/strata-fs/strata/cow"
 	"github.com/strata-fs/strata/fs"
+	"github.com/strata-fs/strata/internal/daemon"
+	"github.com/strata-fs/strata/internal/version"
 )
 
 // daemonEnv carries, to the re-executed background daemon, the number of
@@ -63,22 +62,6 @@ Flags:
 `)
 }
 
-// buildVersion names the build: the module version, or the VCS revision
-// of a build from a checkout.
-func buildVersion() string {
-	bi, ok := debug.ReadBuildInfo()
-	if !ok {
-		return "unknown"
-	}
-	v := bi.Main.Version
-	for _, s := range bi.Settings {
-		if s.Key == "vcs.revision" && len(s.Value) >= 12 {
-			v += " (" + s.Value[:12] + ")"
-		}
-	}
-	return v
-}
-
 func run(args []string, stderr io.Writer) int {
 	flags := pflag.NewFlagSet("strata-fuse", pflag.ContinueOnError)
 	flags.SetOutput(io.Discard)
@@ -87,7 +70,7 @@ func run(args []string, stderr io.Writer) int {
 		foreground = flags.BoolP("foreground", "f", false, "stay in the foreground")
 		debug      = flags.BoolP("debug", "d", false, "log FUSE requests to stderr (implies -f)")
 		help       = flags.BoolP("help", "h", false, "show this help")
-		version    = flags.BoolP("version", "V", false, "print the version")
+		showVer    = flags.BoolP("version", "V", false, "print the version")
 		cpuProfile = flags.String("cpuprofile", "", "write a CPU profile of the daemon to `FILE` (for profiling)")
 	)
 	if err := flags.Parse(args); err != nil {
@@ -98,8 +81,8 @@ func run(args []string, stderr io.Writer) int {
 		usage(os.Stdout)
 		return 0
 	}
-	if *version {
-		fmt.Println("strata-fuse version", buildVersion())
+	if *showVer {
+		fmt.Println("strata-fuse version", version.String())
 		return 0
 	}
 	pos := flags.Args()
@@ -129,8 +112,8 @@ func run(args []string, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "strata-fuse: %v\n", err)
 		return 1
 	}
-	if fdStr := os.Getenv(daemonEnv); fdStr != "" {
-		return serveDaemon(mountpoint, o, fdStr)
+	if ready, ok := daemon.Child(daemonEnv); ok {
+		return serveDaemon(mountpoint, o, ready)
 	}
 	if *cpuProfile != "" {
 		f, err := os.Create(*cpuProfile)
@@ -254,67 +237,19 @@ func serveForeground(mountpoint string, o options, stderr io.Writer) int {
 }
 
 // startDaemon re-executes this program in the background and waits until
-// it reports the mount live or failed. Go cannot fork, so the daemon is a
-// new process in its own session; a pipe carries its verdict.
+// it reports the mount live or failed.
 func startDaemon(stderr io.Writer) int {
-	r, w, err := os.Pipe()
-	if err != nil {
+	if _, err := daemon.Start(daemonEnv, os.Args[1:], nil); err != nil {
 		fmt.Fprintf(stderr, "strata-fuse: %v\n", err)
 		return 1
 	}
-	self, err := os.Executable()
-	if err != nil {
-		fmt.Fprintf(stderr, "strata-fuse: %v\n", err)
-		return 1
-	}
-	devnull, err := os.OpenFile(os.DevNull, os.O_RDWR, 0)
-	if err != nil {
-		fmt.Fprintf(stderr, "strata-fuse: %v\n", err)
-		return 1
-	}
-	defer devnull.Close()
-	cmd := exec.Command(self, os.Args[1:]...)
-	cmd.Env = append(os.Environ(), daemonEnv+"=3")
-	cmd.ExtraFiles = []*os.File{w}
-	cmd.Stdin, cmd.Stdout, cmd.Stderr = devnull, devnull, devnull
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
-	if err := cmd.Start(); err != nil {
-		fmt.Fprintf(stderr, "strata-fuse: start daemon: %v\n", err)
-		return 1
-	}
-	w.Close()
-	msg, err := io.ReadAll(r)
-	r.Close()
-	if err == nil && string(msg) == "ok" {
-		cmd.Process.Release()
-		return 0
-	}
-	// The daemon failed or died before the mount went live: reap it.
-	cmd.Wait()
-	if len(msg) == 0 {
-		msg = []byte("daemon exited before the mount went live")
-	}
-	fmt.Fprintf(stderr, "strata-fuse: %s\n", msg)
-	return 1
+	return 0
 }
 
-func serveDaemon(mountpoint string, o options, fdStr string) int {
-	fd, err := strconv.Atoi(fdStr)
-	if err != nil {
-		return 1
-	}
-	os.Unsetenv(daemonEnv)
-	pipe := os.NewFile(uintptr(fd), "ready")
+func serveDaemon(mountpoint string, o options, ready func(error)) int {
 	logger := log.New(io.Discard, "", 0)
 	if sl, err := newSyslogWriter(); err == nil {
 		logger = log.New(sl, "strata-fuse: ", 0)
 	}
-	return mountAndServe(mountpoint, o, logger, func(err error) {
-		if err != nil {
-			fmt.Fprint(pipe, err.Error())
-		} else {
-			fmt.Fprint(pipe, "ok")
-		}
-		pipe.Close()
-	})
+	return mountAndServe(mountpoint, o, logger, ready)
 }
