@@ -4,13 +4,10 @@ go 1.26.0
 
 require (
 	github.com/hanwen/go-fuse/v2 v2.12.1
+	github.com/klauspost/compress v1.20.4
+	github.com/opencontainers/go-digest v1.0.0
+	github.com/opencontainers/image-spec v1.1.1
 	github.com/spf13/pflag v1.1.0
+	go.etcd.io/bbolt v1.5.0
 	golang.org/x/sys v0.50.0
-)
-
-require (
-	github.com/klauspost/compress v1.20.4 // indirect
-	github.com/opencontainers/go-digest v1.0.0 // indirect
-	github.com/opencontainers/image-spec v1.1.1 // indirect
-	go.etcd.io/bbolt v1.5.0 // indirect
 )

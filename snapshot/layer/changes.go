@@ -1,0 +1,468 @@
+package layer
+
+import (
+	"fmt"
+	"path"
+	"slices"
+	"strconv"
+	"strings"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/strata-fs/strata/cow"
+)
+
+// The changes of a snapshot are read from its upper directory alone: every
+// entry there is an added or modified path, every whiteout a deleted one,
+// and an opaque directory hides all that the lower layers hold beneath it.
+// readChangedDir reads one directory of an upper in those terms; Write
+// encodes the result as tar, Changes as a list. Lower layers are consulted
+// only by Changes, to tell an added path from a modified one.
+//
+// Every access is relative to a directory fd, one component at a time,
+// with O_NOFOLLOW or AT_SYMLINK_NOFOLLOW: a symlink in a layer is an entry
+// to report, never a way out of the layer. The names come from getdents,
+// so they hold no '/' and are never "." or "..".
+
+// changedDir is one directory of an upper layer, read and classified.
+type changedDir struct {
+	// opaque: the directory hides the lower layers' contents beneath it
+	// (an opaque xattr with value "y", or an OpaqueMarker file in it).
+	opaque bool
+	// whiteouts are the names deleted in this directory, sorted, each
+	// once, whatever dialect marked them.
+	whiteouts []changedWhiteout
+	// entries are the directory's other entries, sorted by name bytes.
+	entries []changedEntry
+}
+
+// changedWhiteout is a name deleted by a whiteout, with the whiteout's
+// mtime (the latest, where two dialects delete the same name).
+type changedWhiteout struct {
+	name  string
+	mtime unix.Timespec
+}
+
+// changedEntry is an entry of an upper directory that is not a whiteout,
+// with its lstat as read when the directory was.
+type changedEntry struct {
+	name string
+	st   unix.Stat_t
+}
+
+// readChangedDir reads and classifies the upper directory dfd (opened
+// O_RDONLY|O_DIRECTORY). An entry that disappears while the directory is
+// read is left out, as if the directory had been read a moment later.
+func readChangedDir(dfd int) (*changedDir, error) {
+	names, err := changesReadNames(dfd)
+	if err != nil {
+		return nil, fmt.Errorf("read directory: %w", err)
+	}
+	d := &changedDir{}
+	if d.opaque, err = changesOpaqueXattr(dfd, false /* opath */); err != nil {
+		return nil, err
+	}
+	deleted := make(map[string]int) // name -> index in d.whiteouts
+	addWhiteout := func(name string, mtime unix.Timespec) {
+		if i, ok := deleted[name]; ok {
+			if changesTimeAfter(mtime, d.whiteouts[i].mtime) {
+				d.whiteouts[i].mtime = mtime
+			}
+			return
+		}
+		deleted[name] = len(d.whiteouts)
+		d.whiteouts = append(d.whiteouts, changedWhiteout{name: name, mtime: mtime})
+	}
+	for _, name := range names {
+		if name == cow.OpaqueMarker {
+			d.opaque = true
+			continue
+		}
+		var st unix.Stat_t
+		if err := unix.Fstatat(dfd, name, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+			if err == unix.ENOENT {
+				continue
+			}
+			return nil, fmt.Errorf("stat %s: %w", name, err)
+		}
+		if strings.HasPrefix(name, cow.WhiteoutPrefix) {
+			// An OCI whiteout file; ".wh." alone deletes nothing.
+			if deletes := name[len(cow.WhiteoutPrefix):]; deletes != "" {
+				addWhiteout(deletes, st.Mtim)
+			}
+			continue
+		}
+		wh, err := changesIsWhiteout(dfd, name, &st)
+		if err != nil {
+			return nil, err
+		}
+		if wh {
+			addWhiteout(name, st.Mtim)
+			continue
+		}
+		d.entries = append(d.entries, changedEntry{name: name, st: st})
+	}
+	slices.SortFunc(d.whiteouts, func(a, b changedWhiteout) int { return strings.Compare(a.name, b.name) })
+	slices.SortFunc(d.entries, func(a, b changedEntry) int { return strings.Compare(a.name, b.name) })
+	return d, nil
+}
+
+// changesReadNames lists the names in the directory dfd, without "." and
+// "..", in no particular order.
+func changesReadNames(dfd int) ([]string, error) {
+	if _, err := unix.Seek(dfd, 0, 0); err != nil {
+		return nil, err
+	}
+	var names []string
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := unix.ReadDirent(dfd, buf)
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		if n <= 0 {
+			return names, nil
+		}
+		_, _, names = unix.ParseDirent(buf[:n], -1, names)
+	}
+}
+
+// changesIsWhiteout reports whether the entry name in dfd, with lstat st,
+// is a whiteout visible from the entry itself: a character device 0/0, or
+// a zero-size regular file carrying an overlay whiteout xattr (as cow's
+// Layer.isWhiteout). OCI ".wh." files are recognised by name instead.
+func changesIsWhiteout(dfd int, name string, st *unix.Stat_t) (bool, error) {
+	switch st.Mode & unix.S_IFMT {
+	case unix.S_IFCHR:
+		return st.Rdev == cow.WhiteoutDev, nil
+	case unix.S_IFREG:
+		if st.Size != 0 {
+			return false, nil
+		}
+		fd, err := unix.Openat(dfd, name, unix.O_PATH|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+		if err != nil {
+			return false, fmt.Errorf("open %s: %w", name, err)
+		}
+		defer unix.Close(fd)
+		for _, x := range [...]string{cow.XattrWhiteout, cow.XattrUserWhiteout} {
+			_, err := changesGetxattr(fd, true /* opath */, x)
+			if err == nil {
+				return true, nil
+			}
+			if !changesNoXattr(err) {
+				return false, fmt.Errorf("read xattr %s of %s: %w", x, name, err)
+			}
+		}
+	}
+	return false, nil
+}
+
+// changesOpaqueXattr reports whether the directory fd carries an opaque
+// xattr of any dialect with value "y". (Linux 6.7+ sets the value "x" on a
+// directory that holds xattr whiteouts: not opaque.)
+func changesOpaqueXattr(fd int, opath bool) (bool, error) {
+	for _, x := range [...]string{cow.XattrOpaque, cow.XattrUserOpaque, cow.XattrFuseOverlayfsOpaque} {
+		v, err := changesGetxattr(fd, opath, x)
+		if err == nil && string(v) == "y" {
+			return true, nil
+		}
+		if err != nil && !changesNoXattr(err) {
+			return false, fmt.Errorf("read xattr %s: %w", x, err)
+		}
+	}
+	return false, nil
+}
+
+// changesNoXattr reports whether err from an xattr call means "no such
+// xattr here" (including a filesystem or file type without xattrs).
+func changesNoXattr(err error) bool {
+	return err == unix.ENODATA || err == unix.ENOTSUP || err == unix.EPERM
+}
+
+// changesProcPath names an O_PATH fd for the xattr calls, which do not take
+// O_PATH fds. The magic link resolves to the file itself, even a symlink,
+// and never further.
+func changesProcPath(fd int) string { return "/proc/self/fd/" + strconv.Itoa(fd) }
+
+// changesSizedRead calls an xattr call that fills buf until the value fits:
+// it may grow between asking for the size and reading.
+func changesSizedRead(call func(buf []byte) (int, error)) ([]byte, error) {
+	buf := make([]byte, 256)
+	for {
+		n, err := call(buf)
+		if err == unix.ERANGE {
+			sz, err := call(nil)
+			if err != nil {
+				return nil, err
+			}
+			buf = make([]byte, max(sz, 2*len(buf)))
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		return buf[:n], nil
+	}
+}
+
+// changesGetxattr reads the xattr name of fd, which is an O_PATH fd if
+// opath is set and otherwise one opened for I/O.
+func changesGetxattr(fd int, opath bool, name string) ([]byte, error) {
+	if opath {
+		p := changesProcPath(fd)
+		return changesSizedRead(func(buf []byte) (int, error) { return unix.Getxattr(p, name, buf) })
+	}
+	return changesSizedRead(func(buf []byte) (int, error) { return unix.Fgetxattr(fd, name, buf) })
+}
+
+// changesListxattr lists the xattr names of fd (see changesGetxattr),
+// sorted.
+func changesListxattr(fd int, opath bool) ([]string, error) {
+	var b []byte
+	var err error
+	if opath {
+		p := changesProcPath(fd)
+		b, err = changesSizedRead(func(buf []byte) (int, error) { return unix.Listxattr(p, buf) })
+	} else {
+		b, err = changesSizedRead(func(buf []byte) (int, error) { return unix.Flistxattr(fd, buf) })
+	}
+	if err == unix.ENOTSUP {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	var names []string
+	for s := range strings.SplitSeq(string(b), "\x00") {
+		if s != "" {
+			names = append(names, s)
+		}
+	}
+	slices.Sort(names)
+	return names, nil
+}
+
+func changesTimeAfter(a, b unix.Timespec) bool {
+	return a.Sec > b.Sec || a.Sec == b.Sec && a.Nsec > b.Nsec
+}
+
+// Changes lists the changes held in the upper directory upper against the
+// lower layers lowers (top first), as `docker diff` does, sorted by path:
+//
+//   - a whiteout (of any dialect) is a deleted path; a whiteout beside an
+//     entry of the same name (an OCI ".wh." file) only hides the lower one,
+//     and the entry is reported instead;
+//   - an opaque directory deletes each name the lower layers hold directly
+//     in it that the upper does not (their contents are not listed, as for
+//     a deleted directory);
+//   - any other entry is modified if the lower layers, merged, hold its
+//     path, and added if not. A directory copied up because something
+//     beneath it changed is thus modified, and everything beneath an added
+//     directory is added.
+//
+// Lower layers are merged as cow merges them: a whiteout, or an opaque
+// directory, hides what the layers beneath it hold; a non-directory ends
+// the merge of a directory beneath it.
+func Changes(upper string, lowers []string) (changes []Change, err error) {
+	ufd, err := unix.Open(upper, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("changes: open upper %s: %w", upper, err)
+	}
+	defer unix.Close(ufd)
+	var roots []int
+	defer func() { changesCloseAll(roots) }()
+	for _, l := range lowers {
+		fd, err := unix.Open(l, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+		if err != nil {
+			return nil, fmt.Errorf("changes: open lower %s: %w", l, err)
+		}
+		roots = append(roots, fd)
+		opaque, err := changesLowerOpaque(fd)
+		if err != nil {
+			return nil, fmt.Errorf("changes: lower %s: %w", l, err)
+		}
+		if opaque {
+			break
+		}
+	}
+	if err := changesWalk(ufd, "/", roots, &changes); err != nil {
+		return nil, fmt.Errorf("changes of %s: %w", upper, err)
+	}
+	slices.SortFunc(changes, func(a, b Change) int { return strings.Compare(a.Path, b.Path) })
+	return changes, nil
+}
+
+// changesWalk appends the changes in the upper directory udfd, whose path
+// in the merged tree is dir, to out. lowerDirs are O_PATH fds of the lower
+// directories that merge at dir, top first (none if the lower layers do
+// not hold dir as a directory).
+func changesWalk(udfd int, dir string, lowerDirs []int, out *[]Change) error {
+	d, err := readChangedDir(udfd)
+	if err != nil {
+		return fmt.Errorf("%s: %w", dir, err)
+	}
+	present := make(map[string]bool, len(d.entries))
+	for _, e := range d.entries {
+		present[e.name] = true
+	}
+	deleted := make(map[string]bool, len(d.whiteouts))
+	for _, wh := range d.whiteouts {
+		if !present[wh.name] {
+			deleted[wh.name] = true
+			*out = append(*out, Change{Kind: Deleted, Path: path.Join(dir, wh.name)})
+		}
+	}
+	if d.opaque && len(lowerDirs) > 0 {
+		names, err := changesLowerNames(lowerDirs)
+		if err != nil {
+			return fmt.Errorf("read lower %s: %w", dir, err)
+		}
+		for _, n := range names {
+			if !present[n] && !deleted[n] {
+				*out = append(*out, Change{Kind: Deleted, Path: path.Join(dir, n)})
+			}
+		}
+	}
+	for _, e := range d.entries {
+		p := path.Join(dir, e.name)
+		found, childDirs, err := changesLowerLookup(lowerDirs, e.name)
+		if err != nil {
+			return fmt.Errorf("look up %s in lower layers: %w", p, err)
+		}
+		kind := Added
+		if found {
+			kind = Modified
+		}
+		*out = append(*out, Change{Kind: kind, Path: p})
+		if e.st.Mode&unix.S_IFMT == unix.S_IFDIR {
+			err = changesWalkChild(udfd, e.name, p, childDirs, out)
+		}
+		changesCloseAll(childDirs)
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func changesWalkChild(udfd int, name, p string, lowerDirs []int, out *[]Change) error {
+	fd, err := unix.Openat(udfd, name, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("open %s: %w", p, err)
+	}
+	defer unix.Close(fd)
+	return changesWalk(fd, p, lowerDirs, out)
+}
+
+// changesLowerLookup resolves name in the merged lower directory whose
+// layers' directories are dirs (top first). found reports whether the
+// merged lower tree holds it; if it is a directory there, childDirs are
+// O_PATH fds of the directories that merge at it, which the caller
+// closes.
+func changesLowerLookup(dirs []int, name string) (found bool, childDirs []int, err error) {
+	defer func() {
+		if err != nil {
+			changesCloseAll(childDirs)
+			childDirs = nil
+		}
+	}()
+	for _, dfd := range dirs {
+		var st unix.Stat_t
+		err := unix.Fstatat(dfd, name, &st, unix.AT_SYMLINK_NOFOLLOW)
+		switch {
+		case err == nil:
+			wh, err := changesIsWhiteout(dfd, name, &st)
+			if err != nil {
+				return found, childDirs, err
+			}
+			if wh {
+				return found, childDirs, nil
+			}
+			isDir := st.Mode&unix.S_IFMT == unix.S_IFDIR
+			if !isDir {
+				// A non-directory is the answer if nothing is above
+				// it, and ends the merge beneath a directory.
+				return true, childDirs, nil
+			}
+			found = true
+			fd, err := unix.Openat(dfd, name, unix.O_PATH|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+			if err != nil {
+				return found, childDirs, fmt.Errorf("open %s: %w", name, err)
+			}
+			childDirs = append(childDirs, fd)
+			opaque, err := changesLowerOpaque(fd)
+			if err != nil {
+				return found, childDirs, err
+			}
+			if opaque {
+				return found, childDirs, nil
+			}
+		case err != unix.ENOENT:
+			return found, childDirs, fmt.Errorf("stat %s: %w", name, err)
+		}
+		// An OCI whiteout hides the name in the layers beneath its own.
+		if unix.Fstatat(dfd, cow.WhiteoutPrefix+name, &st, unix.AT_SYMLINK_NOFOLLOW) == nil {
+			return found, childDirs, nil
+		}
+	}
+	return found, childDirs, nil
+}
+
+// changesLowerOpaque reports whether the lower directory fd (O_PATH) is
+// opaque in any dialect.
+func changesLowerOpaque(fd int) (bool, error) {
+	opaque, err := changesOpaqueXattr(fd, true /* opath */)
+	if err != nil || opaque {
+		return opaque, err
+	}
+	var st unix.Stat_t
+	return unix.Fstatat(fd, cow.OpaqueMarker, &st, unix.AT_SYMLINK_NOFOLLOW) == nil, nil
+}
+
+// changesLowerNames lists the names the merged lower directory (its
+// layers' directories dirs, top first) holds, sorted: whiteouts hide names
+// of the layers beneath their own.
+func changesLowerNames(dirs []int) ([]string, error) {
+	seen := make(map[string]bool) // false: hidden by a whiteout
+	var names []string
+	for _, dfd := range dirs {
+		d, err := changesReadLowerDir(dfd)
+		if err != nil {
+			return nil, err
+		}
+		for _, e := range d.entries {
+			if _, ok := seen[e.name]; !ok {
+				names = append(names, e.name)
+			}
+		}
+		for _, e := range d.entries {
+			seen[e.name] = true
+		}
+		for _, wh := range d.whiteouts {
+			if _, ok := seen[wh.name]; !ok {
+				seen[wh.name] = false
+			}
+		}
+	}
+	slices.Sort(names)
+	return names, nil
+}
+
+// changesReadLowerDir reads the lower directory dfd (O_PATH).
+func changesReadLowerDir(dfd int) (*changedDir, error) {
+	fd, err := unix.Openat(dfd, ".", unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, err
+	}
+	defer unix.Close(fd)
+	return readChangedDir(fd)
+}
+
+func changesCloseAll(fds []int) {
+	for _, fd := range fds {
+		unix.Close(fd)
+	}
+}
