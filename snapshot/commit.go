@@ -1,0 +1,127 @@
+package snapshot
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/strata-fs/strata/snapshot/layer"
+)
+
+// LayerOptions tune CommitLayer.
+type LayerOptions struct {
+	Compression layer.Compression
+	// SourceDateEpoch clamps the layer's times (reproducible builds).
+	SourceDateEpoch *time.Time
+	Labels          map[string]string
+	// Freeze, if set, is called before the upper is read; the function
+	// it returns is called once it has been read. A mounted stack's
+	// daemon holds every change meanwhile, so the layer is one moment of
+	// the stack.
+	Freeze func() (thaw func() error, err error)
+}
+
+// CommitLayer writes the changes of the active snapshot key as an OCI
+// layer and stores that layer as a committed snapshot on key's parent,
+// named by its chain ID, as `docker commit` does: key stays as it is,
+// mounted or not. It returns the committed snapshot, whose Layer
+// describes the blob.
+func (s *Store) CommitLayer(ctx context.Context, key string, opts LayerOptions) (Info, error) {
+	var r record
+	err := s.view(func(tx *bolt.Tx) error {
+		var err error
+		r, err = getRecord(tx, key)
+		return err
+	})
+	if err != nil {
+		return Info{}, fmt.Errorf("commit %q: %w", key, err)
+	}
+	if r.Kind != KindActive {
+		return Info{}, errorf(ErrPrecondition, "commit %q: snapshot is %s, not active", key, r.Kind)
+	}
+	o, err := s.beginOp("commit")
+	if err != nil {
+		return Info{}, fmt.Errorf("commit %q: %w", key, err)
+	}
+	info, err := s.commitLayer(ctx, o, r, opts)
+	if err != nil {
+		err = fmt.Errorf("commit %q: %w", key, err)
+	}
+	return info, errors.Join(err, o.end())
+}
+
+func (s *Store) commitLayer(ctx context.Context, o *op, r record, opts LayerOptions) (Info, error) {
+	blobPath := filepath.Join(o.dir, "blob")
+	blob, err := os.OpenFile(blobPath, os.O_CREATE|os.O_EXCL|os.O_RDWR, 0o600)
+	if err != nil {
+		return Info{}, err
+	}
+	defer blob.Close()
+	thaw := func() error { return nil }
+	if opts.Freeze != nil {
+		if thaw, err = opts.Freeze(); err != nil {
+			return Info{}, fmt.Errorf("freeze the mounted stack: %w", err)
+		}
+	}
+	upper := filepath.Join(s.snapshotDir(r.ID), fsDir)
+	desc, err := layer.Write(ctx, blob, upper, layer.WriteOptions{
+		Compression:     opts.Compression,
+		SourceDateEpoch: opts.SourceDateEpoch,
+	})
+	if err := errors.Join(err, thaw()); err != nil {
+		return Info{}, err
+	}
+	if info, ok, err := s.findLayer(r.Parent, desc.DiffID); err != nil || ok {
+		return info, err
+	}
+	if _, err := blob.Seek(0, io.SeekStart); err != nil {
+		return Info{}, err
+	}
+	return s.extract(ctx, o, blob, blob.Sync, blobPath, r.Parent, ApplyOptions{DiffID: desc.DiffID, Labels: opts.Labels})
+}
+
+// ExportLayer writes the layer of the committed snapshot key to w: the
+// blob as stored when there is one, else the layer encoded afresh
+// (gzip). It returns the layer's descriptor.
+func (s *Store) ExportLayer(ctx context.Context, key string, w io.Writer) (layer.Descriptor, error) {
+	var r record
+	err := s.view(func(tx *bolt.Tx) error {
+		var err error
+		r, err = getRecord(tx, key)
+		return err
+	})
+	if err != nil {
+		return layer.Descriptor{}, fmt.Errorf("export %q: %w", key, err)
+	}
+	if r.Kind != KindCommitted {
+		return layer.Descriptor{}, errorf(ErrPrecondition, "export %q: snapshot is %s, not a committed layer (commit it first)", key, r.Kind)
+	}
+	if r.Layer != nil {
+		p, err := s.BlobPath(r.Layer.Digest)
+		if err != nil {
+			return layer.Descriptor{}, err
+		}
+		f, err := os.Open(p)
+		if err == nil {
+			defer f.Close()
+			if _, err := io.Copy(w, f); err != nil {
+				return layer.Descriptor{}, fmt.Errorf("export %q: %w", key, err)
+			}
+			return *r.Layer, nil
+		}
+		if !errors.Is(err, os.ErrNotExist) {
+			return layer.Descriptor{}, fmt.Errorf("export %q: %w", key, err)
+		}
+	}
+	desc, err := layer.Write(ctx, w, filepath.Join(s.snapshotDir(r.ID), fsDir), layer.WriteOptions{Compression: layer.Gzip})
+	if err != nil {
+		return layer.Descriptor{}, fmt.Errorf("export %q: %w", key, err)
+	}
+	return desc, nil
+}
