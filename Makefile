@@ -47,13 +47,14 @@ demo: deps build
 bench: deps build
 	$(GO) run ./bench -strata $(BIN)/strata-fuse $(BENCHFLAGS)
 
-# fuzz runs every fuzzer for a short while.
+# fuzz runs every fuzzer for a short while. Minimizing is capped: by
+# default it may take a minute per new input, all of a short run.
 FUZZTIME ?= 20s
 fuzz:
 	@for pkg in $$($(GO) list ./...); do \
 		for f in $$($(GO) test -list '^Fuzz' $$pkg 2>/dev/null | grep '^Fuzz'); do \
 			echo "fuzz $$pkg $$f"; \
-			$(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$pkg || exit 1; \
+			$(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) -fuzzminimizetime 2s $$pkg || exit 1; \
 		done; \
 	done
 

@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
-# demo.sh: a tour of strata-fuse. It builds three small layers in a fresh
-# temporary directory, mounts them read-write with an upper directory,
-# shows reads, a copy-up, whiteouts and an opaque directory, and unmounts.
+# demo.sh: a tour of strata. Part 1 (strata-fuse): three small layers in a
+# fresh temporary directory, mounted read-write with an upper directory:
+# reads, a copy-up, whiteouts and an opaque directory. Part 2 (strata): a
+# layer store, two stacks sharing one base layer, a commit, and the
+# committed layer's changes.
 #
-# Usage: sudo ./scripts/demo.sh [BINDIR]   (BINDIR holds strata-fuse; default bin)
+# Usage: sudo ./scripts/demo.sh [BINDIR]   (BINDIR holds strata and strata-fuse; default bin)
 # Needs root (FUSE mount, whiteout device nodes, trusted.* xattrs),
 # /dev/fuse and the attr package (setfattr, getfattr): 'sudo make demo'
 # installs what is missing and builds strata-fuse first.
@@ -19,13 +21,16 @@ bindir=${1:-bin}
 [ "$(id -u)" -eq 0 ] || die "needs root (it mounts a FUSE filesystem and creates whiteout device nodes): run 'sudo make demo'"
 [ -c /dev/fuse ] || die "needs /dev/fuse: load the fuse module ('modprobe fuse') or give the container the device"
 [ -x "$bindir/strata-fuse" ] || die "$bindir/strata-fuse not found: run 'make build' first"
+[ -x "$bindir/strata" ] || die "$bindir/strata not found: run 'make build' first"
 strata=$(cd "$bindir" && pwd)/strata-fuse
+strata_cli=$(cd "$bindir" && pwd)/strata
 for tool in setfattr getfattr mknod findmnt mountpoint; do
 	command -v "$tool" >/dev/null || die "needs $tool: run 'sudo make deps' (Debian packages attr, util-linux)"
 done
 
 demo=$(mktemp -d "${TMPDIR:-/tmp}/strata-demo.XXXXXX")
 mnt=$demo/merged
+export STRATA_ROOT=$demo/store
 
 # cleanup unmounts only our own mount point, then removes the directory,
 # but never while something is still mounted there.
@@ -36,7 +41,10 @@ cleanup() {
 	if mountpoint -q "$mnt" 2>/dev/null; then
 		umount "$mnt" 2>/dev/null || umount -l "$mnt" || true
 	fi
-	if mountpoint -q "$mnt" 2>/dev/null; then
+	for m in "$STRATA_ROOT"/mounts/*; do
+		[ -d "$m" ] && mountpoint -q "$m" && { "$strata_cli" unmount --lazy "$m" || umount -l "$m" || true; }
+	done
+	if mountpoint -q "$mnt" 2>/dev/null || grep -qF " $demo/" /proc/self/mountinfo; then
 		echo "demo.sh: $mnt is still mounted; left $demo in place" >&2
 	else
 		rm -rf "$demo"
@@ -158,4 +166,65 @@ section "Unmount"
 run "umount merged"
 [ "$(fingerprint)" = "$before" ] || die "a lower layer changed"
 echo
-echo "Done: base, middle and top are unchanged; every change is in upper/."
+echo "Part 1 done: base, middle and top are unchanged; every change is in upper/."
+
+# --- Part 2: the layer store ------------------------------------------------
+strata() { "$strata_cli" "$@"; }
+echo
+echo "strata demo, part 2: a layer store under \$STRATA_ROOT (here a temporary directory)"
+
+section "A base layer: an OCI layer tarball, applied into the store"
+mkdir -p rootfs/etc rootfs/bin rootfs/srv/www
+printf 'NAME="Strata Demo OS"\nVERSION="1"\n' >rootfs/etc/os-release
+printf '#!/bin/sh\necho hello from the base layer\n' >rootfs/bin/hello
+chmod 755 rootfs/bin/hello
+head -c 4000000 /dev/urandom >rootfs/srv/www/big.bin
+echo '<h1>welcome</h1>' >rootfs/srv/www/index.html
+run "tar -C rootfs -czf base.tar.gz . && ls -l base.tar.gz | awk '{print \$5, \$9}'"
+run "strata layer apply base.tar.gz"
+base=$(strata ls -q | tail -n 1)
+note "applying the same layer again stores nothing new: same chain ID, one layer"
+run "strata layer apply base.tar.gz"
+
+section "Two writable stacks on the one base layer"
+run "strata create --name web $base"
+run "strata create --name api $base"
+run "strata mount web"
+run "strata mount api"
+web=$STRATA_ROOT/mounts/web
+api=$STRATA_ROOT/mounts/api
+run "echo '<h1>web edition</h1>' >$web/srv/www/index.html"
+run "rm $web/bin/hello"
+run "mkdir $web/srv/cache && echo cached >$web/srv/cache/page"
+run "echo 'api: listening' >$api/etc/motd"
+note "each stack sees its own changes over the shared base:"
+run "cat $web/srv/www/index.html $api/srv/www/index.html"
+
+section "What changed in each stack (like docker diff)"
+run "strata diff web"
+run "strata diff api"
+
+section "Sharing: the base is stored once; each stack holds only its changes"
+run "strata ls"
+run "du -sh --apparent-size $STRATA_ROOT/snapshots"
+
+section "Commit the mounted stack web as a new layer"
+printf '$ strata commit web\n'
+out=$(strata commit web)
+echo "$out"
+layer=$(awk '/^layer:/ {print $2}' <<<"$out")
+layer=${layer#sha256:}
+layer=${layer:0:12}
+note "the committed layer holds exactly web's changes:"
+run "strata diff $layer"
+run "strata layer export $layer web-layer.tar.gz && tar -tzvf web-layer.tar.gz | awk '{print \$1, \$6}'"
+note "a third stack on the new layer sees web's files:"
+run "strata create --name web2 $layer && strata mount web2 >/dev/null && cat $STRATA_ROOT/mounts/web2/srv/cache/page"
+
+section "Clean up: unmount and remove"
+run "strata unmount web && strata unmount api && strata unmount web2"
+run "strata rm web api web2 $layer $base"
+run "strata ls"
+run "strata check"
+echo
+echo "Done: two stacks shared one base layer, and a commit made a new layer."

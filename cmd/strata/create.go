@@ -1,0 +1,65 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"regexp"
+
+	"github.com/spf13/pflag"
+
+	"github.com/strata-fs/strata/snapshot"
+)
+
+var createCmd = &command{
+	name:    "create",
+	args:    "[--name NAME] [PARENT]",
+	summary: "Create a writable stack on a committed layer (or on nothing) and print its name",
+	changes: true,
+	flags: func(fs *pflag.FlagSet) func(context.Context, *env, []string) error {
+		name := fs.String("name", "", "the stack's `NAME` (default: a random one)")
+		return func(ctx context.Context, e *env, args []string) error {
+			if len(args) > 1 {
+				return usagef("too many arguments")
+			}
+			if *name == "" {
+				*name = randomStackName()
+			} else if err := checkStackName(*name); err != nil {
+				return err
+			}
+			parent := ""
+			if len(args) == 1 {
+				info, err := e.store.Resolve(ctx, args[0])
+				if err != nil {
+					return fmt.Errorf("parent: %w", notFoundHint(err))
+				}
+				if info.Kind != snapshot.KindCommitted {
+					return fmt.Errorf("parent %q is a %s stack, not a committed layer: commit it first ('strata commit %s') and create on the layer it prints", args[0], info.Kind, args[0])
+				}
+				parent = info.Name
+			}
+			if _, err := e.store.Prepare(ctx, *name, parent, nil); err != nil {
+				return notFoundHint(err)
+			}
+			fmt.Fprintln(e.stdout, *name)
+			return nil
+		}
+	},
+}
+
+// Stack names are docker's container names.
+var stackNameRE = regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9_.-]*$`)
+
+func checkStackName(n string) error {
+	if !stackNameRE.MatchString(n) || len(n) > 128 {
+		return usagef("invalid name %q: use letters, digits, '_', '.' and '-', starting with a letter or digit", n)
+	}
+	return nil
+}
+
+func randomStackName() string {
+	var b [6]byte
+	_, _ = rand.Read(b[:])
+	return "stack-" + hex.EncodeToString(b[:])
+}

@@ -1,0 +1,124 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"sort"
+	"time"
+
+	"github.com/spf13/pflag"
+
+	"github.com/strata-fs/strata/snapshot"
+)
+
+var lsCmd = &command{
+	name:    "ls",
+	args:    "[-q] [--format table|json] [--no-trunc]",
+	summary: "List stacks and layers: name, kind, parent, size, where mounted",
+	flags: func(fs *pflag.FlagSet) func(context.Context, *env, []string) error {
+		quiet := fs.BoolP("quiet", "q", false, "print names only")
+		format := fs.String("format", "table", "output `FORMAT`: table or json")
+		noTrunc := fs.Bool("no-trunc", false, "print layer IDs in full")
+		return func(ctx context.Context, e *env, args []string) error {
+			if len(args) > 0 {
+				return usagef("ls takes no arguments")
+			}
+			if err := oneOf("format", *format, "table", "json"); err != nil {
+				return err
+			}
+			rows, err := listSnapshots(ctx, e.store)
+			if err != nil {
+				return err
+			}
+			switch {
+			case *quiet:
+				for _, r := range rows {
+					fmt.Fprintln(e.stdout, shortID(r.Name, *noTrunc))
+				}
+				return nil
+			case *format == "json":
+				return writeJSON(e.stdout, rows)
+			}
+			t := newTable(e.stdout, "NAME", "KIND", "PARENT", "SIZE", "CREATED", "MOUNTED")
+			now := time.Now()
+			for _, r := range rows {
+				size := humanSize(r.Size)
+				if r.Kind != snapshot.KindCommitted.String() || r.Parent != "" {
+					size = fmt.Sprintf("%s (virtual %s)", size, humanSize(r.Size+r.SharedSize))
+				}
+				parent := shortID(r.Parent, *noTrunc)
+				if parent == "" {
+					parent = "-"
+				}
+				t.row(shortID(r.Name, *noTrunc), r.Kind, parent, size, humanAge(r.Created, now), orDash(r.MountedAt))
+			}
+			return t.flush()
+		}
+	},
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+// lsRow is one snapshot as ls and inspect show it. Size is the space of
+// its own directory, unique to it; SharedSize that of the layers under
+// it, which every other stack on them shares.
+type lsRow struct {
+	Name       string
+	Kind       string
+	Parent     string `json:",omitempty"`
+	ID         string
+	Created    time.Time
+	Size       int64
+	Inodes     int64
+	SharedSize int64
+	MountedAt  string            `json:",omitempty"`
+	DaemonPid  int               `json:",omitempty"`
+	Labels     map[string]string `json:",omitempty"`
+}
+
+// listSnapshots lists the store, stacks first then layers, each by
+// creation time, newest first, as docker lists.
+func listSnapshots(ctx context.Context, st *snapshot.Store) ([]lsRow, error) {
+	ls, err := st.List(ctx)
+	if err != nil {
+		return nil, err
+	}
+	byName := map[string]snapshot.Listing{}
+	for _, l := range ls {
+		byName[l.Name] = l
+	}
+	rows := make([]lsRow, 0, len(ls))
+	for _, l := range ls {
+		r := lsRow{
+			Name: l.Name, Kind: l.Kind.String(), Parent: l.Parent, ID: l.ID,
+			Created: l.Created, Size: l.Usage.Size, Inodes: l.Usage.Inodes, Labels: l.Labels,
+		}
+		if l.Kind != snapshot.KindCommitted {
+			u, err := st.Usage(ctx, l.Name)
+			if err != nil {
+				return nil, err
+			}
+			r.Size, r.Inodes = u.Size, u.Inodes
+		}
+		for p := l.Parent; p != ""; p = byName[p].Parent {
+			r.SharedSize += byName[p].Usage.Size
+		}
+		if l.Daemon != nil {
+			r.MountedAt, r.DaemonPid = l.Daemon.Dir, l.Daemon.Pid
+		}
+		rows = append(rows, r)
+	}
+	sort.SliceStable(rows, func(i, j int) bool {
+		ci, cj := rows[i].Kind == "committed", rows[j].Kind == "committed"
+		if ci != cj {
+			return cj
+		}
+		return rows[i].Created.After(rows[j].Created)
+	})
+	return rows, nil
+}
