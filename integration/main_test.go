@@ -3,7 +3,8 @@
 // TestMain builds the binaries once into a temporary directory. Set
 // STRATA_FUSE to an existing binary with a fuse-overlayfs compatible command
 // line (for example fuse-overlayfs itself) to run the mount tests against it
-// instead; this is how the harness is checked against a peer.
+// instead; this is how the harness is checked against a peer. Set STRATA to
+// an existing strata binary to run the CLI tests against it.
 package integration
 
 import (
@@ -14,17 +15,25 @@ import (
 	"testing"
 )
 
-// strataFuse is the path of the mount program under test.
-var strataFuse string
+var (
+	// strataFuse is the path of the mount program under test.
+	strataFuse string
+	// strataBin is the path of the strata command under test.
+	strataBin string
+)
 
 func TestMain(m *testing.M) {
 	os.Exit(run(m))
 }
 
 func run(m *testing.M) int {
-	if p := os.Getenv("STRATA_FUSE"); p != "" {
-		strataFuse = p
-		return m.Run()
+	bins := []struct {
+		path *string
+		env  string // names an existing binary to use instead
+		pkg  string
+	}{
+		{&strataFuse, "STRATA_FUSE", "github.com/strata-fs/strata/cmd/strata-fuse"},
+		{&strataBin, "STRATA", "github.com/strata-fs/strata/cmd/strata"},
 	}
 	dir, err := os.MkdirTemp("", "strata-bin-")
 	if err != nil {
@@ -32,12 +41,18 @@ func run(m *testing.M) int {
 		return 1
 	}
 	defer os.RemoveAll(dir)
-	strataFuse = filepath.Join(dir, "strata-fuse")
-	cmd := exec.Command("go", "build", "-o", strataFuse, "github.com/strata-fs/strata/cmd/strata-fuse")
-	cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
-	if err := cmd.Run(); err != nil {
-		fmt.Fprintln(os.Stderr, "build strata-fuse:", err)
-		return 1
+	for _, b := range bins {
+		if p := os.Getenv(b.env); p != "" {
+			*b.path = p
+			continue
+		}
+		*b.path = filepath.Join(dir, filepath.Base(b.pkg))
+		cmd := exec.Command("go", "build", "-o", *b.path, b.pkg)
+		cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
+		if err := cmd.Run(); err != nil {
+			fmt.Fprintf(os.Stderr, "build %s: %v\n", filepath.Base(b.pkg), err)
+			return 1
+		}
 	}
 	return m.Run()
 }

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
@@ -134,41 +133,6 @@ func isLayer(r record, parent string, diffID digest.Digest) error {
 	return nil
 }
 
-// releaseBlob moves r's blob into the op o, to go with it, unless
-// another snapshot keeps the same blob. Called inside a transaction.
-func (s *Store) releaseBlob(tx *bolt.Tx, r record, o *op) (detached, error) {
-	if r.Layer == nil || r.Layer.Digest == "" {
-		return detached{}, nil
-	}
-	sb, err := snapshotsBucket(tx)
-	if err != nil {
-		return detached{}, err
-	}
-	shared := false
-	err = sb.ForEachBucket(func(k []byte) error {
-		if string(k) != r.Name {
-			if o := decodeRecord(string(k), sb.Bucket(k)); o.Layer != nil && o.Layer.Digest == r.Layer.Digest {
-				shared = true
-			}
-		}
-		return nil
-	})
-	if err != nil || shared {
-		return detached{}, err
-	}
-	p, err := s.BlobPath(r.Layer.Digest)
-	if err != nil {
-		return detached{}, nil
-	}
-	d := detached{from: p, to: filepath.Join(o.dir, "blob-"+r.Layer.Digest.Encoded())}
-	if err := os.Rename(d.from, d.to); err != nil {
-		if errors.Is(err, fs.ErrNotExist) {
-			return detached{}, nil
-		}
-		return detached{}, err
-	}
-	return d, nil
-}
 
 func (s *Store) apply(ctx context.Context, o *op, r io.Reader, parent string, opts ApplyOptions) (Info, error) {
 	blobPath := filepath.Join(o.dir, "blob")
@@ -262,6 +226,9 @@ func (s *Store) publish(o *op, key string, desc *layer.Descriptor, usage Usage, 
 		if err := setChild(tx, cur.Parent, nr.Name, true); err != nil {
 			return err
 		}
+		if err := addBlobRef(tx, desc.Digest, blobOwner(nr.Name)); err != nil {
+			return err
+		}
 		if err := s.putBlob(blobPath, desc.Digest); err != nil {
 			return err
 		}
@@ -269,7 +236,10 @@ func (s *Store) publish(o *op, key string, desc *layer.Descriptor, usage Usage, 
 		return nil
 	})
 	if err != nil {
-		return Info{}, errors.Join(fmt.Errorf("apply layer: %w", err), d.undo(), s.dropOpSnapshot(o, key))
+		return Info{}, errors.Join(fmt.Errorf("apply layer: %w", err), s.dropOpSnapshot(o, key))
+	}
+	if err := d.move(); err != nil {
+		return Info{}, err
 	}
 	// The op's work dir is scratch; a layer needs none.
 	_ = os.RemoveAll(filepath.Join(s.snapshotDir(info.ID), workDir))
@@ -291,9 +261,9 @@ func (s *Store) dropOpSnapshot(o *op, key string) error {
 		return err
 	})
 	if err != nil {
-		return errors.Join(err, d.undo())
+		return err
 	}
-	return nil
+	return d.move()
 }
 
 // BlobPath returns where the blob dgst is kept, whether or not it is.

@@ -149,14 +149,11 @@ func (s *Store) check(ctx context.Context, repair bool) (Report, error) {
 			return err
 		}
 		ids := map[string]bool{}
-		blobs := map[string]bool{}
+		blobs := blobOwners(tx)
 		var dead []record
 		err = sb.ForEachBucket(func(k []byte) error {
 			r := decodeRecord(string(k), sb.Bucket(k))
 			ids[r.ID] = true
-			if r.Layer != nil {
-				blobs[r.Layer.Digest.Encoded()] = true
-			}
 			if r.op != "" && !s.opAlive(r.op) {
 				dead = append(dead, r)
 				return nil
@@ -219,15 +216,22 @@ func (s *Store) check(ctx context.Context, repair bool) (Report, error) {
 			if blobs[e.Name()] {
 				continue
 			}
-			rep.Problems = append(rep.Problems, fmt.Sprintf("blob sha256:%s is used by no layer", e.Name()))
+			rep.Problems = append(rep.Problems, fmt.Sprintf("blob sha256:%s is used by no layer or image", e.Name()))
 			if repair {
-				// Moved while the database is held: no Apply can be
-				// publishing it meanwhile.
-				src := filepath.Join(s.root, blobsDir, e.Name())
-				if err := os.Rename(src, filepath.Join(o.dir, "blob-"+e.Name())); err != nil && !errors.Is(err, fs.ErrNotExist) {
-					return err
-				}
+				// An Apply publishes a blob and its owner in one
+				// transaction, so this one stays ownerless.
+				doomed = append(doomed, detached{
+					from: filepath.Join(s.root, blobsDir, e.Name()),
+					to:   filepath.Join(o.dir, "blob-"+e.Name()),
+				})
 			}
+		}
+		deadLeases, err := s.dropDeadLeases(tx)
+		if err != nil {
+			return err
+		}
+		for _, l := range deadLeases {
+			rep.Problems = append(rep.Problems, fmt.Sprintf("leases of an interrupted operation (%s)", l))
 		}
 		mb := mountsBucket(tx)
 		var stale []string
@@ -255,9 +259,6 @@ func (s *Store) check(ctx context.Context, repair bool) (Report, error) {
 		return nil
 	})
 	if err != nil {
-		for _, d := range doomed {
-			err = errors.Join(err, d.undo())
-		}
 		return rep, fmt.Errorf("check store: %w", err)
 	}
 	sort.Strings(rep.Problems)
@@ -266,6 +267,9 @@ func (s *Store) check(ctx context.Context, repair bool) (Report, error) {
 		return rep, nil
 	}
 	var errs []error
+	for _, d := range doomed {
+		errs = append(errs, d.move())
+	}
 	for _, d := range dirs {
 		errs = append(errs, os.RemoveAll(d))
 	}

@@ -431,32 +431,40 @@ func (s *Store) Remove(ctx context.Context, key string) error {
 		if d, err = s.detachRecord(tx, r, o); err != nil {
 			return err
 		}
-		if b, err = s.releaseBlob(tx, r, o); err != nil {
-			return err
+		if r.Layer != nil {
+			if b, err = s.dropBlobRef(tx, r.Layer.Digest, blobOwner(r.Name), o); err != nil {
+				return err
+			}
 		}
 		return nil
 	})
 	if err != nil {
-		return errors.Join(fmt.Errorf("remove %q: %w", key, err), d.undo(), b.undo(), o.end())
+		return errors.Join(fmt.Errorf("remove %q: %w", key, err), o.end())
 	}
-	// A crash from here on leaves the op's directory to Cleanup.
-	return o.end()
+	// A crash from here on leaves a directory no record names, which
+	// Cleanup removes.
+	return errors.Join(d.move(), b.move(), o.end())
 }
 
-// detached is a snapshot directory that a transaction moved into an
-// op's scratch directory: removed with the op once the transaction
-// commits, moved back if it does not.
+// detached is a directory (or blob) that a committed transaction no
+// longer records: move takes it into an op's scratch directory, to be
+// removed with the op. It is moved only after the transaction commits:
+// a crash before leaves the record and its data; after, data no record
+// names, which Cleanup removes.
 type detached struct{ from, to string }
 
-func (d detached) undo() error {
+func (d detached) move() error {
 	if d.to == "" {
 		return nil
 	}
-	return os.Rename(d.to, d.from)
+	if err := os.Rename(d.from, d.to); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return err
+	}
+	return nil
 }
 
 // detachRecord deletes r's record, its mount record and its place among
-// its parent's children, and moves its directory into the op o.
+// its parent's children; its directory is to be moved into the op o.
 func (s *Store) detachRecord(tx *bolt.Tx, r record, o *op) (detached, error) {
 	if err := deleteRecord(tx, r.Name); err != nil {
 		return detached{}, err
@@ -467,14 +475,7 @@ func (s *Store) detachRecord(tx *bolt.Tx, r record, o *op) (detached, error) {
 	if err := setChild(tx, r.Parent, r.Name, false); err != nil && !errors.Is(err, ErrNotFound) {
 		return detached{}, err
 	}
-	d := detached{from: s.snapshotDir(r.ID), to: filepath.Join(o.dir, r.ID)}
-	if err := os.Rename(d.from, d.to); err != nil {
-		if errors.Is(err, fs.ErrNotExist) {
-			return detached{}, nil
-		}
-		return detached{}, err
-	}
-	return d, nil
+	return detached{from: s.snapshotDir(r.ID), to: filepath.Join(o.dir, r.ID)}, nil
 }
 
 // Update changes the snapshot's labels: every label when fieldpaths is

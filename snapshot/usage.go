@@ -2,11 +2,13 @@ package snapshot
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 
@@ -45,14 +47,36 @@ func diskUsage(ctx context.Context, dir string) (Usage, error) {
 // mountAlive reports whether the daemon of m still runs and its
 // mountpoint is still mounted.
 func mountAlive(m Daemon) bool {
-	if m.Pid <= 0 {
-		return false
-	}
-	if err := syscall.Kill(m.Pid, 0); err != nil && !errors.Is(err, syscall.EPERM) {
+	if !ProcessAlive(m.Pid) {
 		return false
 	}
 	ok, _ := isFuseMount(m.Dir)
 	return ok
+}
+
+// ProcessAlive reports whether the process pid runs: exists and is not
+// a zombie waiting to be reaped (kill(pid, 0) succeeds on those).
+func ProcessAlive(pid int) bool {
+	if pid <= 0 {
+		return false
+	}
+	if err := syscall.Kill(pid, 0); err != nil && !errors.Is(err, syscall.EPERM) {
+		return false
+	}
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return false
+	}
+	// pid (comm) state ...: comm may hold spaces and parentheses.
+	i := bytes.LastIndexByte(b, ')')
+	if i < 0 || i+2 >= len(b) {
+		return false
+	}
+	switch b[i+2] {
+	case 'Z', 'X', 'x':
+		return false
+	}
+	return true
 }
 
 // isFuseMount reports whether dir is the mountpoint of a FUSE mount,

@@ -43,7 +43,10 @@ var lsCmd = &command{
 			now := time.Now()
 			for _, r := range rows {
 				size := humanSize(r.Size)
-				if r.Kind != snapshot.KindCommitted.String() || r.Parent != "" {
+				switch {
+				case r.Size < 0:
+					size = "? (damaged: see 'strata check')"
+				case r.Kind != snapshot.KindCommitted.String() || r.Parent != "":
 					size = fmt.Sprintf("%s (virtual %s)", size, humanSize(r.Size+r.SharedSize))
 				}
 				parent := shortID(r.Parent, *noTrunc)
@@ -77,6 +80,7 @@ type lsRow struct {
 	Inodes     int64
 	SharedSize int64
 	MountedAt  string            `json:",omitempty"`
+	Damaged    string            `json:",omitempty"`
 	DaemonPid  int               `json:",omitempty"`
 	Labels     map[string]string `json:",omitempty"`
 }
@@ -99,11 +103,13 @@ func listSnapshots(ctx context.Context, st *snapshot.Store) ([]lsRow, error) {
 			Created: l.Created, Size: l.Usage.Size, Inodes: l.Usage.Inodes, Labels: l.Labels,
 		}
 		if l.Kind != snapshot.KindCommitted {
-			u, err := st.Usage(ctx, l.Name)
-			if err != nil {
-				return nil, err
+			// A damaged stack (its directory gone) is still listed, so
+			// that it can be found and removed.
+			if u, err := st.Usage(ctx, l.Name); err == nil {
+				r.Size, r.Inodes = u.Size, u.Inodes
+			} else {
+				r.Size, r.Damaged = -1, err.Error()
 			}
-			r.Size, r.Inodes = u.Size, u.Inodes
 		}
 		for p := l.Parent; p != ""; p = byName[p].Parent {
 			r.SharedSize += byName[p].Usage.Size

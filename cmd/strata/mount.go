@@ -7,7 +7,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/spf13/pflag"
@@ -126,7 +125,7 @@ func unmountDaemon(ctx context.Context, e *env, name string, d snapshot.Daemon, 
 	}
 	e.log.Printf("unmounted %s; waiting for daemon %d", d.Dir, d.Pid)
 	deadline := time.Now().Add(10 * time.Second)
-	for syscall.Kill(d.Pid, 0) == nil {
+	for snapshot.ProcessAlive(d.Pid) {
 		if time.Now().After(deadline) {
 			return fmt.Errorf("unmounted %s, but its daemon (pid %d) has not exited after 10s", d.Dir, d.Pid)
 		}
