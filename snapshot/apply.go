@@ -133,7 +133,6 @@ func isLayer(r record, parent string, diffID digest.Digest) error {
 	return nil
 }
 
-
 func (s *Store) apply(ctx context.Context, o *op, r io.Reader, parent string, opts ApplyOptions) (Info, error) {
 	blobPath := filepath.Join(o.dir, "blob")
 	blob, err := os.OpenFile(blobPath, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
