@@ -27,6 +27,9 @@ strata_cli=$(cd "$bindir" && pwd)/strata
 for tool in setfattr getfattr mknod findmnt mountpoint; do
 	command -v "$tool" >/dev/null || die "needs $tool: run 'sudo make deps' (Debian packages attr, util-linux)"
 done
+busybox=$(command -v busybox || true)
+[ -n "$busybox" ] && file -L "$busybox" 2>/dev/null | grep -q 'statically linked' || busybox=/bin/busybox
+[ -x "$busybox" ] || die "needs a static busybox: run 'sudo make deps' (Debian package busybox-static)"
 
 demo=$(mktemp -d "${TMPDIR:-/tmp}/strata-demo.XXXXXX")
 mnt=$demo/merged
@@ -168,63 +171,58 @@ run "umount merged"
 echo
 echo "Part 1 done: base, middle and top are unchanged; every change is in upper/."
 
-# --- Part 2: the layer store ------------------------------------------------
+# --- Part 2: images, containers and layers ----------------------------------
 strata() { "$strata_cli" "$@"; }
 echo
-echo "strata demo, part 2: a layer store under \$STRATA_ROOT (here a temporary directory)"
+echo "strata demo, part 2: images and containers in a store under \$STRATA_ROOT (a temporary directory)"
 
-section "A base layer: an OCI layer tarball, applied into the store"
-mkdir -p rootfs/etc rootfs/bin rootfs/srv/www
-printf 'NAME="Strata Demo OS"\nVERSION="1"\n' >rootfs/etc/os-release
-printf '#!/bin/sh\necho hello from the base layer\n' >rootfs/bin/hello
-chmod 755 rootfs/bin/hello
-head -c 4000000 /dev/urandom >rootfs/srv/www/big.bin
+section "A base image, made offline from Debian's busybox-static"
+mkdir -p rootfs/bin rootfs/etc rootfs/tmp rootfs/srv/www
+cp "$busybox" rootfs/bin/busybox
+for applet in sh ls cat echo httpd; do ln -s busybox "rootfs/bin/$applet"; done
+printf 'root:x:0:0:root:/root:/bin/sh\n' >rootfs/etc/passwd
 echo '<h1>welcome</h1>' >rootfs/srv/www/index.html
-run "tar -C rootfs -czf base.tar.gz . && ls -l base.tar.gz | awk '{print \$5, \$9}'"
-run "strata layer apply base.tar.gz"
-base=$(strata ls -q | tail -n 1)
-note "applying the same layer again stores nothing new: same chain ID, one layer"
-run "strata layer apply base.tar.gz"
+run "tar -C rootfs -cf busybox-rootfs.tar . && ls -l busybox-rootfs.tar | awk '{print \$5, \$9}'"
+note "like docker import: a root filesystem tarball becomes a one-layer image"
+run "strata import busybox-rootfs.tar busybox:demo"
+run "strata images"
 
-section "Two writable stacks on the one base layer"
-run "strata create --name web $base"
-run "strata create --name api $base"
-run "strata mount web"
-run "strata mount api"
+section "Two containers share the image's one layer"
+run "strata create --name web busybox:demo"
+run "strata create --name api busybox:demo"
+run "strata mount web && strata mount api"
 web=$STRATA_ROOT/mounts/web
 api=$STRATA_ROOT/mounts/api
 run "echo '<h1>web edition</h1>' >$web/srv/www/index.html"
-run "rm $web/bin/hello"
+run "rm $web/bin/echo"
 run "mkdir $web/srv/cache && echo cached >$web/srv/cache/page"
 run "echo 'api: listening' >$api/etc/motd"
-note "each stack sees its own changes over the shared base:"
+note "each container sees its own changes over the shared layer; the layer is unchanged:"
 run "cat $web/srv/www/index.html $api/srv/www/index.html"
-
-section "What changed in each stack (like docker diff)"
+run "strata ps"
 run "strata diff web"
-run "strata diff api"
-
-section "Sharing: the base is stored once; each stack holds only its changes"
+note "the store holds the base once; each container holds only its changes:"
 run "strata ls"
-run "du -sh --apparent-size $STRATA_ROOT/snapshots"
 
-section "Commit the mounted stack web as a new layer"
-printf '$ strata commit web\n'
-out=$(strata commit web)
-echo "$out"
-layer=$(awk '/^layer:/ {print $2}' <<<"$out")
-layer=${layer#sha256:}
-layer=${layer:0:12}
-note "the committed layer holds exactly web's changes:"
+section "Commit the mounted container web as a new tagged image"
+run "strata commit -m 'web content' -c 'CMD [\"httpd\", \"-f\", \"-h\", \"/srv/www\"]' web webapp:v1"
+run "strata images"
+run "strata history webapp:v1"
+layer=$(strata ls -q | sed -n '3p')
+note "its new layer holds exactly web's changes:"
 run "strata diff $layer"
-run "strata layer export $layer web-layer.tar.gz && tar -tzvf web-layer.tar.gz | awk '{print \$1, \$6}'"
-note "a third stack on the new layer sees web's files:"
-run "strata create --name web2 $layer && strata mount web2 >/dev/null && cat $STRATA_ROOT/mounts/web2/srv/cache/page"
+note "webapp:v1 shares busybox:demo's layer: its unique size is its own layer only"
+run "strata system df -v | sed -n '1,6p'"
 
-section "Clean up: unmount and remove"
-run "strata unmount web && strata unmount api && strata unmount web2"
-run "strata rm web api web2 $layer $base"
-run "strata ls"
+section "Export it as an OCI archive (skopeo, umoci and podman read it)"
+run "strata export webapp:v1 webapp.tar && tar -tf webapp.tar | sort"
+
+section "Prune: removing the last reference frees a layer"
+run "strata unmount web && strata unmount api"
+run "strata rm web api"
+run "strata rmi webapp:v1"
+run "strata image prune -a -f"
+run "strata system df"
 run "strata check"
 echo
-echo "Done: two stacks shared one base layer, and a commit made a new layer."
+echo "Done: two containers shared one image, a commit made a new image on it, and prune freed what no one needed."

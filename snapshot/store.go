@@ -280,6 +280,14 @@ func (s *Store) create(ctx context.Context, kind Kind, key, parent string, label
 		if err := makeSnapshotDir(tmp, kind); err != nil {
 			return err
 		}
+		if parent != "" {
+			// The merged root is the upper's root: give it the parent's
+			// owner, mode and times, as a copy-up would.
+			p, _ := getRecord(tx, parent)
+			if err := copyRootMeta(filepath.Join(s.snapshotDir(p.ID), fsDir), filepath.Join(tmp, fsDir)); err != nil {
+				return err
+			}
+		}
 		seq, err := sb.NextSequence()
 		if err != nil {
 			return err
@@ -314,6 +322,21 @@ func (s *Store) create(ctx context.Context, kind Kind, key, parent string, label
 		return Mount{}, errors.Join(fmt.Errorf("prepare %q: %w", key, err), os.RemoveAll(dir))
 	}
 	return m, nil
+}
+
+// copyRootMeta gives the directory dst the owner, mode and times of src.
+func copyRootMeta(src, dst string) error {
+	var st unix.Stat_t
+	if err := unix.Stat(src, &st); err != nil {
+		return err
+	}
+	if err := unix.Chown(dst, int(st.Uid), int(st.Gid)); err != nil && !errors.Is(err, unix.EPERM) {
+		return err
+	}
+	if err := unix.Chmod(dst, st.Mode&0o7777); err != nil {
+		return err
+	}
+	return unix.UtimesNano(dst, []unix.Timespec{st.Atim, st.Mtim})
 }
 
 func makeSnapshotDir(dir string, kind Kind) error {
@@ -412,6 +435,33 @@ func (s *Store) commit(ctx context.Context, name, key string, labels map[string]
 // Remove removes the snapshot key. A committed snapshot with children
 // and a mounted snapshot are refused.
 func (s *Store) Remove(ctx context.Context, key string) error {
+	_, err := s.RemoveIf(ctx, key, nil)
+	return err
+}
+
+// RemoveIf is Remove for garbage collection: it removes key only if it
+// has no children, no live op holds a lease on it and keep (if set),
+// asked within the removing transaction, says no. It reports whether it
+// removed key.
+func (s *Store) RemoveIf(ctx context.Context, key string, keep func(*Tx) (bool, error)) (bool, error) {
+	removed := false
+	err := s.remove(ctx, key, func(tx *bolt.Tx) (bool, error) {
+		if keep == nil {
+			removed = true
+			return false, nil
+		}
+		t := &Tx{s: s, tx: tx}
+		if len(children(tx, key)) > 0 || t.Leased()[key] {
+			return true, nil
+		}
+		k, err := keep(t)
+		removed = !k && err == nil
+		return k, err
+	})
+	return removed, err
+}
+
+func (s *Store) remove(ctx context.Context, key string, keep func(*bolt.Tx) (bool, error)) error {
 	o, err := s.beginOp("rm")
 	if err != nil {
 		return fmt.Errorf("remove %q: %w", key, err)
@@ -420,6 +470,9 @@ func (s *Store) Remove(ctx context.Context, key string) error {
 	err = s.update(func(tx *bolt.Tx) error {
 		r, err := getRecord(tx, key)
 		if err != nil {
+			return err
+		}
+		if k, err := keep(tx); err != nil || k {
 			return err
 		}
 		if kids := children(tx, key); len(kids) > 0 {

@@ -9,21 +9,25 @@ import (
 
 	"github.com/spf13/pflag"
 
+	"github.com/strata-fs/strata/image"
 	"github.com/strata-fs/strata/snapshot"
 	"github.com/strata-fs/strata/snapshot/layer"
 )
 
 var commitCmd = &command{
 	name:    "commit",
-	args:    "[--compression gzip|zstd|none] [-q] NAME",
-	summary: "Write a stack's changes as a committed OCI layer and print its diff ID and digest",
+	args:    "[--compression gzip|zstd|none] [-q] [-m MSG] [--author A] [-c INSTR]... NAME [REPO[:TAG]]",
+	summary: "Write a stack's changes as a committed OCI layer; for a container (or with REPO), as a new image",
 	changes: true,
 	flags: func(fs *pflag.FlagSet) func(context.Context, *env, []string) error {
 		compression := fs.String("compression", "gzip", "layer `COMPRESSION`: gzip, zstd or none")
-		quiet := fs.BoolP("quiet", "q", false, "print the new layer's ID only")
+		quiet := fs.BoolP("quiet", "q", false, "print the new layer's (or image's) ID only")
+		message := fs.StringP("message", "m", "", "commit `MESSAGE` (the image history's comment)")
+		author := fs.StringP("author", "a", "", "the image's `AUTHOR`")
+		changes := fs.StringArrayP("change", "c", nil, "apply a Dockerfile `INSTRUCTION` to the image config (CMD, ENTRYPOINT, ENV, EXPOSE, LABEL, USER, VOLUME, WORKDIR, STOPSIGNAL)")
 		return func(ctx context.Context, e *env, args []string) error {
-			if len(args) != 1 {
-				return usagef("name one stack")
+			if len(args) < 1 || len(args) > 2 {
+				return usagef("name one stack, and optionally the new image's REPO[:TAG]")
 			}
 			c, err := parseCompression(*compression)
 			if err != nil {
@@ -46,6 +50,21 @@ var commitCmd = &command{
 			} else if ok {
 				e.log.Printf("%s is mounted at %s: freezing its daemon (pid %d)", info.Name, d.Dir, d.Pid)
 				opts.Freeze = func() (func() error, error) { return freezeDaemon(d) }
+			}
+			if info.Labels[image.LabelImage] != "" || len(args) == 2 || *message != "" || *author != "" || len(*changes) > 0 {
+				iopts := image.CommitOptions{
+					Message: *message, Author: *author, Changes: *changes,
+					Compression: c, SourceDateEpoch: epoch, Freeze: opts.Freeze,
+				}
+				if len(args) == 2 {
+					iopts.Tag = args[1]
+				}
+				im, err := e.images.Commit(ctx, info.Name, iopts)
+				if err != nil {
+					return err
+				}
+				fmt.Fprintln(e.stdout, im.ID)
+				return nil
 			}
 			start := time.Now()
 			l, err := e.store.CommitLayer(ctx, info.Name, opts)

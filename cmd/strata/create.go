@@ -4,18 +4,21 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"regexp"
 
 	"github.com/spf13/pflag"
 
+	"github.com/strata-fs/strata/image"
+	"github.com/strata-fs/strata/image/reference"
 	"github.com/strata-fs/strata/snapshot"
 )
 
 var createCmd = &command{
 	name:    "create",
-	args:    "[--name NAME] [PARENT]",
-	summary: "Create a writable stack on a committed layer (or on nothing) and print its name",
+	args:    "[--name NAME] [IMAGE|LAYER]",
+	summary: "Create a writable stack (a container) on an image or a committed layer, or on nothing; print its name",
 	changes: true,
 	flags: func(fs *pflag.FlagSet) func(context.Context, *env, []string) error {
 		name := fs.String("name", "", "the stack's `NAME` (default: a random one)")
@@ -30,9 +33,18 @@ var createCmd = &command{
 			}
 			parent := ""
 			if len(args) == 1 {
+				if _, err := e.images.CreateContainer(ctx, *name, args[0]); err == nil {
+					fmt.Fprintln(e.stdout, *name)
+					return nil
+				} else if !errors.Is(err, image.ErrNotFound) && !isRefSyntaxError(err) {
+					return err
+				}
 				info, err := e.store.Resolve(ctx, args[0])
 				if err != nil {
-					return fmt.Errorf("parent: %w", notFoundHint(err))
+					if errors.Is(err, snapshot.ErrNotFound) {
+						return fmt.Errorf("no image or layer %q (see 'strata images' and 'strata ls')", args[0])
+					}
+					return fmt.Errorf("parent: %w", err)
 				}
 				if info.Kind != snapshot.KindCommitted {
 					return fmt.Errorf("parent %q is a %s stack, not a committed layer: commit it first ('strata commit %s') and create on the layer it prints", args[0], info.Kind, args[0])
@@ -62,4 +74,10 @@ func randomStackName() string {
 	var b [6]byte
 	_, _ = rand.Read(b[:])
 	return "stack-" + hex.EncodeToString(b[:])
+}
+
+// isRefSyntaxError reports an error of reference parsing: the argument
+// may still name a layer.
+func isRefSyntaxError(err error) bool {
+	return errors.Is(err, reference.ErrInvalid)
 }

@@ -91,3 +91,29 @@ func writeJSON(w io.Writer, v any) error {
 	enc.SetIndent("", "    ")
 	return enc.Encode(v)
 }
+
+// joinErrs joins errors one per line, as docker prints several.
+func joinErrs(errs []error) error {
+	switch len(errs) {
+	case 0:
+		return nil
+	case 1:
+		return errs[0]
+	}
+	msg := ""
+	for i, err := range errs {
+		if i > 0 {
+			msg += "\n"
+		}
+		msg += err.Error()
+	}
+	return fmt.Errorf("%s", msg)
+}
+
+// count prints "1 layer", "2 layers".
+func count(n int, unit string) string {
+	if n == 1 {
+		return "1 " + unit
+	}
+	return fmt.Sprintf("%d %ss", n, unit)
+}

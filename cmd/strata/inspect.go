@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"errors"
+	"fmt"
 	"time"
 
 	"github.com/spf13/pflag"
@@ -14,7 +15,7 @@ import (
 var inspectCmd = &command{
 	name:    "inspect",
 	args:    "NAME...",
-	summary: "Show stacks or layers in detail, as JSON",
+	summary: "Show containers, stacks, layers or images in detail, as JSON",
 	flags: func(fs *pflag.FlagSet) func(context.Context, *env, []string) error {
 		return func(ctx context.Context, e *env, args []string) error {
 			if len(args) == 0 {
@@ -24,12 +25,22 @@ var inspectCmd = &command{
 			if err != nil {
 				return err
 			}
-			var out []inspectOut
+			var out []any
 			var errs []error
 			for _, a := range args {
 				info, err := e.store.Resolve(ctx, a)
 				if err != nil {
-					errs = append(errs, notFoundHint(err))
+					im, ierr := e.images.Get(ctx, a)
+					if ierr == nil {
+						o, err := inspectImage(ctx, e, im)
+						if err != nil {
+							errs = append(errs, err)
+						} else {
+							out = append(out, o)
+						}
+						continue
+					}
+					errs = append(errs, fmt.Errorf("no container, stack, layer or image %q (see 'strata ps', 'strata ls' and 'strata images')", a))
 					continue
 				}
 				o := inspectOut{Layer: info.Layer, Updated: info.Updated}

@@ -17,6 +17,7 @@ import (
 
 	"github.com/spf13/pflag"
 
+	"github.com/strata-fs/strata/image"
 	"github.com/strata-fs/strata/internal/version"
 	"github.com/strata-fs/strata/snapshot"
 )
@@ -39,6 +40,8 @@ func commands() []*command {
 	return []*command{
 		createCmd, mountCmd, unmountCmd, diffCmd, commitCmd, lsCmd, rmCmd,
 		inspectCmd, layerCmd, checkCmd, serveCmd,
+		importCmd, exportCmd, imagesCmd, historyCmd, tagCmd, rmiCmd,
+		imagePruneCmd, systemPruneCmd, systemDfCmd, psCmd,
 	}
 }
 
@@ -50,6 +53,7 @@ type env struct {
 	stderr io.Writer
 	log    *log.Logger // --debug messages; discarded otherwise
 	store  *snapshot.Store
+	images *image.Store
 }
 
 // usageError is a mistake in the command line: exit status 2.
@@ -71,9 +75,15 @@ func run(args []string, stdout, stderr io.Writer) int {
 		mainUsage(stdout)
 		return 0
 	}
+	if args[0] == "help-group" {
+		return groupUsage(args[1:], stdout, stderr)
+	}
 	if args[0] == "--version" || args[0] == "version" {
 		fmt.Fprintln(stdout, "strata version", version.String())
 		return 0
+	}
+	if rewritten, ok := groupCommand(args); ok {
+		return run(rewritten, stdout, stderr)
 	}
 	var cmd *command
 	for _, c := range commands() {
@@ -118,6 +128,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 				return fmt.Errorf("%w (is --root right, and are you root?)", err)
 			}
 			e.store = st
+			e.images = image.New(st)
 			if cmd.changes {
 				rep, err := st.Cleanup(ctx)
 				for _, p := range rep.Problems {
@@ -142,6 +153,33 @@ func run(args []string, stdout, stderr io.Writer) int {
 	return 1
 }
 
+// groups are docker's two-word commands: `strata image prune` runs the
+// command "image prune", `strata image ls` the command "images".
+var groups = map[string]map[string]string{
+	"image": {
+		"ls": "images", "list": "images", "rm": "rmi", "prune": "image prune",
+		"tag": "tag", "history": "history", "inspect": "inspect",
+		"import": "import", "export": "export",
+	},
+	"system": {"prune": "system prune", "df": "system df"},
+}
+
+// groupCommand rewrites `strata GROUP SUB ...` to the command it names.
+func groupCommand(args []string) ([]string, bool) {
+	subs, ok := groups[args[0]]
+	if !ok {
+		return nil, false
+	}
+	if len(args) < 2 || args[1] == "-h" || args[1] == "--help" {
+		return []string{"help-group", args[0]}, true
+	}
+	name, ok := subs[args[1]]
+	if !ok {
+		return []string{"help-group", args[0], args[1]}, true
+	}
+	return append([]string{name}, args[2:]...), true
+}
+
 func mainUsage(w io.Writer) {
 	fmt.Fprint(w, `strata: union-filesystem layers and writable stacks
 
@@ -153,13 +191,29 @@ Commands:
 	sort.Slice(cmds, func(i, j int) bool { return cmds[i].name < cmds[j].name })
 	for _, c := range cmds {
 		if !c.hidden {
-			fmt.Fprintf(w, "  %-9s %s\n", c.name, c.summary)
+			fmt.Fprintf(w, "  %-13s %s\n", c.name, c.summary)
 		}
 	}
 	fmt.Fprint(w, `
 Every command takes --root DIR (default /var/lib/strata, or $STRATA_ROOT),
 --debug and --help. Run 'strata COMMAND --help' for a command's options.
 `)
+}
+
+// groupUsage lists a group's subcommands; with an unknown one it fails.
+func groupUsage(args []string, stdout, stderr io.Writer) int {
+	var subs []string
+	for s := range groups[args[0]] {
+		subs = append(subs, s)
+	}
+	sort.Strings(subs)
+	w, rc := stdout, 0
+	if len(args) > 1 {
+		fmt.Fprintf(stderr, "strata %s: unknown command %q\n", args[0], args[1])
+		w, rc = stderr, 2
+	}
+	fmt.Fprintf(w, "Usage: strata %s COMMAND\n\nCommands: %s\n", args[0], strings.Join(subs, ", "))
+	return rc
 }
 
 func commandUsage(w io.Writer, c *command, fs *pflag.FlagSet) {

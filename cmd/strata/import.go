@@ -1,0 +1,122 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"time"
+
+	v1 "github.com/opencontainers/image-spec/specs-go/v1"
+	"github.com/spf13/pflag"
+
+	"github.com/strata-fs/strata/image"
+)
+
+var importCmd = &command{
+	name:    "import",
+	args:    "[-q] [--platform OS/ARCH] SRC [NAME[:TAG]]",
+	summary: "Import images: an OCI layout or archive, a docker save archive, or a root filesystem tarball",
+	changes: true,
+	flags: func(fs *pflag.FlagSet) func(context.Context, *env, []string) error {
+		quiet := fs.BoolP("quiet", "q", false, "no progress, print image IDs only")
+		platform := fs.String("platform", "", "pick `OS/ARCH[/VARIANT]` from a multi-platform image (default: this machine's)")
+		return func(ctx context.Context, e *env, args []string) error {
+			if len(args) < 1 || len(args) > 2 {
+				return usagef("name a source, and optionally the image's NAME[:TAG]")
+			}
+			opts := image.ImportOptions{Warn: func(m string) { fmt.Fprintf(e.stderr, "strata import: warning: %s\n", m) }}
+			if len(args) == 2 {
+				opts.Tag = args[1]
+			}
+			if *platform != "" {
+				p, err := parsePlatform(*platform)
+				if err != nil {
+					return err
+				}
+				opts.Platform = &p
+			}
+			if !*quiet && isTerminal(os.Stderr) {
+				opts.Progress = func(r io.Reader, i, n int, d v1.Descriptor) io.Reader {
+					return &progress{r: r, w: e.stderr, label: fmt.Sprintf("layer %d/%d %s", i+1, n, shortID(d.Digest.String(), false)), total: d.Size, start: time.Now()}
+				}
+			}
+			res, err := e.images.Import(ctx, args[0], opts)
+			for _, r := range res {
+				if *quiet {
+					fmt.Fprintln(e.stdout, r.ID)
+					continue
+				}
+				name := r.ID.String()
+				if len(r.RepoTags) > 0 {
+					name = familiarRef(r.RepoTags[0])
+				}
+				fmt.Fprintf(e.stdout, "Loaded image: %s (%s unpacked, %d already stored)\n", name, count(r.Applied, "layer"), r.Reused)
+			}
+			return err
+		}
+	},
+}
+
+func parsePlatform(s string) (v1.Platform, error) {
+	parts := strings.Split(s, "/")
+	if len(parts) < 2 || len(parts) > 3 || parts[0] == "" || parts[1] == "" {
+		return v1.Platform{}, usagef("--platform %q: want OS/ARCH or OS/ARCH/VARIANT, like linux/amd64", s)
+	}
+	p := v1.Platform{OS: parts[0], Architecture: parts[1]}
+	if len(parts) == 3 {
+		p.Variant = parts[2]
+	}
+	return p, nil
+}
+
+// progress draws one layer's progress bar on a terminal: bytes, rate.
+type progress struct {
+	r            io.Reader
+	w            io.Writer
+	label        string
+	total, done  int64
+	start, drawn time.Time
+}
+
+func (p *progress) Read(b []byte) (int, error) {
+	n, err := p.r.Read(b)
+	p.done += int64(n)
+	if now := time.Now(); err != nil || now.Sub(p.drawn) > 100*time.Millisecond {
+		p.drawn = now
+		p.draw(err != nil)
+	}
+	return n, err
+}
+
+func (p *progress) draw(final bool) {
+	const width = 30
+	frac := 1.0
+	if p.total > 0 {
+		frac = float64(p.done) / float64(p.total)
+	}
+	if frac > 1 {
+		frac = 1
+	}
+	bar := strings.Repeat("=", int(frac*width)) + strings.Repeat(" ", width-int(frac*width))
+	rate := float64(p.done) / time.Since(p.start).Seconds()
+	fmt.Fprintf(p.w, "\r%s [%s] %s/%s %s/s ", p.label, bar, humanSize(p.done), humanSize(p.total), humanSize(int64(rate)))
+	if final {
+		fmt.Fprintln(p.w)
+	}
+}
+
+var exportCmd = &command{
+	name:    "export",
+	args:    "IMAGE DEST",
+	summary: "Export an image as an OCI image layout directory, or an OCI archive if DEST ends in .tar",
+	flags: func(fs *pflag.FlagSet) func(context.Context, *env, []string) error {
+		return func(ctx context.Context, e *env, args []string) error {
+			if len(args) != 2 {
+				return usagef("name the image and the destination")
+			}
+			return e.images.Export(ctx, args[0], args[1])
+		}
+	},
+}

@@ -1,0 +1,321 @@
+package image
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+	specs "github.com/opencontainers/image-spec/specs-go"
+	v1 "github.com/opencontainers/image-spec/specs-go/v1"
+
+	"github.com/strata-fs/strata/image/reference"
+	"github.com/strata-fs/strata/snapshot"
+	"github.com/strata-fs/strata/snapshot/layer"
+)
+
+// CommitOptions tune Commit.
+type CommitOptions struct {
+	Tag     string   // the new image's tag; "" leaves it untagged
+	Message string   // the history entry's comment
+	Author  string   // the config's author
+	Changes []string // Dockerfile instructions (CMD, ENV, ...), as docker commit -c
+	// Layer options: compression, SOURCE_DATE_EPOCH, freezing a mounted
+	// stack.
+	Compression     layer.Compression
+	SourceDateEpoch *time.Time
+	Freeze          func() (func() error, error)
+}
+
+// Commit writes the container's changes as a new image whose config and
+// history extend its image's and whose layers are its image's plus one
+// (or none, when only metadata changes): `docker commit`.
+func (s *Store) Commit(ctx context.Context, container string, opts CommitOptions) (Image, error) {
+	info, err := s.snaps.Stat(ctx, container)
+	if err != nil {
+		return Image{}, err
+	}
+	if info.Kind != snapshot.KindActive {
+		return Image{}, fmt.Errorf("%q is a %s, not a container", container, info.Kind)
+	}
+	var tags []reference.Reference
+	if opts.Tag != "" {
+		r, err := reference.Parse(opts.Tag)
+		if err != nil {
+			return Image{}, err
+		}
+		if r.Digest != "" {
+			return Image{}, fmt.Errorf("tag %q: a tag cannot hold a digest", opts.Tag)
+		}
+		tags = append(tags, r)
+	}
+	// The base: the container's image, or nothing for a plain stack.
+	var base Image
+	if id := info.Labels[LabelImage]; id != "" {
+		if base, err = s.Get(ctx, id); err != nil {
+			return Image{}, fmt.Errorf("the container's image: %w", err)
+		}
+	} else if info.Parent != "" {
+		return Image{}, fmt.Errorf("%q was not created from an image: commit it as a layer ('strata commit %s' without a tag)", container, container)
+	} else {
+		base.Config = v1.Image{Platform: v1.Platform{OS: "linux", Architecture: runtime.GOARCH}, RootFS: v1.RootFS{Type: "layers"}}
+		base.Manifest = v1.Manifest{Versioned: specs.Versioned{SchemaVersion: 2}, MediaType: v1.MediaTypeImageManifest}
+	}
+	cfg := base.Config
+	cfg.RootFS.DiffIDs = append([]digest.Digest(nil), base.Config.RootFS.DiffIDs...)
+	cfg.History = append([]v1.History(nil), base.Config.History...)
+	if err := applyChanges(&cfg.Config, opts.Changes); err != nil {
+		return Image{}, err
+	}
+	now := time.Now().UTC()
+	if opts.SourceDateEpoch != nil {
+		now = *opts.SourceDateEpoch
+	}
+	cfg.Created = &now
+	if opts.Author != "" {
+		cfg.Author = opts.Author
+	}
+
+	lease, err := s.snaps.BeginLease()
+	if err != nil {
+		return Image{}, err
+	}
+	defer lease.End()
+	m, err := s.snaps.Mounts(ctx, container)
+	if err != nil {
+		return Image{}, err
+	}
+	changes, err := layer.Changes(m.Upper, m.Lowers)
+	if err != nil {
+		return Image{}, err
+	}
+	layers := append([]v1.Descriptor(nil), base.Manifest.Layers...)
+	hist := v1.History{Created: &now, Author: opts.Author, Comment: opts.Message, CreatedBy: createdBy(container, opts)}
+	if len(changes) == 0 {
+		hist.EmptyLayer = true
+	} else {
+		l, err := s.snaps.CommitLayer(ctx, container, snapshot.LayerOptions{
+			Compression:     opts.Compression,
+			SourceDateEpoch: opts.SourceDateEpoch,
+			Freeze:          opts.Freeze,
+			Lease:           lease,
+			Labels:          map[string]string{LabelGC: "image"},
+		})
+		if err != nil {
+			return Image{}, err
+		}
+		layers = append(layers, v1.Descriptor{MediaType: l.Layer.MediaType, Digest: l.Layer.Digest, Size: l.Layer.Size})
+		cfg.RootFS.DiffIDs = append(cfg.RootFS.DiffIDs, l.Layer.DiffID)
+	}
+	cfg.History = append(cfg.History, hist)
+	return s.store(ctx, lease, cfg, layers, tags)
+}
+
+// store writes the config and manifest of a new image whose layers are
+// in the store, and records and tags it.
+func (s *Store) store(ctx context.Context, lease *snapshot.Lease, cfg v1.Image, layers []v1.Descriptor, tags []reference.Reference) (Image, error) {
+	cb, err := json.Marshal(cfg)
+	if err != nil {
+		return Image{}, err
+	}
+	man := v1.Manifest{
+		Versioned: specs.Versioned{SchemaVersion: 2},
+		MediaType: v1.MediaTypeImageManifest,
+		Config:    v1.Descriptor{MediaType: v1.MediaTypeImageConfig, Digest: digest.FromBytes(cb), Size: int64(len(cb))},
+		Layers:    layers,
+	}
+	if man.Layers == nil {
+		man.Layers = []v1.Descriptor{}
+	}
+	mb, err := json.Marshal(man)
+	if err != nil {
+		return Image{}, err
+	}
+	md := digest.FromBytes(mb)
+	cpath, err := writeTemp(lease.Dir(), "config", cb)
+	if err != nil {
+		return Image{}, err
+	}
+	mpath, err := writeTemp(lease.Dir(), "manifest", mb)
+	if err != nil {
+		return Image{}, err
+	}
+	err = s.snaps.UpdateTx(ctx, func(tx *snapshot.Tx) error {
+		if err := tx.PutBlob(cpath, man.Config.Digest); err != nil {
+			return err
+		}
+		if err := tx.PutBlob(mpath, md); err != nil {
+			return err
+		}
+		return putImage(tx, man, md, nil, tags)
+	})
+	if err != nil {
+		return Image{}, err
+	}
+	return s.Get(ctx, man.Config.Digest.String())
+}
+
+// writeTemp writes data to a synced file in dir.
+func writeTemp(dir, name string, data []byte) (string, error) {
+	p := filepath.Join(dir, name)
+	f, err := os.OpenFile(p, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
+	if err != nil {
+		return "", err
+	}
+	_, err = f.Write(data)
+	if err == nil {
+		err = f.Sync()
+	}
+	return p, errors.Join(err, f.Close())
+}
+
+func createdBy(container string, opts CommitOptions) string {
+	switch {
+	case opts.Message != "" && len(opts.Changes) == 0:
+		return opts.Message
+	case len(opts.Changes) > 0:
+		return "strata commit -c " + strings.Join(opts.Changes, " -c ")
+	}
+	return "strata commit " + container
+}
+
+// applyChanges applies Dockerfile instructions to an image config, as
+// `docker commit --change` takes them.
+func applyChanges(c *v1.ImageConfig, changes []string) error {
+	for _, ch := range changes {
+		instr, arg, _ := strings.Cut(strings.TrimSpace(ch), " ")
+		arg = strings.TrimSpace(arg)
+		bad := func(why string) error {
+			return fmt.Errorf("change %q: %s", ch, why)
+		}
+		if arg == "" {
+			return bad("missing argument")
+		}
+		switch strings.ToUpper(instr) {
+		case "CMD":
+			c.Cmd = execForm(arg)
+		case "ENTRYPOINT":
+			c.Entrypoint = execForm(arg)
+		case "ENV":
+			kvs, err := keyValues(arg)
+			if err != nil {
+				return bad(err.Error())
+			}
+			for _, kv := range kvs {
+				c.Env = setEnv(c.Env, kv[0], kv[1])
+			}
+		case "LABEL":
+			kvs, err := keyValues(arg)
+			if err != nil {
+				return bad(err.Error())
+			}
+			if c.Labels == nil {
+				c.Labels = map[string]string{}
+			}
+			for _, kv := range kvs {
+				c.Labels[kv[0]] = kv[1]
+			}
+		case "EXPOSE":
+			if c.ExposedPorts == nil {
+				c.ExposedPorts = map[string]struct{}{}
+			}
+			for _, p := range strings.Fields(arg) {
+				if !strings.Contains(p, "/") {
+					p += "/tcp"
+				}
+				c.ExposedPorts[p] = struct{}{}
+			}
+		case "VOLUME":
+			if c.Volumes == nil {
+				c.Volumes = map[string]struct{}{}
+			}
+			vols := execForm(arg)
+			if !strings.HasPrefix(arg, "[") {
+				vols = strings.Fields(arg)
+			}
+			for _, v := range vols {
+				c.Volumes[v] = struct{}{}
+			}
+		case "USER":
+			c.User = arg
+		case "WORKDIR":
+			c.WorkingDir = arg
+		case "STOPSIGNAL":
+			c.StopSignal = arg
+		default:
+			return bad("unknown instruction: want CMD, ENTRYPOINT, ENV, EXPOSE, LABEL, STOPSIGNAL, USER, VOLUME or WORKDIR")
+		}
+	}
+	return nil
+}
+
+// execForm parses `["a", "b"]`, or takes a shell form as docker does:
+// ["/bin/sh", "-c", arg].
+func execForm(arg string) []string {
+	var v []string
+	if strings.HasPrefix(arg, "[") && json.Unmarshal([]byte(arg), &v) == nil {
+		return v
+	}
+	return []string{"/bin/sh", "-c", arg}
+}
+
+// keyValues parses "k=v k2=v2" or the old "k v" form.
+func keyValues(arg string) ([][2]string, error) {
+	if !strings.Contains(arg, "=") {
+		k, v, _ := strings.Cut(arg, " ")
+		return [][2]string{{k, strings.TrimSpace(v)}}, nil
+	}
+	var out [][2]string
+	for _, f := range splitQuoted(arg) {
+		k, v, ok := strings.Cut(f, "=")
+		if !ok || k == "" {
+			return nil, fmt.Errorf("%q is not KEY=VALUE", f)
+		}
+		out = append(out, [2]string{k, strings.Trim(v, `"`)})
+	}
+	return out, nil
+}
+
+// splitQuoted splits on spaces outside double quotes.
+func splitQuoted(s string) []string {
+	var (
+		out []string
+		cur bytes.Buffer
+		q   bool
+	)
+	for _, r := range s {
+		switch {
+		case r == '"':
+			q = !q
+			cur.WriteRune(r)
+		case r == ' ' && !q:
+			if cur.Len() > 0 {
+				out = append(out, cur.String())
+				cur.Reset()
+			}
+		default:
+			cur.WriteRune(r)
+		}
+	}
+	if cur.Len() > 0 {
+		out = append(out, cur.String())
+	}
+	return out
+}
+
+func setEnv(env []string, k, v string) []string {
+	for i, e := range env {
+		if strings.HasPrefix(e, k+"=") {
+			env[i] = k + "=" + v
+			return env
+		}
+	}
+	return append(env, k+"="+v)
+}

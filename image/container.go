@@ -1,0 +1,101 @@
+package image
+
+import (
+	"context"
+	"fmt"
+	"sort"
+
+	"github.com/opencontainers/go-digest"
+
+	"github.com/strata-fs/strata/snapshot"
+)
+
+// Container is a writable stack created from an image.
+type Container struct {
+	snapshot.Listing
+	Image    digest.Digest // "" when the image is gone
+	ImageRef string        // what it was created from, as given
+}
+
+// CreateContainer prepares the writable stack name on the image ref.
+func (s *Store) CreateContainer(ctx context.Context, name, ref string) (Image, error) {
+	im, err := s.Get(ctx, ref)
+	if err != nil {
+		return Image{}, err
+	}
+	labels := map[string]string{LabelImage: im.ID.String(), LabelImageRef: ref}
+	if _, err := s.snaps.Prepare(ctx, name, im.Top(), labels); err != nil {
+		return Image{}, err
+	}
+	return im, nil
+}
+
+// Containers lists the stacks created from images, newest first.
+func (s *Store) Containers(ctx context.Context) ([]Container, error) {
+	ls, err := s.snaps.List(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var out []Container
+	for _, l := range ls {
+		if l.Kind != snapshot.KindActive || l.Labels[LabelImage] == "" {
+			continue
+		}
+		out = append(out, Container{
+			Listing:  l,
+			Image:    digest.Digest(l.Labels[LabelImage]),
+			ImageRef: l.Labels[LabelImageRef],
+		})
+	}
+	sort.SliceStable(out, func(i, j int) bool { return out[i].Created.After(out[j].Created) })
+	return out, nil
+}
+
+// usedBy returns the containers of the image id.
+func usedBy(cs []Container, id digest.Digest) []string {
+	var names []string
+	for _, c := range cs {
+		if c.Image == id {
+			names = append(names, c.Name)
+		}
+	}
+	return names
+}
+
+// Remove removes the image ref as `docker rmi` does: a tag names one of
+// several tags, it is only untagged; else the image is deleted, unless a
+// container uses it and force is false. It returns what it did, in
+// docker's words ("Untagged: ...", "Deleted: sha256:...").
+func (s *Store) Remove(ctx context.Context, ref string, force bool) ([]string, error) {
+	im, err := s.Get(ctx, ref)
+	if err != nil {
+		return nil, err
+	}
+	byTag := false
+	for _, t := range im.RepoTags {
+		if r, err := parseRef(ref); err == nil && r == t {
+			byTag = true
+		}
+	}
+	if byTag && len(im.RepoTags) > 1 {
+		if _, err := s.Untag(ctx, ref); err != nil {
+			return nil, err
+		}
+		return []string{"Untagged: " + familiar(ref)}, nil
+	}
+	cs, err := s.Containers(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if users := usedBy(cs, im.ID); len(users) > 0 && !force {
+		return nil, fmt.Errorf("image %s is used by container %q: remove the container first ('strata rm %s'), or use -f: %w", ShortID(im.ID), users[0], users[0], ErrInUse)
+	}
+	var out []string
+	for _, t := range im.RepoTags {
+		out = append(out, "Untagged: "+familiar(t))
+	}
+	if err := s.Delete(ctx, im.ID); err != nil {
+		return out, err
+	}
+	return append(out, "Deleted: "+im.ID.String()), nil
+}

@@ -1,0 +1,319 @@
+package image
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+	v1 "github.com/opencontainers/image-spec/specs-go/v1"
+
+	"github.com/strata-fs/strata/image/oci"
+	"github.com/strata-fs/strata/image/reference"
+	"github.com/strata-fs/strata/snapshot"
+	"github.com/strata-fs/strata/snapshot/layer"
+)
+
+// ImportOptions tune Import.
+type ImportOptions struct {
+	// Tag names the imported image (NAME[:TAG]); with a source of
+	// several images it is refused.
+	Tag string
+	// Platform picks an image of a multi-platform index (nil: the host's).
+	Platform *v1.Platform
+	// Progress, if set, wraps each layer's reader to report progress:
+	// layer i of n, the blob's descriptor.
+	Progress func(r io.Reader, i, n int, d v1.Descriptor) io.Reader
+	// Warn is told of entries skipped while applying layers.
+	Warn func(string)
+}
+
+// ImportResult describes one imported image.
+type ImportResult struct {
+	Image
+	Applied, Reused int // layers unpacked, layers found in the store
+}
+
+// Import imports every image of path: an OCI image layout directory, an
+// OCI archive, a `docker save` archive, or (as `docker import` takes) a
+// root filesystem tarball. Every blob is verified before use; layers are
+// applied through the snapshot store by chain ID, so a layer already
+// stored is not unpacked again. On error no image is recorded and the
+// layers this import unpacked are removed.
+func (s *Store) Import(ctx context.Context, path string, opts ImportOptions) ([]ImportResult, error) {
+	var tags []reference.Reference
+	if opts.Tag != "" {
+		r, err := reference.Parse(opts.Tag)
+		if err != nil {
+			return nil, err
+		}
+		tags = append(tags, r)
+	}
+	src, err := oci.OpenWith(path, oci.OpenOptions{TempDir: filepath.Join(s.snaps.Root(), "tmp")})
+	if errors.Is(err, oci.ErrUnknownFormat) {
+		fi, serr := os.Stat(path)
+		if serr == nil && fi.Mode().IsRegular() {
+			r, err := s.importRootfs(ctx, path, tags, opts)
+			if err != nil {
+				return nil, err
+			}
+			return []ImportResult{r}, nil
+		}
+	}
+	if err != nil {
+		return nil, err
+	}
+	defer src.Close()
+	images, err := src.Images(opts.Platform)
+	if err != nil {
+		return nil, err
+	}
+	if len(images) == 0 {
+		return nil, fmt.Errorf("%s holds no image", path)
+	}
+	if len(tags) > 0 && len(images) > 1 {
+		return nil, fmt.Errorf("%s holds %d images: import it without a name, then tag the one you want", path, len(images))
+	}
+	var out []ImportResult
+	for _, im := range images {
+		itags := tags
+		if len(itags) == 0 {
+			if r, ok := nameFromSource(im.RefName, path); ok {
+				itags = []reference.Reference{r}
+			}
+		}
+		res, err := s.importImage(ctx, im, itags, opts)
+		if err != nil {
+			return out, err
+		}
+		out = append(out, res)
+	}
+	return out, nil
+}
+
+// nameFromSource turns a source's name for an image into a reference:
+// a full reference as it is; a bare tag ("latest", as skopeo writes to
+// oci:DIR:TAG) under the source's base name.
+func nameFromSource(refName, path string) (reference.Reference, bool) {
+	if refName == "" {
+		return reference.Reference{}, false
+	}
+	if strings.ContainsAny(refName, "/@") || strings.Contains(refName, ":") {
+		r, err := reference.Parse(refName)
+		return r, err == nil && r.Digest == ""
+	}
+	base := strings.ToLower(strings.TrimSuffix(filepath.Base(path), filepath.Ext(path)))
+	r, err := reference.Parse(base + ":" + refName)
+	return r, err == nil
+}
+
+// lazyReader opens its source at the first Read, so a layer found in
+// the store is never opened.
+type lazyReader struct {
+	open func() (io.Reader, error)
+	r    io.Reader
+}
+
+func (l *lazyReader) Read(p []byte) (int, error) {
+	if l.r == nil {
+		r, err := l.open()
+		if err != nil {
+			return 0, err
+		}
+		l.r = r
+	}
+	return l.r.Read(p)
+}
+
+func (s *Store) importImage(ctx context.Context, im oci.Image, tags []reference.Reference, opts ImportOptions) (res ImportResult, err error) {
+	lease, err := s.snaps.BeginLease()
+	if err != nil {
+		return res, err
+	}
+	var created []string
+	defer func() {
+		err = errors.Join(err, lease.End())
+		if err != nil {
+			// Nothing half-imported: drop the layers this import made.
+			for i := len(created) - 1; i >= 0; i-- {
+				_, _ = s.snaps.RemoveIf(ctx, created[i], func(tx *snapshot.Tx) (bool, error) {
+					return s.layerNeeded(tx, created[i])
+				})
+			}
+		}
+	}()
+	if len(im.Config.RootFS.DiffIDs) != len(im.Manifest.Layers) {
+		return res, fmt.Errorf("image %s: config lists %d layers, manifest %d", ShortID(im.ConfigDigest), len(im.Config.RootFS.DiffIDs), len(im.Manifest.Layers))
+	}
+	parent := ""
+	var extra []blobFile // layer blobs to keep that Apply did not store
+	for i, ld := range im.Manifest.Layers {
+		diffID := im.Config.RootFS.DiffIDs[i]
+		_, statErr := s.snaps.Stat(ctx, chainAfter(parent, diffID))
+		existed := statErr == nil
+		var rc io.ReadCloser
+		lr := &lazyReader{open: func() (io.Reader, error) {
+			var err error
+			if rc, err = im.Open(ld); err != nil {
+				return nil, err
+			}
+			var r io.Reader = rc
+			if opts.Progress != nil {
+				r = opts.Progress(r, i, len(im.Manifest.Layers), ld)
+			}
+			return r, nil
+		}}
+		info, err := s.snaps.Apply(ctx, lr, parent, snapshot.ApplyOptions{
+			DiffID: diffID,
+			Labels: map[string]string{LabelGC: "image"},
+			Warn:   opts.Warn,
+			Lease:  lease,
+		})
+		if rc != nil {
+			rc.Close()
+		}
+		if err != nil {
+			return res, fmt.Errorf("layer %d of %d (%s): %w", i+1, len(im.Manifest.Layers), ld.Digest, err)
+		}
+		if existed {
+			res.Reused++
+		} else {
+			res.Applied++
+			created = append(created, info.Name)
+		}
+		parent = info.Name
+		// The layer may be stored from another blob (other compression):
+		// keep this one too, so that export gives back these digests.
+		if p, _ := s.snaps.BlobPath(ld.Digest); !exists(p) {
+			bf, err := copyBlob(lease.Dir(), im, ld)
+			if err != nil {
+				return res, err
+			}
+			extra = append(extra, bf)
+		}
+	}
+	cpath, err := writeTemp(lease.Dir(), "config", im.ConfigBytes)
+	if err != nil {
+		return res, err
+	}
+	mpath, err := writeTemp(lease.Dir(), "manifest", im.ManifestBytes)
+	if err != nil {
+		return res, err
+	}
+	extra = append(extra, blobFile{cpath, im.ConfigDigest}, blobFile{mpath, im.ManifestDigest})
+	var repoDigests []string
+	for _, t := range tags {
+		repoDigests = append(repoDigests, t.Name()+"@"+im.ManifestDigest.String())
+	}
+	man := im.Manifest
+	man.Config.Digest = im.ConfigDigest
+	err = s.snaps.UpdateTx(ctx, func(tx *snapshot.Tx) error {
+		for _, b := range extra {
+			if err := tx.PutBlob(b.path, b.digest); err != nil {
+				return err
+			}
+		}
+		return putImage(tx, man, im.ManifestDigest, repoDigests, tags)
+	})
+	if err != nil {
+		return res, err
+	}
+	res.Image, err = s.Get(ctx, im.ConfigDigest.String())
+	return res, err
+}
+
+type blobFile struct {
+	path   string
+	digest digest.Digest
+}
+
+func exists(p string) bool {
+	_, err := os.Lstat(p)
+	return err == nil
+}
+
+// copyBlob copies the verified blob d of im into dir.
+func copyBlob(dir string, im oci.Image, d v1.Descriptor) (blobFile, error) {
+	rc, err := im.Open(d)
+	if err != nil {
+		return blobFile{}, err
+	}
+	defer rc.Close()
+	p := filepath.Join(dir, "blob-"+d.Digest.Encoded())
+	f, err := os.OpenFile(p, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
+	if err != nil {
+		return blobFile{}, err
+	}
+	_, err = io.Copy(f, rc)
+	if err == nil {
+		err = f.Sync()
+	}
+	if err := errors.Join(err, f.Close()); err != nil {
+		return blobFile{}, fmt.Errorf("blob %s: %w", d.Digest, err)
+	}
+	return blobFile{p, d.Digest}, nil
+}
+
+// chainAfter is the chain ID of diffID on the layer named parent (a
+// chain ID itself, or "").
+func chainAfter(parent string, diffID digest.Digest) string {
+	if parent == "" {
+		return diffID.String()
+	}
+	return digest.FromString(parent + " " + diffID.String()).String()
+}
+
+// importRootfs imports a root filesystem tarball as a one-layer image,
+// as `docker import` does.
+func (s *Store) importRootfs(ctx context.Context, path string, tags []reference.Reference, opts ImportOptions) (ImportResult, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return ImportResult{}, err
+	}
+	defer f.Close()
+	diffID, _, err := layer.DiffID(f)
+	if err != nil {
+		return ImportResult{}, fmt.Errorf("%s is not an OCI layout, an OCI or docker archive, nor a root filesystem tarball: %w", path, err)
+	}
+	if _, err := f.Seek(0, io.SeekStart); err != nil {
+		return ImportResult{}, err
+	}
+	lease, err := s.snaps.BeginLease()
+	if err != nil {
+		return ImportResult{}, err
+	}
+	defer lease.End()
+	_, statErr := s.snaps.Stat(ctx, diffID.String())
+	var r io.Reader = f
+	if opts.Progress != nil {
+		fi, _ := f.Stat()
+		r = opts.Progress(f, 0, 1, v1.Descriptor{Size: fi.Size()})
+	}
+	info, err := s.snaps.Apply(ctx, r, "", snapshot.ApplyOptions{
+		DiffID: diffID, Labels: map[string]string{LabelGC: "image"}, Warn: opts.Warn, Lease: lease,
+	})
+	if err != nil {
+		return ImportResult{}, err
+	}
+	now := time.Now().UTC()
+	cfg := v1.Image{
+		Created:  &now,
+		Platform: v1.Platform{OS: "linux", Architecture: runtime.GOARCH},
+		RootFS:   v1.RootFS{Type: "layers", DiffIDs: []digest.Digest{diffID}},
+		History:  []v1.History{{Created: &now, CreatedBy: "strata import " + filepath.Base(path), Comment: "Imported from " + filepath.Base(path)}},
+	}
+	im, err := s.store(ctx, lease, cfg, []v1.Descriptor{{MediaType: info.Layer.MediaType, Digest: info.Layer.Digest, Size: info.Layer.Size}}, tags)
+	res := ImportResult{Image: im}
+	if statErr == nil {
+		res.Reused = 1
+	} else {
+		res.Applied = 1
+	}
+	return res, err
+}
