@@ -27,6 +27,9 @@ type ApplyOptions struct {
 	Labels map[string]string
 	// Warn is told of entries skipped (devices when not root).
 	Warn func(string)
+	// Lease, if set, keeps the layer (new or found) from garbage
+	// collection from the moment it is published or found.
+	Lease *Lease
 }
 
 // ChainID returns the chain ID of the committed snapshot key: the
@@ -80,7 +83,7 @@ func nextChainID(tx *bolt.Tx, parent string, diffID digest.Digest) (digest.Diges
 // behind.
 func (s *Store) Apply(ctx context.Context, r io.Reader, parent string, opts ApplyOptions) (Info, error) {
 	if opts.DiffID != "" {
-		if info, ok, err := s.findLayer(parent, opts.DiffID); err != nil || ok {
+		if info, ok, err := s.findLayer(parent, opts.DiffID, opts.Lease); err != nil || ok {
 			return info, err
 		}
 	}
@@ -98,13 +101,18 @@ func (s *Store) Apply(ctx context.Context, r io.Reader, parent string, opts Appl
 	return info, errors.Join(err, o.end())
 }
 
-// findLayer looks up the layer diffID on parent.
-func (s *Store) findLayer(parent string, diffID digest.Digest) (Info, bool, error) {
+// findLayer looks up the layer diffID on parent, leasing it to l (if
+// set) when found.
+func (s *Store) findLayer(parent string, diffID digest.Digest, l *Lease) (Info, bool, error) {
 	var (
 		info Info
 		ok   bool
 	)
-	err := s.view(func(tx *bolt.Tx) error {
+	run := s.view
+	if l != nil {
+		run = s.update
+	}
+	err := run(func(tx *bolt.Tx) error {
 		name, err := nextChainID(tx, parent, diffID)
 		if err != nil {
 			return err
@@ -120,7 +128,7 @@ func (s *Store) findLayer(parent string, diffID digest.Digest) (Info, bool, erro
 			return err
 		}
 		info, ok = r.Info, true
-		return nil
+		return l.addTx(tx, r.Name)
 	})
 	return info, ok, err
 }
@@ -179,14 +187,14 @@ func (s *Store) extract(ctx context.Context, o *op, r io.Reader, syncBlob func()
 		DiffID:           res.DiffID,
 		UncompressedSize: res.Size,
 	}
-	return s.publish(o, key, desc, usage, blobPath, opts.Labels)
+	return s.publish(o, key, desc, usage, blobPath, opts.Labels, opts.Lease)
 }
 
 // publish turns the op's active snapshot key into the committed layer
 // desc, named by its chain ID, and moves the blob at blobPath into
 // blobs/, in one transaction. If another process stored the same layer
 // meanwhile, that one is kept and the op's is dropped.
-func (s *Store) publish(o *op, key string, desc *layer.Descriptor, usage Usage, blobPath string, labels map[string]string) (Info, error) {
+func (s *Store) publish(o *op, key string, desc *layer.Descriptor, usage Usage, blobPath string, labels map[string]string, l *Lease) (Info, error) {
 	var (
 		info Info
 		d    detached
@@ -205,8 +213,10 @@ func (s *Store) publish(o *op, key string, desc *layer.Descriptor, usage Usage, 
 				return err
 			}
 			info = existing.Info
-			d, err = s.detachRecord(tx, cur, o)
-			return err
+			if d, err = s.detachRecord(tx, cur, o); err != nil {
+				return err
+			}
+			return l.addTx(tx, existing.Name)
 		}
 		if err := deleteRecord(tx, key); err != nil {
 			return err
@@ -232,7 +242,7 @@ func (s *Store) publish(o *op, key string, desc *layer.Descriptor, usage Usage, 
 			return err
 		}
 		info = nr.Info
-		return nil
+		return l.addTx(tx, nr.Name)
 	})
 	if err != nil {
 		return Info{}, errors.Join(fmt.Errorf("apply layer: %w", err), s.dropOpSnapshot(o, key))

@@ -9,8 +9,6 @@ import (
 	"path/filepath"
 	"time"
 
-	bolt "go.etcd.io/bbolt"
-
 	"github.com/strata-fs/strata/snapshot/layer"
 )
 
@@ -25,6 +23,8 @@ type LayerOptions struct {
 	// daemon holds every change meanwhile, so the layer is one moment of
 	// the stack.
 	Freeze func() (thaw func() error, err error)
+	// Lease, if set, keeps the new layer from garbage collection.
+	Lease *Lease
 }
 
 // CommitLayer writes the changes of the active snapshot key as an OCI
@@ -33,12 +33,7 @@ type LayerOptions struct {
 // mounted or not. It returns the committed snapshot, whose Layer
 // describes the blob.
 func (s *Store) CommitLayer(ctx context.Context, key string, opts LayerOptions) (Info, error) {
-	var r record
-	err := s.view(func(tx *bolt.Tx) error {
-		var err error
-		r, err = getRecord(tx, key)
-		return err
-	})
+	r, err := s.get(key)
 	if err != nil {
 		return Info{}, fmt.Errorf("commit %q: %w", key, err)
 	}
@@ -77,25 +72,20 @@ func (s *Store) commitLayer(ctx context.Context, o *op, r record, opts LayerOpti
 	if err := errors.Join(err, thaw()); err != nil {
 		return Info{}, err
 	}
-	if info, ok, err := s.findLayer(r.Parent, desc.DiffID); err != nil || ok {
+	if info, ok, err := s.findLayer(r.Parent, desc.DiffID, opts.Lease); err != nil || ok {
 		return info, err
 	}
 	if _, err := blob.Seek(0, io.SeekStart); err != nil {
 		return Info{}, err
 	}
-	return s.extract(ctx, o, blob, blob.Sync, blobPath, r.Parent, ApplyOptions{DiffID: desc.DiffID, Labels: opts.Labels})
+	return s.extract(ctx, o, blob, blob.Sync, blobPath, r.Parent, ApplyOptions{DiffID: desc.DiffID, Labels: opts.Labels, Lease: opts.Lease})
 }
 
 // ExportLayer writes the layer of the committed snapshot key to w: the
 // blob as stored when there is one, else the layer encoded afresh
 // (gzip). It returns the layer's descriptor.
 func (s *Store) ExportLayer(ctx context.Context, key string, w io.Writer) (layer.Descriptor, error) {
-	var r record
-	err := s.view(func(tx *bolt.Tx) error {
-		var err error
-		r, err = getRecord(tx, key)
-		return err
-	})
+	r, err := s.get(key)
 	if err != nil {
 		return layer.Descriptor{}, fmt.Errorf("export %q: %w", key, err)
 	}

@@ -117,24 +117,34 @@ func (s *Store) openDB(readOnly bool) (*bolt.DB, error) {
 // update runs fn in a read-write transaction, holding the database
 // (and so every other strata process's writes) only for fn.
 func (s *Store) update(fn func(tx *bolt.Tx) error) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	db, err := s.openDB(false)
-	if err != nil {
+	return s.withDB(false, func(db *bolt.DB) error { return db.Update(fn) })
+}
+
+// get reads the record of the snapshot key.
+func (s *Store) get(key string) (record, error) {
+	var r record
+	err := s.view(func(tx *bolt.Tx) error {
+		var err error
+		r, err = getRecord(tx, key)
 		return err
-	}
-	return errors.Join(db.Update(fn), db.Close())
+	})
+	return r, err
 }
 
 // view runs fn in a read-only transaction, beside other readers.
 func (s *Store) view(fn func(tx *bolt.Tx) error) error {
+	return s.withDB(true, func(db *bolt.DB) error { return db.View(fn) })
+}
+
+// withDB opens the database for fn and closes it after.
+func (s *Store) withDB(readOnly bool, fn func(*bolt.DB) error) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	db, err := s.openDB(true)
+	db, err := s.openDB(readOnly)
 	if err != nil {
 		return err
 	}
-	return errors.Join(db.View(fn), db.Close())
+	return errors.Join(fn(db), db.Close())
 }
 
 func (s *Store) snapshotDir(id string) string { return filepath.Join(s.root, snapshotsDir, id) }
@@ -364,12 +374,7 @@ func (s *Store) commit(ctx context.Context, name, key string, labels map[string]
 	if err := checkKey(name); err != nil {
 		return err
 	}
-	var r record
-	err := s.view(func(tx *bolt.Tx) error {
-		var err error
-		r, err = getRecord(tx, key)
-		return err
-	})
+	r, err := s.get(key)
 	if err != nil {
 		return fmt.Errorf("commit %q: %w", key, err)
 	}
@@ -603,12 +608,7 @@ func (s *Store) Walk(ctx context.Context, fn func(context.Context, Info) error) 
 // Usage returns the disk space of the snapshot's own directory: recorded
 // at commit for a committed snapshot, measured now for an active one.
 func (s *Store) Usage(ctx context.Context, key string) (Usage, error) {
-	var r record
-	err := s.view(func(tx *bolt.Tx) error {
-		var err error
-		r, err = getRecord(tx, key)
-		return err
-	})
+	r, err := s.get(key)
 	if err != nil {
 		return Usage{}, err
 	}

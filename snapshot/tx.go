@@ -220,17 +220,23 @@ func (s *Store) BeginLease() (*Lease, error) {
 
 // Add leases the snapshot key.
 func (l *Lease) Add(ctx context.Context, key string) error {
-	return l.s.update(func(tx *bolt.Tx) error {
-		lb, err := tx.Bucket(bucketV1).CreateBucketIfNotExists(bucketLeases)
-		if err != nil {
-			return err
-		}
-		b, err := lb.CreateBucketIfNotExists([]byte(l.o.name))
-		if err != nil {
-			return err
-		}
-		return b.Put([]byte(key), nil)
-	})
+	return l.s.update(func(tx *bolt.Tx) error { return l.addTx(tx, key) })
+}
+
+// addTx leases key in tx; a nil lease does nothing.
+func (l *Lease) addTx(tx *bolt.Tx, key string) error {
+	if l == nil {
+		return nil
+	}
+	lb, err := tx.Bucket(bucketV1).CreateBucketIfNotExists(bucketLeases)
+	if err != nil {
+		return err
+	}
+	b, err := lb.CreateBucketIfNotExists([]byte(l.o.name))
+	if err != nil {
+		return err
+	}
+	return b.Put([]byte(key), nil)
 }
 
 // End drops every lease of l.
@@ -267,3 +273,7 @@ func (s *Store) dropDeadLeases(tx *bolt.Tx) ([]string, error) {
 	}
 	return dead, nil
 }
+
+// Dir returns the lease's scratch directory, on the store's filesystem:
+// files made there can be moved in with Tx.PutBlob.
+func (l *Lease) Dir() string { return l.o.dir }
