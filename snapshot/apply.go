@@ -245,10 +245,7 @@ func (s *Store) publish(o *op, key string, desc *layer.Descriptor, usage Usage, 
 		return l.addTx(tx, nr.Name)
 	})
 	if err != nil {
-		return Info{}, errors.Join(fmt.Errorf("apply layer: %w", err), s.dropOpSnapshot(o, key))
-	}
-	if err := d.move(); err != nil {
-		return Info{}, err
+		return Info{}, errors.Join(fmt.Errorf("apply layer: %w", err), d.undo(), s.dropOpSnapshot(o, key))
 	}
 	// The op's work dir is scratch; a layer needs none.
 	_ = os.RemoveAll(filepath.Join(s.snapshotDir(info.ID), workDir))
@@ -270,9 +267,9 @@ func (s *Store) dropOpSnapshot(o *op, key string) error {
 		return err
 	})
 	if err != nil {
-		return err
+		return errors.Join(err, d.undo())
 	}
-	return d.move()
+	return nil
 }
 
 // BlobPath returns where the blob dgst is kept, whether or not it is.

@@ -129,7 +129,6 @@ func (s *Store) Check(ctx context.Context) (Report, error) {
 func (s *Store) check(ctx context.Context, repair bool) (Report, error) {
 	var (
 		rep      = Report{Repaired: repair}
-		doomed   []detached
 		dirs     []string
 		unmounts []string
 	)
@@ -149,6 +148,7 @@ func (s *Store) check(ctx context.Context, repair bool) (Report, error) {
 			return err
 		}
 		ids := map[string]bool{}
+		missing := map[string]string{} // id -> name of snapshots without their directory
 		blobs := blobOwners(tx)
 		var dead []record
 		err = sb.ForEachBucket(func(k []byte) error {
@@ -159,23 +159,31 @@ func (s *Store) check(ctx context.Context, repair bool) (Report, error) {
 				return nil
 			}
 			if _, err := os.Lstat(filepath.Join(s.snapshotDir(r.ID), fsDir)); err != nil {
-				rep.Unrepairable = append(rep.Unrepairable, fmt.Sprintf("snapshot %q: directory %s missing: its data is lost; remove it with 'strata rm'", r.Name, filepath.Join(snapshotsDir, r.ID)))
+				missing[r.ID] = r.Name
 			}
 			return nil
 		})
 		if err != nil {
 			return err
 		}
+		// A process killed inside a removing transaction leaves the
+		// data in its dead op, still recorded: move it back.
+		restored, err := s.restoreFromOps(missing, blobs, repair)
+		if err != nil {
+			return err
+		}
+		rep.Problems = append(rep.Problems, restored...)
+		for id, name := range missing {
+			rep.Unrepairable = append(rep.Unrepairable, fmt.Sprintf("snapshot %q: directory %s missing: its data is lost; remove it with 'strata rm'", name, filepath.Join(snapshotsDir, id)))
+		}
 		// Children of a dead op's snapshot cannot exist: an op's
 		// snapshot is active, and only committed snapshots have children.
 		for _, r := range dead {
 			rep.Problems = append(rep.Problems, fmt.Sprintf("snapshot %q of an interrupted operation (%s)", r.Name, r.op))
 			if repair {
-				d, err := s.detachRecord(tx, r, o)
-				if err != nil {
+				if _, err := s.detachRecord(tx, r, o); err != nil {
 					return err
 				}
-				doomed = append(doomed, d)
 			}
 		}
 		ents, err := os.ReadDir(filepath.Join(s.root, snapshotsDir))
@@ -220,10 +228,10 @@ func (s *Store) check(ctx context.Context, repair bool) (Report, error) {
 			if repair {
 				// An Apply publishes a blob and its owner in one
 				// transaction, so this one stays ownerless.
-				doomed = append(doomed, detached{
-					from: filepath.Join(s.root, blobsDir, e.Name()),
-					to:   filepath.Join(o.dir, "blob-"+e.Name()),
-				})
+				d := detached{from: filepath.Join(s.root, blobsDir, e.Name()), to: filepath.Join(o.dir, blobPrefix+e.Name())}
+				if _, err := d.move(); err != nil {
+					return err
+				}
 			}
 		}
 		deadLeases, err := s.dropDeadLeases(tx)
@@ -267,9 +275,6 @@ func (s *Store) check(ctx context.Context, repair bool) (Report, error) {
 		return rep, nil
 	}
 	var errs []error
-	for _, d := range doomed {
-		errs = append(errs, d.move())
-	}
 	for _, d := range dirs {
 		errs = append(errs, os.RemoveAll(d))
 	}
@@ -280,4 +285,53 @@ func (s *Store) check(ctx context.Context, repair bool) (Report, error) {
 		}
 	}
 	return rep, errors.Join(errs...)
+}
+
+// blobPrefix names a blob moved into an op's directory.
+const blobPrefix = "blob-"
+
+// restoreFromOps moves back, from the directories of dead ops, the
+// snapshot directories (by id, in missing) and blobs (by hex, in owned)
+// that are still recorded: a process killed inside a removing
+// transaction moved them there before its transaction could commit.
+// Called while the transaction holds the database; it deletes the
+// restored ids from missing and reports what it restored (or, without
+// repair, would).
+func (s *Store) restoreFromOps(missing map[string]string, owned map[string]bool, repair bool) ([]string, error) {
+	tents, err := os.ReadDir(filepath.Join(s.root, tmpDir))
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	for _, t := range tents {
+		if !strings.HasPrefix(t.Name(), opPrefix) || s.opState(t.Name()) != opDead {
+			continue
+		}
+		opDir := filepath.Join(s.root, tmpDir, t.Name())
+		ents, err := os.ReadDir(opDir)
+		if err != nil {
+			continue
+		}
+		for _, e := range ents {
+			var dst, what string
+			if name, ok := missing[e.Name()]; ok {
+				dst, what = s.snapshotDir(e.Name()), fmt.Sprintf("snapshot %q", name)
+			} else if hex, ok := strings.CutPrefix(e.Name(), blobPrefix); ok && owned[hex] {
+				dst, what = filepath.Join(s.root, blobsDir, hex), "blob sha256:"+hex
+				if _, err := os.Lstat(dst); err == nil {
+					continue // the blob is back already
+				}
+			} else {
+				continue
+			}
+			out = append(out, fmt.Sprintf("%s was left by an interrupted removal (%s): restored", what, t.Name()))
+			delete(missing, e.Name())
+			if repair {
+				if err := os.Rename(filepath.Join(opDir, e.Name()), dst); err != nil {
+					return out, err
+				}
+			}
+		}
+	}
+	return out, nil
 }

@@ -497,32 +497,39 @@ func (s *Store) remove(ctx context.Context, key string, keep func(*bolt.Tx) (boo
 		return nil
 	})
 	if err != nil {
-		return errors.Join(fmt.Errorf("remove %q: %w", key, err), o.end())
+		return errors.Join(fmt.Errorf("remove %q: %w", key, err), d.undo(), b.undo(), o.end())
 	}
-	// A crash from here on leaves a directory no record names, which
-	// Cleanup removes.
-	return errors.Join(d.move(), b.move(), o.end())
+	return o.end()
 }
 
-// detached is a directory (or blob) that a committed transaction no
-// longer records: move takes it into an op's scratch directory, to be
-// removed with the op. It is moved only after the transaction commits:
-// a crash before leaves the record and its data; after, data no record
-// names, which Cleanup removes.
+// detached is a snapshot directory or a blob that a transaction moved
+// into an op's scratch directory, while holding the database, so no
+// other process sees it half-removed. If the transaction fails it is
+// moved back (undo); if the process dies before the transaction
+// commits, Cleanup finds it in the dead op, still recorded, and moves
+// it back (restoreFromOp); once the transaction commits it goes with
+// the op.
 type detached struct{ from, to string }
 
-func (d detached) move() error {
+func (d detached) move() (detached, error) {
+	if err := os.Rename(d.from, d.to); err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			return detached{}, nil
+		}
+		return detached{}, err
+	}
+	return d, nil
+}
+
+func (d detached) undo() error {
 	if d.to == "" {
 		return nil
 	}
-	if err := os.Rename(d.from, d.to); err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return err
-	}
-	return nil
+	return os.Rename(d.to, d.from)
 }
 
 // detachRecord deletes r's record, its mount record and its place among
-// its parent's children; its directory is to be moved into the op o.
+// its parent's children, and moves its directory into the op o.
 func (s *Store) detachRecord(tx *bolt.Tx, r record, o *op) (detached, error) {
 	if err := deleteRecord(tx, r.Name); err != nil {
 		return detached{}, err
@@ -533,7 +540,7 @@ func (s *Store) detachRecord(tx *bolt.Tx, r record, o *op) (detached, error) {
 	if err := setChild(tx, r.Parent, r.Name, false); err != nil && !errors.Is(err, ErrNotFound) {
 		return detached{}, err
 	}
-	return detached{from: s.snapshotDir(r.ID), to: filepath.Join(o.dir, r.ID)}, nil
+	return detached{from: s.snapshotDir(r.ID), to: filepath.Join(o.dir, r.ID)}.move()
 }
 
 // Update changes the snapshot's labels: every label when fieldpaths is

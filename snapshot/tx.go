@@ -33,7 +33,7 @@ type Tx struct {
 	s     *Store
 	tx    *bolt.Tx
 	o     *op        // scratch for blobs moved out (Update only)
-	moved []detached // moved out once the transaction commits
+	moved []detached // moved back if the transaction fails
 }
 
 // UpdateTx runs fn in a read-write transaction.
@@ -47,9 +47,9 @@ func (s *Store) UpdateTx(ctx context.Context, fn func(*Tx) error) error {
 		t.tx = tx
 		return fn(t)
 	})
-	if err == nil {
+	if err != nil {
 		for _, d := range t.moved {
-			err = errors.Join(err, d.move())
+			err = errors.Join(err, d.undo())
 		}
 	}
 	return errors.Join(err, o.end())
@@ -198,7 +198,7 @@ func (s *Store) dropBlobRef(tx *bolt.Tx, dgst digest.Digest, owner string, o *op
 	if err != nil || o == nil {
 		return detached{}, err
 	}
-	return detached{from: p, to: filepath.Join(o.dir, "blob-"+dgst.Encoded())}, nil
+	return detached{from: p, to: filepath.Join(o.dir, blobPrefix+dgst.Encoded())}.move()
 }
 
 // A Lease keeps snapshots from garbage collection while an operation

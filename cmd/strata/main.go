@@ -181,7 +181,7 @@ func groupCommand(args []string) ([]string, bool) {
 }
 
 func mainUsage(w io.Writer) {
-	fmt.Fprint(w, `strata: union-filesystem layers and writable stacks
+	fmt.Fprint(w, `strata: images, layers and writable stacks on a union filesystem
 
 Usage: strata COMMAND [OPTIONS] [ARGS]
 
