@@ -147,19 +147,26 @@ func (s *Store) store(ctx context.Context, lease *snapshot.Lease, cfg v1.Image, 
 	if err != nil {
 		return Image{}, err
 	}
+	var im Image
 	err = s.snaps.UpdateTx(ctx, func(tx *snapshot.Tx) error {
-		if err := tx.PutBlob(cpath, man.Config.Digest); err != nil {
+		if !imageExists(tx, man.Config.Digest) {
+			if err := tx.PutBlob(cpath, man.Config.Digest); err != nil {
+				return err
+			}
+			if err := tx.PutBlob(mpath, md); err != nil {
+				return err
+			}
+		}
+		if err := putImage(tx, man, md, nil, tags); err != nil {
 			return err
 		}
-		if err := tx.PutBlob(mpath, md); err != nil {
-			return err
-		}
-		return putImage(tx, man, md, nil, tags)
+		im, err = s.load(tx, man.Config.Digest)
+		return err
 	})
-	if err != nil {
-		return Image{}, err
+	for _, t := range tags {
+		im.RepoTags = append(im.RepoTags, t.String())
 	}
-	return s.Get(ctx, man.Config.Digest.String())
+	return im, err
 }
 
 // writeTemp writes data to a synced file in dir.

@@ -2,11 +2,13 @@ package image
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sort"
 
 	"github.com/opencontainers/go-digest"
 
+	"github.com/strata-fs/strata/image/reference"
 	"github.com/strata-fs/strata/snapshot"
 )
 
@@ -27,7 +29,23 @@ func (s *Store) CreateContainer(ctx context.Context, name, ref string) (Image, e
 	if _, err := s.snaps.Prepare(ctx, name, im.Top(), labels); err != nil {
 		return Image{}, err
 	}
+	// A prune may have deleted the image between Get and Prepare; one
+	// deleting it after Prepare sees the container and refuses.
+	if _, err := s.Get(ctx, im.ID.String()); err != nil {
+		return Image{}, errors.Join(err, s.snaps.Remove(ctx, name))
+	}
 	return im, nil
+}
+
+// repositories counts the distinct repositories among full references.
+func repositories(tags []string) int {
+	seen := map[string]bool{}
+	for _, t := range tags {
+		if r, err := reference.Parse(t); err == nil {
+			seen[r.Name()] = true
+		}
+	}
+	return len(seen)
 }
 
 // Containers lists the stacks created from images, newest first.
@@ -83,19 +101,15 @@ func (s *Store) Remove(ctx context.Context, ref string, force bool) ([]string, e
 		}
 		return []string{"Untagged: " + familiar(ref)}, nil
 	}
-	cs, err := s.Containers(ctx)
-	if err != nil {
-		return nil, err
-	}
-	if users := usedBy(cs, im.ID); len(users) > 0 && !force {
-		return nil, fmt.Errorf("image %s is used by container %q: remove the container first ('strata rm %s'), or use -f: %w", ShortID(im.ID), users[0], users[0], ErrInUse)
+	if !byTag && !force && repositories(im.RepoTags) > 1 {
+		return nil, fmt.Errorf("image %s is referenced in multiple repositories: remove it by tag, or use -f", ShortID(im.ID))
 	}
 	var out []string
 	for _, t := range im.RepoTags {
 		out = append(out, "Untagged: "+familiar(t))
 	}
-	if err := s.Delete(ctx, im.ID); err != nil {
-		return out, err
+	if err := s.Delete(ctx, im.ID, force); err != nil {
+		return nil, err
 	}
 	return append(out, "Deleted: "+im.ID.String()), nil
 }

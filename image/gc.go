@@ -34,7 +34,10 @@ func (s *Store) Prune(ctx context.Context, all bool) (PruneReport, error) {
 		if len(usedBy(cs, im.ID)) > 0 || (!all && len(im.RepoTags) > 0) {
 			continue
 		}
-		if err := s.Delete(ctx, im.ID); err != nil {
+		if err := s.Delete(ctx, im.ID, false); err != nil {
+			if errors.Is(err, ErrInUse) || errors.Is(err, ErrNotFound) {
+				continue // a container came, or the image went, meanwhile
+			}
 			return rep, err
 		}
 		for _, t := range im.RepoTags {

@@ -37,7 +37,8 @@ type ImportOptions struct {
 // ImportResult describes one imported image.
 type ImportResult struct {
 	Image
-	Applied, Reused int // layers unpacked, layers found in the store
+	Tags            []string // the tags this import set (full references)
+	Applied, Reused int      // layers unpacked, layers found in the store
 }
 
 // Import imports every image of path: an OCI image layout directory, an
@@ -52,6 +53,9 @@ func (s *Store) Import(ctx context.Context, path string, opts ImportOptions) ([]
 		r, err := reference.Parse(opts.Tag)
 		if err != nil {
 			return nil, err
+		}
+		if r.Digest != "" {
+			return nil, fmt.Errorf("name %q: a tag cannot hold a digest: give NAME[:TAG]", opts.Tag)
 		}
 		tags = append(tags, r)
 	}
@@ -214,17 +218,26 @@ func (s *Store) importImage(ctx context.Context, im oci.Image, tags []reference.
 	man := im.Manifest
 	man.Config.Digest = im.ConfigDigest
 	err = s.snaps.UpdateTx(ctx, func(tx *snapshot.Tx) error {
-		for _, b := range extra {
-			if err := tx.PutBlob(b.path, b.digest); err != nil {
-				return err
+		// An image stored already keeps its blobs: this import's copies
+		// go with the lease.
+		if !imageExists(tx, im.ConfigDigest) {
+			for _, b := range extra {
+				if err := tx.PutBlob(b.path, b.digest); err != nil {
+					return err
+				}
 			}
 		}
-		return putImage(tx, man, im.ManifestDigest, repoDigests, tags)
+		if err := putImage(tx, man, im.ManifestDigest, repoDigests, tags); err != nil {
+			return err
+		}
+		// Read back in the same transaction: a prune may delete the
+		// image as soon as it commits.
+		res.Image, err = s.load(tx, im.ConfigDigest)
+		return err
 	})
-	if err != nil {
-		return res, err
+	for _, t := range tags {
+		res.Tags = append(res.Tags, t.String())
 	}
-	res.Image, err = s.Get(ctx, im.ConfigDigest.String())
 	return res, err
 }
 
@@ -310,6 +323,9 @@ func (s *Store) importRootfs(ctx context.Context, path string, tags []reference.
 	}
 	im, err := s.store(ctx, lease, cfg, []v1.Descriptor{{MediaType: info.Layer.MediaType, Digest: info.Layer.Digest, Size: info.Layer.Size}}, tags)
 	res := ImportResult{Image: im}
+	for _, t := range tags {
+		res.Tags = append(res.Tags, t.String())
+	}
 	if statErr == nil {
 		res.Reused = 1
 	} else {

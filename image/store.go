@@ -357,6 +357,24 @@ func imageBlobs(m v1.Manifest, manifestDigest digest.Digest) []digest.Digest {
 	return out
 }
 
+// containerOf returns a container of the image id, "" if none.
+func containerOf(tx *snapshot.Tx, id digest.Digest) (string, error) {
+	user := ""
+	err := tx.Walk(func(info snapshot.Info) error {
+		if user == "" && info.Kind == snapshot.KindActive && info.Labels[LabelImage] == id.String() {
+			user = info.Name
+		}
+		return nil
+	})
+	return user, err
+}
+
+// imageExists reports whether the image id is recorded.
+func imageExists(tx *snapshot.Tx, id digest.Digest) bool {
+	ib, err := tx.Bucket(bucketImages)
+	return err == nil && ib != nil && ib.Bucket([]byte(id)) != nil
+}
+
 // putImage records an image whose blobs (manifest, config, layers) are
 // in the store, in the transaction tx, and tags it.
 func putImage(tx *snapshot.Tx, m v1.Manifest, manifestDigest digest.Digest, repoDigests []string, tags []reference.Reference) error {
@@ -409,13 +427,22 @@ func putImage(tx *snapshot.Tx, m v1.Manifest, manifestDigest digest.Digest, repo
 	return nil
 }
 
-// Delete removes the image id (its tags, record and blob references).
-// Its layers stay until garbage collection (Prune).
-func (s *Store) Delete(ctx context.Context, id digest.Digest) error {
+// Delete removes the image id (its tags, record and blob references),
+// unless a container uses it and force is false: checked in the
+// deleting transaction, so a container created meanwhile is seen. Its
+// layers stay until garbage collection (Prune).
+func (s *Store) Delete(ctx context.Context, id digest.Digest, force bool) error {
 	return s.snaps.UpdateTx(ctx, func(tx *snapshot.Tx) error {
 		im, err := s.load(tx, id)
 		if err != nil {
 			return err
+		}
+		if !force {
+			if user, err := containerOf(tx, id); err != nil {
+				return err
+			} else if user != "" {
+				return fmt.Errorf("image %s is used by container %q: remove the container first ('strata rm %s'), or use -f: %w", ShortID(id), user, user, ErrInUse)
+			}
 		}
 		tb, err := tx.Bucket(bucketTags)
 		if err != nil {

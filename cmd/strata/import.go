@@ -49,8 +49,8 @@ var importCmd = &command{
 					continue
 				}
 				name := r.ID.String()
-				if len(r.RepoTags) > 0 {
-					name = familiarRef(r.RepoTags[0])
+				if len(r.Tags) > 0 {
+					name = familiarRef(r.Tags[0])
 				}
 				fmt.Fprintf(e.stdout, "Loaded image: %s (%s unpacked, %d already stored)\n", name, count(r.Applied, "layer"), r.Reused)
 			}

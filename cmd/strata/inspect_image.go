@@ -89,6 +89,9 @@ func inspectImage(ctx context.Context, e *env, im image.Image) (imageInspect, er
 	o.GraphDriver.Data.LowerDir = strings.Join(dirs, ":")
 	o.Manifest.Digest = im.ManifestDigest.String()
 	o.Manifest.MediaType = im.Manifest.MediaType
+	if o.Manifest.MediaType == "" {
+		o.Manifest.MediaType = v1.MediaTypeImageManifest // implied by schemaVersion 2
+	}
 	o.Manifest.Layers = im.Manifest.Layers
 	return o, nil
 }
