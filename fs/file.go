@@ -22,7 +22,6 @@ import (
 type file struct {
 	node      *node
 	flags     int  // open flags, for reopening after copy-up
-	cached    bool // served through the kernel's page cache, not passthrough
 	lowerPass bool // a lower file served by passthrough
 
 	mu      sync.Mutex // guards what follows
@@ -144,15 +143,6 @@ func (f *file) Fsync(ctx context.Context, flags uint32) syscall.Errno {
 }
 
 func (f *file) Release(ctx context.Context) syscall.Errno {
-	if f.cached || f.lowerPass {
-		f.node.mu.Lock()
-		if f.cached {
-			f.node.cachedOpens--
-		} else {
-			f.node.lowerPass--
-		}
-		f.node.mu.Unlock()
-	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	for _, s := range f.stale {

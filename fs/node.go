@@ -79,12 +79,20 @@ type node struct {
 	gofs.Inode
 	root *Root
 
-	mu          sync.Mutex
-	e           cow.Entry
-	cachedOpens int  // open files served through the page cache
-	lowerPass   int  // open lower files served by passthrough
-	unlinked    bool // its last name was removed while it was open
-	tmpfile     int  // for an O_TMPFILE file without a name: an fd of it, else 0
+	mu sync.Mutex
+	e  cow.Entry
+	// The kernel inode's io mode, as this node has set it. The kernel
+	// leaves an inode's mode only when it gets the reply to the last
+	// RELEASE of a file in that mode, after this daemon has seen the
+	// release: an open in another mode in between fails with EIO
+	// (fs/fuse/iomode.c, "incorrect open mode"). So a node keeps its
+	// mode until the kernel forgets it: cacheMode, once a file was
+	// served through the page cache; lowerPassMode, once a lower file
+	// was served by passthrough (an upper open then needs a new node).
+	cacheMode     bool
+	lowerPassMode bool
+	unlinked      bool // its last name was removed while it was open
+	tmpfile       int  // for an O_TMPFILE file without a name: an fd of it, else 0
 }
 
 var (
@@ -380,7 +388,7 @@ func (n *node) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint32,
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	oflags := int(flags) &^ (syscall.O_CREAT | syscall.O_EXCL | syscall.O_NOCTTY)
-	if flags&writeFlags != 0 && !n.e.InUpper() && n.lowerPass == 0 {
+	if flags&writeFlags != 0 && !n.e.InUpper() && !n.lowerPassMode {
 		// Copy up at the first change rather than now: without
 		// FUSE_ATOMIC_O_TRUNC (go-fuse does not negotiate it) an
 		// open(O_TRUNC) arrives as this open and a truncate to 0,
@@ -390,9 +398,9 @@ func (n *node) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint32,
 		if err != nil {
 			return nil, 0, n.errno("open", err)
 		}
-		f := &file{node: n, fd: fd, layer: n.e.Layer, flags: oflags &^ syscall.O_TRUNC, cached: true, pending: true,
+		f := &file{node: n, fd: fd, layer: n.e.Layer, flags: oflags &^ syscall.O_TRUNC, pending: true,
 			lf: gofs.NewLoopbackFile(fd).(*gofs.LoopbackFile)}
-		n.cachedOpens++
+		n.cacheMode = true
 		return f, fuse.FOPEN_KEEP_CACHE, 0
 	}
 	if flags&writeFlags != 0 {
@@ -418,9 +426,9 @@ func (n *node) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint32,
 // copied up while open, and its open files must then follow the copy, so
 // lower files are served through the page cache (kept across opens:
 // lower layers do not change) and only upper files by passthrough; an
-// upper file opened while cached opens remain is cached too.
+// upper file of a node ever opened cached is cached too (see cacheMode).
 func (n *node) newFileLocked(fd, li, flags int) (gofs.FileHandle, uint32, syscall.Errno) {
-	if li == cow.UpperIndex && n.lowerPass > 0 {
+	if li == cow.UpperIndex && n.lowerPassMode {
 		// The kernel inode's passthrough backing is the lower file,
 		// which this open must not use. Retire the node: the next
 		// lookup of the name makes a new one, and ESTALE makes the
@@ -433,13 +441,12 @@ func (n *node) newFileLocked(fd, li, flags int) (gofs.FileHandle, uint32, syscal
 	// The loopback file owns fd from here on: it closes it.
 	f := &file{node: n, fd: fd, layer: li, flags: flags &^ (syscall.O_TRUNC | syscall.O_CREAT | syscall.O_EXCL), lf: gofs.NewLoopbackFile(fd).(*gofs.LoopbackFile)}
 	switch {
-	case li != cow.UpperIndex && n.root.LowerPassthrough && n.cachedOpens == 0:
+	case li != cow.UpperIndex && n.root.LowerPassthrough && !n.cacheMode:
 		f.lowerPass = true
-		n.lowerPass++
+		n.lowerPassMode = true
 		return &passFile{f}, 0, 0
-	case li != cow.UpperIndex || n.cachedOpens > 0:
-		f.cached = true
-		n.cachedOpens++
+	case li != cow.UpperIndex || n.cacheMode:
+		n.cacheMode = true
 		return f, fuse.FOPEN_KEEP_CACHE, 0
 	}
 	return &passFile{f}, 0, 0
