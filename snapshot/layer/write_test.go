@@ -3,6 +3,7 @@ package layer
 import (
 	"archive/tar"
 	"bytes"
+	stdgzip "compress/gzip"
 	"context"
 	"errors"
 	"fmt"
@@ -658,6 +659,47 @@ func BenchmarkWrite(b *testing.B) {
 				}
 			}
 			b.ReportMetric(float64(desc.Size)/float64(desc.UncompressedSize), "ratio")
+		})
+	}
+}
+
+// BenchmarkGzipImplementations compares the standard library's gzip with
+// klauspost/compress's, which Write uses, on the tar of the same tree:
+// the reason for the dependency.
+func BenchmarkGzipImplementations(b *testing.B) {
+	upper := b.TempDir()
+	nodes, _ := writeBenchTree(rand.New(rand.NewPCG(3, 4)))
+	writeTestBuild(b, upper, nodes)
+	var tarball bytes.Buffer
+	if _, err := Write(context.Background(), &tarball, upper, WriteOptions{Compression: Uncompressed}); err != nil {
+		b.Fatal(err)
+	}
+	for _, bc := range []struct {
+		name string
+		new  func(io.Writer) io.WriteCloser
+	}{
+		{"stdlib-bestspeed", func(w io.Writer) io.WriteCloser {
+			z, _ := stdgzip.NewWriterLevel(w, stdgzip.BestSpeed)
+			return z
+		}},
+		{"stdlib-default", func(w io.Writer) io.WriteCloser { return stdgzip.NewWriter(w) }},
+		{"klauspost-bestspeed", func(w io.Writer) io.WriteCloser {
+			z, _ := gzip.NewWriterLevel(w, gzip.BestSpeed)
+			return z
+		}},
+		{"klauspost-default", func(w io.Writer) io.WriteCloser { return gzip.NewWriter(w) }},
+	} {
+		b.Run(bc.name, func(b *testing.B) {
+			b.SetBytes(int64(tarball.Len()))
+			for b.Loop() {
+				z := bc.new(io.Discard)
+				if _, err := z.Write(tarball.Bytes()); err != nil {
+					b.Fatal(err)
+				}
+				if err := z.Close(); err != nil {
+					b.Fatal(err)
+				}
+			}
 		})
 	}
 }
