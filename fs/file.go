@@ -23,6 +23,7 @@ type file struct {
 	node      *node
 	flags     int  // open flags, for reopening after copy-up
 	lowerPass bool // a lower file served by passthrough
+	writer    bool // opened for writing: counted in Root.writers
 
 	mu      sync.Mutex // guards what follows
 	pending bool       // opened for writing, copy-up not yet done
@@ -126,7 +127,12 @@ func (f *file) Write(ctx context.Context, data []byte, off int64) (uint32, sysca
 // Flush, at every close, completes a postponed copy-up: an open for
 // writing leaves the file copied up, written or not.
 func (f *file) Flush(ctx context.Context) syscall.Errno {
-	if f.flags&writeFlags != 0 {
+	// Only a pending copy-up is a change: a plain close must pass a
+	// freeze, which waits for files open for writing to be closed.
+	f.mu.Lock()
+	pending := f.pending
+	f.mu.Unlock()
+	if pending {
 		defer f.node.root.changing()()
 	}
 	if errno := f.materialize(); errno != 0 {
@@ -143,6 +149,9 @@ func (f *file) Fsync(ctx context.Context, flags uint32) syscall.Errno {
 }
 
 func (f *file) Release(ctx context.Context) syscall.Errno {
+	if f.writer {
+		f.node.root.writers.Add(-1)
+	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	for _, s := range f.stale {

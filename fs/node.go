@@ -30,6 +30,8 @@ type Root struct {
 	// taken (Freeze): every request that changes the upper holds it for
 	// reading, taken before any node lock.
 	frozen sync.RWMutex
+	// writers counts the open files opened for writing.
+	writers atomic.Int64
 
 	respawned atomic.Bool // respawn is not empty
 	respawnMu sync.Mutex
@@ -37,13 +39,26 @@ type Root struct {
 }
 
 // Freeze holds every change made through the mount until thaw is
-// called: requests that would change the upper layer wait. Writes to
-// files already open for writing by passthrough reach the upper without
-// the daemon and are not held; they are ordinary writes racing with the
-// copy.
-func (r *Root) Freeze() (thaw func()) {
+// called: requests that would change the upper layer, opens for writing
+// among them, wait. Writes to files already open for writing by
+// passthrough reach the upper without the daemon, so Freeze then waits,
+// up to wait, for those files to be closed; open is how many are still
+// open for writing when it returns (their writes race with the copy).
+func (r *Root) Freeze(wait time.Duration) (thaw func(), open int64) {
 	r.frozen.Lock()
-	return r.frozen.Unlock
+	deadline := time.Now().Add(wait)
+	for r.writers.Load() > 0 && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	return r.frozen.Unlock, r.writers.Load()
+}
+
+// opened counts f among the files open for writing, if it is one.
+func (r *Root) opened(f *file) {
+	if f.flags&(syscall.O_WRONLY|syscall.O_RDWR) != 0 {
+		f.writer = true
+		r.writers.Add(1)
+	}
 }
 
 // changing is held by each request that changes the upper.
@@ -401,6 +416,7 @@ func (n *node) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint32,
 		f := &file{node: n, fd: fd, layer: n.e.Layer, flags: oflags &^ syscall.O_TRUNC, pending: true,
 			lf: gofs.NewLoopbackFile(fd).(*gofs.LoopbackFile)}
 		n.cacheMode = true
+		n.root.opened(f)
 		return f, fuse.FOPEN_KEEP_CACHE, 0
 	}
 	if flags&writeFlags != 0 {
@@ -440,6 +456,7 @@ func (n *node) newFileLocked(fd, li, flags int) (gofs.FileHandle, uint32, syscal
 	}
 	// The loopback file owns fd from here on: it closes it.
 	f := &file{node: n, fd: fd, layer: li, flags: flags &^ (syscall.O_TRUNC | syscall.O_CREAT | syscall.O_EXCL), lf: gofs.NewLoopbackFile(fd).(*gofs.LoopbackFile)}
+	n.root.opened(f)
 	switch {
 	case li != cow.UpperIndex && n.root.LowerPassthrough && !n.cacheMode:
 		f.lowerPass = true

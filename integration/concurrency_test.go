@@ -1,9 +1,15 @@
 package integration
 
 import (
+	"archive/tar"
+	"bytes"
+	"compress/gzip"
 	"crypto/rand"
+	"fmt"
+	"io"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 )
@@ -76,5 +82,109 @@ func TestCLILongCommitDoesNotBlockLs(t *testing.T) {
 	// the whole of it.
 	if slowest > commitTime/2 {
 		t.Errorf("an ls beside the commit took %v, over half the commit's %v: the commit holds the store", slowest, commitTime)
+	}
+}
+
+// TestCLICommitWhileWriting commits a mounted stack again and again while
+// a writer rewrites files through the mount (open with O_TRUNC, write in
+// pieces, close), as a program in the container would. The daemon
+// freezes changes for each commit and waits for open files to be closed,
+// so every committed layer holds each file whole: one version, all its
+// bytes.
+func TestCLICommitWhileWriting(t *testing.T) {
+	s := newCLIStore(t)
+	s.must("create", "--name", "busy")
+	dir, _ := s.mount("busy")
+	const (
+		files = 4
+		size  = 256 << 10
+	)
+	stop := make(chan struct{})
+	writerDone := make(chan error, 1)
+	go func() {
+		buf := make([]byte, 16<<10)
+		for v := 0; ; v++ {
+			select {
+			case <-stop:
+				writerDone <- nil
+				return
+			default:
+			}
+			for i := range buf {
+				buf[i] = byte('a' + v%26)
+			}
+			f, err := os.OpenFile(filepath.Join(dir, fmt.Sprintf("f%d", v%files)), os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o644)
+			if err != nil {
+				writerDone <- err
+				return
+			}
+			for n := 0; n < size; n += len(buf) {
+				if _, err := f.Write(buf); err != nil {
+					f.Close()
+					writerDone <- err
+					return
+				}
+			}
+			if err := f.Close(); err != nil {
+				writerDone <- err
+				return
+			}
+		}
+	}()
+	defer func() {
+		close(stop)
+		if err := <-writerDone; err != nil {
+			t.Errorf("writer: %v", err)
+		}
+	}()
+	time.Sleep(50 * time.Millisecond)
+	for c := 0; c < 5; c++ {
+		r := s.run("commit", "-q", "busy")
+		if r.code != 0 {
+			t.Fatalf("%v", r)
+		}
+		layer := strings.TrimSpace(r.stdout)
+		out := filepath.Join(t.TempDir(), "layer.tar")
+		s.must("layer", "export", layer, out)
+		checkWholeFiles(t, out, size)
+	}
+}
+
+// checkWholeFiles reads a layer tarball and checks that every regular
+// file in it has size bytes, all the same.
+func checkWholeFiles(t *testing.T, layerPath string, size int64) {
+	t.Helper()
+	f, err := os.Open(layerPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	zr, err := gzip.NewReader(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr := tar.NewReader(zr)
+	for {
+		h, err := tr.Next()
+		if err == io.EOF {
+			return
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		if h.Typeflag != tar.TypeReg || strings.Contains(h.Name, ".wh.") {
+			continue
+		}
+		b, err := io.ReadAll(tr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if int64(len(b)) != size {
+			t.Errorf("%s: %d bytes in the layer, want %d: a file caught mid-write", h.Name, len(b), size)
+			continue
+		}
+		if n := bytes.Count(b, b[:1]); n != len(b) {
+			t.Errorf("%s: %d of %d bytes are %q: two versions mixed", h.Name, n, len(b), b[:1])
+		}
 	}
 }

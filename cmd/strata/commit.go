@@ -49,7 +49,9 @@ var commitCmd = &command{
 				return err
 			} else if ok {
 				e.log.Printf("%s is mounted at %s: freezing its daemon (pid %d)", info.Name, d.Dir, d.Pid)
-				opts.Freeze = func() (func() error, error) { return freezeDaemon(d) }
+				opts.Freeze = func() (func() error, error) {
+					return freezeDaemon(d, func(m string) { fmt.Fprintf(e.stderr, "strata commit: warning: %s\n", m) })
+				}
 			}
 			if info.Labels[image.LabelImage] != "" || len(args) == 2 || *message != "" || *author != "" || len(*changes) > 0 {
 				iopts := image.CommitOptions{

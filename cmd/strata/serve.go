@@ -115,11 +115,14 @@ func serve(e *env, name, dir string, logger *log.Logger, ready func(error)) erro
 
 // The control protocol, on an abstract unix socket recorded in the
 // store: the client sends "freeze\n"; the daemon holds every change to
-// the stack and answers "frozen\n"; the changes are released when the
-// client closes the connection, or dies.
+// the stack, waits up to freezeWait for files open for writing to be
+// closed, and answers "frozen N\n", N the files still open for writing;
+// the changes are released when the client closes the connection, or
+// dies.
 const (
-	ctlFreeze = "freeze"
-	ctlFrozen = "frozen"
+	ctlFreeze  = "freeze"
+	ctlFrozen  = "frozen"
+	freezeWait = 5 * time.Second
 )
 
 func serveControl(ln net.Listener, root *fs.Root, logger *log.Logger) {
@@ -139,9 +142,9 @@ func serveControl(ln net.Listener, root *fs.Root, logger *log.Logger) {
 			if err != nil || line != ctlFreeze+"\n" {
 				return
 			}
-			thaw := root.Freeze()
+			thaw, open := root.Freeze(freezeWait)
 			defer thaw()
-			if _, err := io.WriteString(c, ctlFrozen+"\n"); err != nil {
+			if _, err := fmt.Fprintf(c, "%s %d\n", ctlFrozen, open); err != nil {
 				return
 			}
 			_, _ = io.Copy(io.Discard, r) // until the client closes
@@ -167,8 +170,8 @@ func peerAllowed(c net.Conn) bool {
 }
 
 // freezeDaemon asks the daemon d to hold changes; the returned function
-// releases them.
-func freezeDaemon(d snapshot.Daemon) (func() error, error) {
+// releases them. warn is told if files stayed open for writing.
+func freezeDaemon(d snapshot.Daemon, warn func(string)) (func() error, error) {
 	c, err := net.DialTimeout("unix", d.Socket, 5*time.Second)
 	if err != nil {
 		return nil, fmt.Errorf("reach the mount daemon (pid %d): %w", d.Pid, err)
@@ -177,10 +180,17 @@ func freezeDaemon(d snapshot.Daemon) (func() error, error) {
 		return nil, errors.Join(err, c.Close())
 	}
 	// Changes in flight finish first; a minute is generous.
-	_ = c.SetReadDeadline(time.Now().Add(time.Minute))
+	_ = c.SetReadDeadline(time.Now().Add(time.Minute + freezeWait))
 	line, err := bufio.NewReader(c).ReadString('\n')
-	if err != nil || line != ctlFrozen+"\n" {
+	var open int64
+	if err == nil {
+		_, err = fmt.Sscanf(line, ctlFrozen+" %d\n", &open)
+	}
+	if err != nil {
 		return nil, errors.Join(fmt.Errorf("the mount daemon did not freeze: %v", err), c.Close())
+	}
+	if open > 0 {
+		warn(fmt.Sprintf("%d files stayed open for writing in the stack for %v: what is written to them meanwhile may be partly in the layer", open, freezeWait))
 	}
 	return c.Close, nil
 }
