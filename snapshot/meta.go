@@ -152,6 +152,21 @@ func decodeRecord(key string, b *bolt.Bucket) record {
 	return r
 }
 
+// forEachRecord calls fn for every snapshot in key order, but those of
+// operations in progress.
+func forEachRecord(tx *bolt.Tx, fn func(record) error) error {
+	sb, err := snapshotsBucket(tx)
+	if err != nil {
+		return err
+	}
+	return sb.ForEachBucket(func(k []byte) error {
+		if r := decodeRecord(string(k), sb.Bucket(k)); r.op == "" {
+			return fn(r)
+		}
+		return nil
+	})
+}
+
 // putRecord writes r as the snapshot r.Name, replacing any record of
 // that name but keeping its children.
 func putRecord(tx *bolt.Tx, r record) error {

@@ -588,15 +588,8 @@ func (s *Store) Update(ctx context.Context, info Info, fieldpaths ...string) (In
 func (s *Store) Walk(ctx context.Context, fn func(context.Context, Info) error) error {
 	var infos []Info
 	err := s.view(func(tx *bolt.Tx) error {
-		sb, err := snapshotsBucket(tx)
-		if err != nil {
-			return err
-		}
-		return sb.ForEachBucket(func(k []byte) error {
-			r := decodeRecord(string(k), sb.Bucket(k))
-			if r.op == "" {
-				infos = append(infos, r.Info)
-			}
+		return forEachRecord(tx, func(r record) error {
+			infos = append(infos, r.Info)
 			return nil
 		})
 	})
@@ -696,15 +689,7 @@ type Listing struct {
 func (s *Store) List(ctx context.Context) ([]Listing, error) {
 	var out []Listing
 	err := s.view(func(tx *bolt.Tx) error {
-		sb, err := snapshotsBucket(tx)
-		if err != nil {
-			return err
-		}
-		return sb.ForEachBucket(func(k []byte) error {
-			r := decodeRecord(string(k), sb.Bucket(k))
-			if r.op != "" {
-				return nil
-			}
+		return forEachRecord(tx, func(r record) error {
 			l := Listing{Info: r.Info, Usage: r.usage}
 			if d, ok := getMount(tx, r.Name); ok && mountAlive(d) {
 				l.Daemon = &d

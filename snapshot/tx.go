@@ -281,15 +281,5 @@ func (l *Lease) Dir() string { return l.o.dir }
 // Walk calls fn for every snapshot (but those of operations in
 // progress), in key order, inside the transaction.
 func (t *Tx) Walk(fn func(Info) error) error {
-	sb, err := snapshotsBucket(t.tx)
-	if err != nil {
-		return err
-	}
-	return sb.ForEachBucket(func(k []byte) error {
-		r := decodeRecord(string(k), sb.Bucket(k))
-		if r.op != "" {
-			return nil
-		}
-		return fn(r.Info)
-	})
+	return forEachRecord(t.tx, func(r record) error { return fn(r.Info) })
 }
