@@ -38,15 +38,6 @@ import (
 // which layers a directory merges (its opacity).
 //
 // Not compared, by design:
-//   - The root directory's mtime and xattrs. A layer has no entry for its
-//     root (Write leaves it out, as containerd's differ does), so the applied
-//     layer's root takes the parent's metadata (Apply's rule for implicit
-//     directories), while the merged root of a snapshot is its upper's own
-//     root directory: made by the store with mkdir, never copied up, its
-//     mtime moved by every change in it. A touch, chmod, chown or
-//     setxattr of "/" in a container is therefore not in its layer. The
-//     root's type, mode and owner are compared: the fixtures make the
-//     upper's root as the store does (0755, root) and the parent's alike.
 //   - atime and ctime (reading and applying change them), and inode and
 //     device numbers themselves (only which paths share an inode).
 //   - The size and link count of directories: filesystem bookkeeping
@@ -883,9 +874,6 @@ func rtDescribe(e *rtEntry, root bool) string {
 	var b strings.Builder
 	typ := e.st.Mode & unix.S_IFMT
 	fmt.Fprintf(&b, "%s %04o %d:%d", rtTypeName(typ), e.st.Mode&0o7777, e.st.Uid, e.st.Gid)
-	if root {
-		return b.String()
-	}
 	switch typ {
 	case unix.S_IFREG:
 		fmt.Fprintf(&b, " size=%d sha256=%s", e.st.Size, e.sum)

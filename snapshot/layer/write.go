@@ -59,7 +59,7 @@ const (
 //     in each directory the opaque marker ".wh..wh..opq" comes first (if
 //     the directory is opaque), then the ".wh.<name>" whiteouts, then the
 //     other entries, each group sorted by name bytes. Directories are
-//     named "dir/"; the root itself has no entry.
+//     named "dir/"; the root is "./", first.
 //   - Headers are PAX: mtimes keep their nanoseconds; atime and ctime,
 //     which reads and copies change, are left out; user and group names
 //     are left out (the numeric IDs are what the upper holds).
@@ -195,6 +195,23 @@ func (lw *writeWalker) writeRoot(upper string) error {
 	var st unix.Stat_t
 	if err := unix.Fstat(fd, &st); err != nil {
 		return err
+	}
+	// The root's own entry: a chmod, chown or xattr of "/" in the stack
+	// is a change too, and the merged root is the upper's root.
+	hdr := &tar.Header{
+		Typeflag: tar.TypeDir,
+		Name:     "./",
+		Mode:     int64(st.Mode & 0o7777),
+		Uid:      int(st.Uid),
+		Gid:      int(st.Gid),
+		ModTime:  lw.time(st.Mtim),
+		Format:   tar.FormatPAX,
+	}
+	if hdr.PAXRecords, err = writeXattrs(fd, false); err != nil {
+		return fmt.Errorf("read xattrs of the root: %w", err)
+	}
+	if err := lw.tw.WriteHeader(hdr); err != nil {
+		return fmt.Errorf("write the root: %w", err)
 	}
 	return lw.writeDir(fd, "", st.Mtim)
 }
