@@ -105,7 +105,7 @@ func (s *Stack) readLayerDir(li int, dir string) (ents []rawDirent, whiteouts []
 		return nil, nil, false, err
 	}
 	xattrWhiteouts := false
-	if names, _ := listxattrFd(fd); len(names) > 0 {
+	if names, _ := ListxattrFd(fd); len(names) > 0 {
 		for _, n := range names {
 			switch n {
 			case "trusted.overlay.whiteouts", "user.overlay.whiteouts":
@@ -113,7 +113,7 @@ func (s *Stack) readLayerDir(li int, dir string) (ents []rawDirent, whiteouts []
 			case XattrOpaque, XattrUserOpaque, XattrFuseOverlayfsOpaque:
 				// Linux 6.8 (and 6.7.y) marks a directory holding
 				// xattr whiteouts with overlay.opaque=x instead.
-				v, err := getxattrFd(fd, n)
+				v, err := GetxattrFd(fd, n)
 				if err == nil && string(v) == "x" {
 					xattrWhiteouts = true
 				}

@@ -116,10 +116,10 @@ func (l *Layer) Lstat(rel string, st *unix.Stat_t) error {
 	})
 }
 
-// procPath names an O_PATH fd for the *xattr calls, which do not take
+// ProcPath names an O_PATH fd for the *xattr calls, which do not take
 // O_PATH fds directly. The magic link resolves to the file itself, even a
 // symlink, and never further.
-func procPath(fd int) string { return "/proc/self/fd/" + strconv.Itoa(fd) }
+func ProcPath(fd int) string { return "/proc/self/fd/" + strconv.Itoa(fd) }
 
 // withPath runs fn with an O_PATH fd of rel itself (not following it).
 func (l *Layer) withPath(rel string, fn func(fd int) error) error {
@@ -139,7 +139,7 @@ func (l *Layer) Getxattr(rel, attr string) ([]byte, error) {
 	var out []byte
 	err := l.withPath(rel, func(fd int) error {
 		var err error
-		out, err = getxattrFd(fd, attr)
+		out, err = GetxattrFd(fd, attr)
 		return err
 	})
 	return out, err
@@ -166,13 +166,16 @@ func sizedRead(initial int, call func(buf []byte) (int, error)) ([]byte, error) 
 	}
 }
 
-func getxattrFd(fd int, attr string) ([]byte, error) {
-	p := procPath(fd)
+// GetxattrFd reads the xattr attr of fd, which may be an O_PATH fd: it
+// goes through ProcPath, which names the file itself, never following it.
+func GetxattrFd(fd int, attr string) ([]byte, error) {
+	p := ProcPath(fd)
 	return sizedRead(256, func(buf []byte) (int, error) { return unix.Getxattr(p, attr, buf) })
 }
 
-func listxattrFd(fd int) ([]string, error) {
-	p := procPath(fd)
+// ListxattrFd lists the xattr names of fd, which may be an O_PATH fd.
+func ListxattrFd(fd int) ([]string, error) {
+	p := ProcPath(fd)
 	b, err := sizedRead(1024, func(buf []byte) (int, error) { return unix.Listxattr(p, buf) })
 	if err != nil {
 		return nil, err
@@ -191,7 +194,7 @@ func (l *Layer) Listxattr(rel string) ([]string, error) {
 	var out []string
 	err := l.withPath(rel, func(fd int) error {
 		var err error
-		out, err = listxattrFd(fd)
+		out, err = ListxattrFd(fd)
 		return err
 	})
 	return out, err
@@ -200,14 +203,14 @@ func (l *Layer) Listxattr(rel string) ([]string, error) {
 // Setxattr sets one xattr of rel.
 func (l *Layer) Setxattr(rel, attr string, val []byte, flags int) error {
 	return l.withPath(rel, func(fd int) error {
-		return unix.Setxattr(procPath(fd), attr, val, flags)
+		return unix.Setxattr(ProcPath(fd), attr, val, flags)
 	})
 }
 
 // Removexattr removes one xattr of rel.
 func (l *Layer) Removexattr(rel, attr string) error {
 	return l.withPath(rel, func(fd int) error {
-		return unix.Removexattr(procPath(fd), attr)
+		return unix.Removexattr(ProcPath(fd), attr)
 	})
 }
 

@@ -196,9 +196,9 @@ func (s *Stack) setOpaqueAt(dfd int, name string) error {
 	}
 	defer unix.Close(fd)
 	if s.trustedXattrs {
-		return unix.Setxattr(procPath(fd), XattrOpaque, []byte("y"), 0)
+		return unix.Setxattr(ProcPath(fd), XattrOpaque, []byte("y"), 0)
 	}
-	if err := unix.Setxattr(procPath(fd), XattrUserOpaque, []byte("y"), 0); err == nil {
+	if err := unix.Setxattr(ProcPath(fd), XattrUserOpaque, []byte("y"), 0); err == nil {
 		return nil
 	}
 	mfd, err := unix.Openat(fd, OpaqueMarker, unix.O_CREAT|unix.O_EXCL|unix.O_WRONLY|unix.O_CLOEXEC, 0o600)

@@ -11,7 +11,6 @@ import (
 	"os"
 	"path"
 	"slices"
-	"strconv"
 	"strings"
 	"time"
 
@@ -424,7 +423,7 @@ func (x *extractor) markOpaque(fd int, n *applyNode) error {
 	if n.opaque {
 		return nil
 	}
-	p := applyProcPath(fd)
+	p := cow.ProcPath(fd)
 	err := unix.Setxattr(p, cow.XattrOpaque, []byte("y"), 0)
 	if applyNotAllowed(err) {
 		err = unix.Setxattr(p, cow.XattrUserOpaque, []byte("y"), 0)
@@ -448,11 +447,6 @@ func (x *extractor) markOpaque(fd int, n *applyNode) error {
 func applyNotAllowed(err error) bool {
 	return errors.Is(err, unix.EPERM) || errors.Is(err, unix.ENOTSUP) || errors.Is(err, unix.EACCES)
 }
-
-// applyProcPath names an fd for the calls that take no fd (*xattr on an
-// O_PATH fd, chmod): the magic link resolves to the file itself, even a
-// symlink, and never further.
-func applyProcPath(fd int) string { return "/proc/self/fd/" + strconv.Itoa(fd) }
 
 // openDir opens the directory rel of the layer (O_PATH). It cannot leave
 // the layer: a symlink or ".." on the way fails. The caller uses
@@ -678,7 +672,7 @@ func (x *extractor) setMeta(fd int, m *applyMeta, isLink bool, name string) erro
 	if err != nil && !(errors.Is(err, unix.EPERM) && x.euid != 0) {
 		return fmt.Errorf("chown %d:%d: %w", m.uid, m.gid, err)
 	}
-	p := applyProcPath(fd)
+	p := cow.ProcPath(fd)
 	for _, xa := range m.xattrs {
 		if err := unix.Setxattr(p, xa.name, xa.value, 0); err != nil {
 			if applyNotAllowed(err) {

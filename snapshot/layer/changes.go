@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"path"
 	"slices"
-	"strconv"
 	"strings"
 
 	"golang.org/x/sys/unix"
@@ -59,7 +58,7 @@ func readChangedDir(dfd int) (*changedDir, error) {
 		return nil, fmt.Errorf("read directory: %w", err)
 	}
 	d := &changedDir{}
-	if d.opaque, err = changesOpaqueXattr(dfd, false /* opath */); err != nil {
+	if d.opaque, err = changesOpaqueXattr(dfd); err != nil {
 		return nil, err
 	}
 	deleted := make(map[string]int) // name -> index in d.whiteouts
@@ -148,7 +147,7 @@ func changesIsWhiteout(dfd int, name string, st *unix.Stat_t) (bool, error) {
 		}
 		defer unix.Close(fd)
 		for _, x := range [...]string{cow.XattrWhiteout, cow.XattrUserWhiteout} {
-			_, err := changesGetxattr(fd, true /* opath */, x)
+			_, err := cow.GetxattrFd(fd, x)
 			if err == nil {
 				return true, nil
 			}
@@ -163,9 +162,9 @@ func changesIsWhiteout(dfd int, name string, st *unix.Stat_t) (bool, error) {
 // changesOpaqueXattr reports whether the directory fd carries an opaque
 // xattr of any dialect with value "y". (Linux 6.7+ sets the value "x" on a
 // directory that holds xattr whiteouts: not opaque.)
-func changesOpaqueXattr(fd int, opath bool) (bool, error) {
+func changesOpaqueXattr(fd int) (bool, error) {
 	for _, x := range [...]string{cow.XattrOpaque, cow.XattrUserOpaque, cow.XattrFuseOverlayfsOpaque} {
-		v, err := changesGetxattr(fd, opath, x)
+		v, err := cow.GetxattrFd(fd, x)
 		if err == nil && string(v) == "y" {
 			return true, nil
 		}
@@ -180,69 +179,6 @@ func changesOpaqueXattr(fd int, opath bool) (bool, error) {
 // xattr here" (including a filesystem or file type without xattrs).
 func changesNoXattr(err error) bool {
 	return err == unix.ENODATA || err == unix.ENOTSUP || err == unix.EPERM
-}
-
-// changesProcPath names an O_PATH fd for the xattr calls, which do not take
-// O_PATH fds. The magic link resolves to the file itself, even a symlink,
-// and never further.
-func changesProcPath(fd int) string { return "/proc/self/fd/" + strconv.Itoa(fd) }
-
-// changesSizedRead calls an xattr call that fills buf until the value fits:
-// it may grow between asking for the size and reading.
-func changesSizedRead(call func(buf []byte) (int, error)) ([]byte, error) {
-	buf := make([]byte, 256)
-	for {
-		n, err := call(buf)
-		if err == unix.ERANGE {
-			sz, err := call(nil)
-			if err != nil {
-				return nil, err
-			}
-			buf = make([]byte, max(sz, 2*len(buf)))
-			continue
-		}
-		if err != nil {
-			return nil, err
-		}
-		return buf[:n], nil
-	}
-}
-
-// changesGetxattr reads the xattr name of fd, which is an O_PATH fd if
-// opath is set and otherwise one opened for I/O.
-func changesGetxattr(fd int, opath bool, name string) ([]byte, error) {
-	if opath {
-		p := changesProcPath(fd)
-		return changesSizedRead(func(buf []byte) (int, error) { return unix.Getxattr(p, name, buf) })
-	}
-	return changesSizedRead(func(buf []byte) (int, error) { return unix.Fgetxattr(fd, name, buf) })
-}
-
-// changesListxattr lists the xattr names of fd (see changesGetxattr),
-// sorted.
-func changesListxattr(fd int, opath bool) ([]string, error) {
-	var b []byte
-	var err error
-	if opath {
-		p := changesProcPath(fd)
-		b, err = changesSizedRead(func(buf []byte) (int, error) { return unix.Listxattr(p, buf) })
-	} else {
-		b, err = changesSizedRead(func(buf []byte) (int, error) { return unix.Flistxattr(fd, buf) })
-	}
-	if err == unix.ENOTSUP {
-		return nil, nil
-	}
-	if err != nil {
-		return nil, err
-	}
-	var names []string
-	for s := range strings.SplitSeq(string(b), "\x00") {
-		if s != "" {
-			names = append(names, s)
-		}
-	}
-	slices.Sort(names)
-	return names, nil
 }
 
 func changesTimeAfter(a, b unix.Timespec) bool {
@@ -414,7 +350,7 @@ func changesLowerLookup(dirs []int, name string) (found bool, childDirs []int, e
 // changesLowerOpaque reports whether the lower directory fd (O_PATH) is
 // opaque in any dialect.
 func changesLowerOpaque(fd int) (bool, error) {
-	opaque, err := changesOpaqueXattr(fd, true /* opath */)
+	opaque, err := changesOpaqueXattr(fd)
 	if err != nil || opaque {
 		return opaque, err
 	}

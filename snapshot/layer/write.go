@@ -207,7 +207,7 @@ func (lw *writeWalker) writeRoot(upper string) error {
 		ModTime:  lw.time(st.Mtim),
 		Format:   tar.FormatPAX,
 	}
-	if hdr.PAXRecords, err = writeXattrs(fd, false); err != nil {
+	if hdr.PAXRecords, err = writeXattrs(fd); err != nil {
 		return fmt.Errorf("read xattrs of the root: %w", err)
 	}
 	if err := lw.tw.WriteHeader(hdr); err != nil {
@@ -320,7 +320,7 @@ func (lw *writeWalker) writeEntry(dfd int, prefix string, e changedEntry) error 
 		}
 		lw.links[key] = name
 	}
-	if hdr.PAXRecords, err = writeXattrs(fd, flags == unix.O_PATH); err != nil {
+	if hdr.PAXRecords, err = writeXattrs(fd); err != nil {
 		return fmt.Errorf("read xattrs of %s: %w", name, err)
 	}
 
@@ -386,10 +386,13 @@ func (lw *writeWalker) writeData(fd int, name string, size int64) error {
 	return nil
 }
 
-// writeXattrs returns the PAX records of the xattrs of fd (see
-// changesGetxattr for opath), less the overlay's own.
-func writeXattrs(fd int, opath bool) (map[string]string, error) {
-	names, err := changesListxattr(fd, opath)
+// writeXattrs returns the PAX records of the xattrs of fd (O_PATH or
+// not), less the overlay's own.
+func writeXattrs(fd int) (map[string]string, error) {
+	names, err := cow.ListxattrFd(fd)
+	if err == unix.ENOTSUP {
+		return nil, nil
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -398,7 +401,7 @@ func writeXattrs(fd int, opath bool) (map[string]string, error) {
 		if cow.IsHiddenXattr(n) {
 			continue
 		}
-		v, err := changesGetxattr(fd, opath, n)
+		v, err := cow.GetxattrFd(fd, n)
 		if err == unix.ENODATA {
 			continue // removed since it was listed
 		}
