@@ -108,7 +108,7 @@ var psCmd = &command{
 			if err := oneOf("format", *format, "table", "json"); err != nil {
 				return err
 			}
-			du, err := e.images.DiskUsage(ctx)
+			cs, err := e.images.Containers(ctx)
 			if err != nil {
 				return err
 			}
@@ -119,8 +119,12 @@ var psCmd = &command{
 				MountedAt            string `json:",omitempty"`
 			}
 			var rows []psRow
-			for _, c := range du.Containers {
-				r := psRow{Name: c.Name, Image: familiarRef(c.ImageRef), ImageID: c.Image.String(), Created: c.Created, Size: c.Size}
+			for _, c := range cs {
+				r := psRow{Name: c.Name, Image: familiarRef(c.ImageRef), ImageID: c.Image.String(), Created: c.Created, Size: -1}
+				// A damaged container (its directory gone) is listed all the same.
+				if u, err := e.store.Usage(ctx, c.Name); err == nil {
+					r.Size = u.Size
+				}
 				if c.Daemon != nil {
 					r.MountedAt = c.Daemon.Dir
 				}
@@ -138,7 +142,11 @@ var psCmd = &command{
 			now := time.Now()
 			t := newTable(e.stdout, "NAME", "IMAGE", "CREATED", "SIZE", "MOUNTED")
 			for _, r := range rows {
-				t.row(r.Name, r.Image, humanAge(r.Created, now), humanSize(r.Size), orDash(r.MountedAt))
+				size := "?"
+				if r.Size >= 0 {
+					size = humanSize(r.Size)
+				}
+				t.row(r.Name, r.Image, humanAge(r.Created, now), size, orDash(r.MountedAt))
 			}
 			return t.flush()
 		}
