@@ -69,16 +69,27 @@ func Open(root string, opts Options) (*Store, error) {
 	if err := os.Chmod(filepath.Join(abs, emptyDir), 0o755); err != nil {
 		return nil, fmt.Errorf("open store: %w", err)
 	}
-	err = s.update(func(tx *bolt.Tx) error {
-		var newer []string
-		_ = tx.ForEach(func(name []byte, _ *bolt.Bucket) error {
-			if n := string(name); n != schemaVersion && len(n) > 1 && n[0] == 'v' {
-				newer = append(newer, n)
+	// An existing store needs no write (and no fsync) to be opened.
+	ready := false
+	if _, err := os.Stat(filepath.Join(abs, dbFile)); err == nil {
+		err = s.view(func(tx *bolt.Tx) error {
+			if err := checkSchema(tx); err != nil {
+				return err
 			}
+			v1 := tx.Bucket(bucketV1)
+			ready = v1 != nil && v1.Bucket(bucketSnapshots) != nil && v1.Bucket(bucketMounts) != nil
 			return nil
 		})
-		if len(newer) > 0 {
-			return fmt.Errorf("store schema %s is newer than this strata reads (%s): upgrade strata", newer[0], schemaVersion)
+		if err != nil {
+			return nil, fmt.Errorf("open store %s: %w", abs, err)
+		}
+	}
+	if ready {
+		return s, nil
+	}
+	err = s.update(func(tx *bolt.Tx) error {
+		if err := checkSchema(tx); err != nil {
+			return err
 		}
 		v1, err := tx.CreateBucketIfNotExists(bucketV1)
 		if err != nil {
@@ -94,6 +105,21 @@ func Open(root string, opts Options) (*Store, error) {
 		return nil, fmt.Errorf("open store %s: %w", abs, err)
 	}
 	return s, nil
+}
+
+// checkSchema refuses a store written by a newer strata.
+func checkSchema(tx *bolt.Tx) error {
+	var newer []string
+	_ = tx.ForEach(func(name []byte, _ *bolt.Bucket) error {
+		if n := string(name); n != schemaVersion && len(n) > 1 && n[0] == 'v' {
+			newer = append(newer, n)
+		}
+		return nil
+	})
+	if len(newer) > 0 {
+		return fmt.Errorf("store schema %s is newer than this strata reads (%s): upgrade strata", newer[0], schemaVersion)
+	}
+	return nil
 }
 
 // Root returns the store's root directory.
