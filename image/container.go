@@ -2,7 +2,6 @@ package image
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"sort"
 
@@ -26,13 +25,16 @@ func (s *Store) CreateContainer(ctx context.Context, name, ref string) (Image, e
 		return Image{}, err
 	}
 	labels := map[string]string{LabelImage: im.ID.String(), LabelImageRef: ref}
-	if _, err := s.snaps.Prepare(ctx, name, im.Top(), labels); err != nil {
+	// The image must still be there when the container is recorded: a
+	// prune deleting it checks for containers in its own transaction.
+	_, err = s.snaps.PrepareIf(ctx, name, im.Top(), labels, func(tx *snapshot.Tx) error {
+		if !imageExists(tx, im.ID) {
+			return fmt.Errorf("image %s was removed meanwhile: %w", ShortID(im.ID), ErrNotFound)
+		}
+		return nil
+	})
+	if err != nil {
 		return Image{}, err
-	}
-	// A prune may have deleted the image between Get and Prepare; one
-	// deleting it after Prepare sees the container and refuses.
-	if _, err := s.Get(ctx, im.ID.String()); err != nil {
-		return Image{}, errors.Join(err, s.snaps.Remove(ctx, name))
 	}
 	return im, nil
 }

@@ -284,6 +284,18 @@ func checkKey(key string) error {
 // built under a temporary name and renamed into place while the
 // transaction that records it holds the database.
 func (s *Store) create(ctx context.Context, kind Kind, key, parent string, labels map[string]string, op string) (Mount, error) {
+	return s.createIf(ctx, kind, key, parent, labels, op, nil)
+}
+
+// PrepareIf is Prepare that first runs check in the creating
+// transaction: a store built on this one (images) can make the snapshot
+// depend on its own records, with no moment between the two.
+func (s *Store) PrepareIf(ctx context.Context, key, parent string, labels map[string]string, check func(*Tx) error) (Mount, error) {
+	return s.createIf(ctx, KindActive, key, parent, labels, "", check)
+}
+
+// createIf is create, after check (if set) passes in its transaction.
+func (s *Store) createIf(ctx context.Context, kind Kind, key, parent string, labels map[string]string, op string, check func(*Tx) error) (Mount, error) {
 	if err := checkKey(key); err != nil {
 		return Mount{}, err
 	}
@@ -303,6 +315,11 @@ func (s *Store) create(ctx context.Context, kind Kind, key, parent string, label
 		}
 		if sb.Bucket([]byte(key)) != nil {
 			return errorf(ErrExists, "snapshot %q already exists", key)
+		}
+		if check != nil {
+			if err := check(&Tx{s: s, tx: tx}); err != nil {
+				return err
+			}
 		}
 		if parent != "" {
 			p, err := getRecord(tx, parent)
