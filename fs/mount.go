@@ -46,6 +46,11 @@ func Mount(mountpoint string, stack *cow.Stack, o MountOptions) (*fuse.Server, e
 // Logger and LowerPassthrough of o are set on r.
 func Serve(mountpoint string, r *Root, o MountOptions) (*fuse.Server, error) {
 	r.Logger, r.LowerPassthrough = o.Logger, o.LowerPassthrough
+	// The kernel applies the caller's umask to the mode of every mkdir,
+	// create, mknod and tmpfile before sending it (FUSE_DONT_MASK is not
+	// negotiated); the daemon's own umask must not apply a second time.
+	// This is the process's umask: a daemon serves one mount.
+	unix.Umask(0)
 	root, attr, err := NewRoot(r)
 	if err != nil {
 		return nil, fmt.Errorf("resolve root: %w", err)

@@ -305,7 +305,14 @@ func (n *node) copyUpLocked(dataLen int64) error {
 	if err := n.root.Stack.CopyUp(n.rel(), &n.e, dataLen); err != nil {
 		return err
 	}
-	if broke {
+	n.copiedUpLocked(broke)
+	return nil
+}
+
+// copiedUpLocked follows a copy-up of the node; broke reports that it was
+// a name of a lower hard link.
+func (n *node) copiedUpLocked(broke bool) {
+	if broke && n.e.InUpper() {
 		// The copy is a new file with its own inode number: make the
 		// kernel look the name up again. Not from within this request,
 		// which may hold the locks the notification needs.
@@ -313,80 +320,19 @@ func (n *node) copyUpLocked(dataLen int64) error {
 			go parent.NotifyEntry(name)
 		}
 	}
-	return nil
 }
 
 func (n *node) Setattr(ctx context.Context, fh gofs.FileHandle, in *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Errno {
 	defer n.root.changing()()
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	dataLen := int64(-1)
-	if sz, ok := in.GetSize(); ok && sz == 0 {
-		dataLen = 0
+	fd := -1
+	if ffd, ok := fileFd(fh, cow.UpperIndex); ok {
+		fd = ffd
 	}
-	if err := n.copyUpLocked(dataLen); err != nil {
-		return n.errno("setattr", err)
-	}
-	u := n.root.Stack.Layer(cow.UpperIndex)
-	rel := n.rel()
-	err := u.WithParent(rel, func(dfd int, name string) error {
-		if m, ok := in.GetMode(); ok {
-			if n.e.Stat.Mode&unix.S_IFMT == unix.S_IFLNK {
-				return unix.EOPNOTSUPP
-			}
-			if err := unix.Fchmodat(dfd, name, m&0o7777, 0); err != nil {
-				return err
-			}
-		}
-		uid, uok := in.GetUID()
-		gid, gok := in.GetGID()
-		if uok || gok {
-			u, g := -1, -1
-			if uok {
-				u = int(uid)
-			}
-			if gok {
-				g = int(gid)
-			}
-			if err := unix.Fchownat(dfd, name, u, g, unix.AT_SYMLINK_NOFOLLOW); err != nil {
-				return err
-			}
-		}
-		if sz, ok := in.GetSize(); ok {
-			if fd, ok := fileFd(fh, cow.UpperIndex); ok {
-				if err := unix.Ftruncate(fd, int64(sz)); err != nil {
-					return err
-				}
-			} else {
-				fd, err := unix.Openat(dfd, name, unix.O_WRONLY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
-				if err != nil {
-					return err
-				}
-				err = unix.Ftruncate(fd, int64(sz))
-				unix.Close(fd)
-				if err != nil {
-					return err
-				}
-			}
-		}
-		if in.Valid&(fuse.FATTR_ATIME|fuse.FATTR_MTIME|fuse.FATTR_ATIME_NOW|fuse.FATTR_MTIME_NOW) != 0 {
-			ts := []unix.Timespec{{Nsec: unix.UTIME_OMIT}, {Nsec: unix.UTIME_OMIT}}
-			if in.Valid&fuse.FATTR_ATIME_NOW != 0 {
-				ts[0].Nsec = unix.UTIME_NOW
-			} else if in.Valid&fuse.FATTR_ATIME != 0 {
-				ts[0] = unix.Timespec{Sec: int64(in.Atime), Nsec: int64(in.Atimensec)}
-			}
-			if in.Valid&fuse.FATTR_MTIME_NOW != 0 {
-				ts[1].Nsec = unix.UTIME_NOW
-			} else if in.Valid&fuse.FATTR_MTIME != 0 {
-				ts[1] = unix.Timespec{Sec: int64(in.Mtime), Nsec: int64(in.Mtimensec)}
-			}
-			if err := unix.UtimesNanoAt(dfd, name, ts, unix.AT_SYMLINK_NOFOLLOW); err != nil {
-				return err
-			}
-		}
-		return unix.Fstatat(dfd, name, &n.e.Stat, unix.AT_SYMLINK_NOFOLLOW)
-	})
+	broke := lowerHardlink(&n.e)
+	err := n.root.Stack.Setattr(n.rel(), &n.e, setattrRequest(in), fd)
+	n.copiedUpLocked(broke)
 	if err != nil {
 		return n.errno("setattr", err)
 	}
@@ -402,7 +348,7 @@ func (n *node) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint32,
 	}
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	oflags := int(flags) &^ (syscall.O_CREAT | syscall.O_EXCL | syscall.O_NOCTTY)
+	oflags := backingOpenFlags(flags)
 	if flags&writeFlags != 0 && !n.e.InUpper() && !n.lowerPassMode {
 		// Copy up at the first change rather than now: without
 		// FUSE_ATOMIC_O_TRUNC (go-fuse does not negotiate it) an
@@ -471,7 +417,7 @@ func (n *node) newFileLocked(fd, li, flags int) (gofs.FileHandle, uint32, syscal
 
 func (n *node) Create(ctx context.Context, name string, flags uint32, mode uint32, out *fuse.EntryOut) (*gofs.Inode, gofs.FileHandle, uint32, syscall.Errno) {
 	defer n.root.changing()()
-	fd, e, err := n.root.Stack.Create(n.rel(), name, int(flags), mode, owner(ctx))
+	fd, e, err := n.root.Stack.Create(n.rel(), name, backingOpenFlags(flags), mode, owner(ctx))
 	if err != nil {
 		return nil, nil, 0, n.errno("create", err)
 	}
@@ -479,7 +425,7 @@ func (n *node) Create(ctx context.Context, name string, flags uint32, mode uint3
 	cn := ch.Operations().(*node)
 	cn.mu.Lock()
 	defer cn.mu.Unlock()
-	fh, fl, errno := cn.newFileLocked(fd, cow.UpperIndex, int(flags))
+	fh, fl, errno := cn.newFileLocked(fd, cow.UpperIndex, backingOpenFlags(flags))
 	return ch, fh, fl, errno
 }
 
@@ -748,7 +694,7 @@ const cacheTimeout = time.Hour
 
 func (n *node) Tmpfile(ctx context.Context, flags uint32, mode uint32, out *fuse.EntryOut) (*gofs.Inode, gofs.FileHandle, uint32, syscall.Errno) {
 	defer n.root.changing()()
-	fd, e, err := n.root.Stack.Tmpfile(n.rel(), int(flags), mode, owner(ctx))
+	fd, e, err := n.root.Stack.Tmpfile(n.rel(), backingOpenFlags(flags)&^unix.O_TRUNC, mode, owner(ctx))
 	if err != nil {
 		return nil, nil, 0, n.errno("tmpfile", err)
 	}
