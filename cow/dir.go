@@ -271,7 +271,7 @@ func (s *Stack) LookupListed(dir string, de DirEntry) (Entry, bool) {
 	var e Entry
 	// dir was opened beneath this immutable layer without crossing a
 	// symlink when it was listed (see lowerLookup).
-	if err := unix.Fstatat(s.layers[de.Layer].fd, joinRel(dir, de.Name), &e.Stat, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+	if err := s.layers[de.Layer].statAt(joinRel(dir, de.Name), &e.Stat); err != nil {
 		return e, false
 	}
 	e.Layer = de.Layer

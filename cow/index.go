@@ -92,7 +92,7 @@ func (s *Stack) lowerLookup(li int, dir, name string, st *unix.Stat_t) (found, w
 		// crossing a symlink when the index was read, and lower
 		// layers do not change: one fstatat that does not follow the
 		// last name stays inside the layer.
-		err := unix.Fstatat(s.layers[li].fd, joinRel(dir, name), st, unix.AT_SYMLINK_NOFOLLOW)
+		err := s.layers[li].statAt(joinRel(dir, name), st)
 		if notFound(err) {
 			return false, false, nil // changed under us: treat as absent
 		}

@@ -49,13 +49,43 @@ var errNotBeneath = errors.New("path crosses a symlink")
 // openAt opens rel inside the layer. flags get O_CLOEXEC|O_NOFOLLOW; an
 // intermediate symlink gives ENOTDIR (as if the component were not a
 // directory, which is what it is for the overlay).
+//
+// A path of PATH_MAX bytes or more (a tree that deep is legal below the
+// union root, as it is on any filesystem) is walked in pieces, each
+// opened beneath the directory the one before it opened.
 func (l *Layer) openAt(rel string, flags int, mode uint32) (int, error) {
 	if rel == "" {
 		rel = "."
 	}
+	dfd := l.fd
+	for len(rel) >= maxPathArg {
+		i := strings.LastIndexByte(rel[:maxPathArg], '/')
+		if i <= 0 {
+			l.closeDir(dfd)
+			return -1, unix.ENAMETOOLONG // a single name that long
+		}
+		fd, err := openBeneath(dfd, rel[:i], unix.O_PATH|unix.O_DIRECTORY, 0)
+		l.closeDir(dfd)
+		if err != nil {
+			return -1, err
+		}
+		dfd, rel = fd, rel[i+1:]
+	}
+	fd, err := openBeneath(dfd, rel, flags, mode)
+	l.closeDir(dfd)
+	return fd, err
+}
+
+// maxPathArg is the length from which a path no longer fits a system
+// call's path argument (PATH_MAX counts the terminating NUL).
+const maxPathArg = unix.PathMax
+
+// openBeneath opens rel beneath dfd with openat2, never crossing a
+// symlink; see openAt for the errors.
+func openBeneath(dfd int, rel string, flags int, mode uint32) (int, error) {
 	how := unix.OpenHow{Flags: uint64(flags | unix.O_CLOEXEC | unix.O_NOFOLLOW), Mode: uint64(mode), Resolve: resolveBeneath}
 	for {
-		fd, err := unix.Openat2(l.fd, rel, &how)
+		fd, err := unix.Openat2(dfd, rel, &how)
 		if err == unix.EINTR || err == unix.EAGAIN {
 			continue
 		}
@@ -69,6 +99,17 @@ func (l *Layer) openAt(rel string, flags int, mode uint32) (int, error) {
 		}
 		return fd, err
 	}
+}
+
+// statAt stats rel, a path whose directories were all opened beneath
+// the layer without crossing a symlink before (see lowerLookup), not
+// following its last name: one fstatat, or the walk of openAt for a path
+// too long for one.
+func (l *Layer) statAt(rel string, st *unix.Stat_t) error {
+	if len(rel) < maxPathArg {
+		return unix.Fstatat(l.fd, rel, st, unix.AT_SYMLINK_NOFOLLOW)
+	}
+	return l.Lstat(rel, st)
 }
 
 // parentDir opens the directory that holds rel and returns it with rel's

@@ -457,7 +457,7 @@ func (s *Stack) Rename(oldDir string, oldLowers []int, oldName string, oldE *Ent
 	// A pure-upper directory moved onto a name the lowers hold must not
 	// merge with them.
 	if oldE.IsDir() && newLower {
-		if err := s.setOpaqueAt(u.fd, oldRel); err != nil {
+		if err := u.withParent(oldRel, s.setOpaqueAt); err != nil {
 			return err
 		}
 	}
@@ -465,7 +465,7 @@ func (s *Stack) Rename(oldDir string, oldLowers []int, oldName string, oldE *Ent
 		if ol, err := s.lowerHas(oldDir, oldLowers, oldName); err != nil {
 			return err
 		} else if ol {
-			if err := s.setOpaqueAt(u.fd, newRel); err != nil {
+			if err := u.withParent(newRel, s.setOpaqueAt); err != nil {
 				return err
 			}
 		}

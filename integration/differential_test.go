@@ -64,6 +64,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -375,6 +376,12 @@ func (o *dtOp) String() string {
 		return fmt.Sprintf("lsetxattr(%q, %q, %q, %s)", o.Path, o.XName, o.XValue, []string{"0", "XATTR_CREATE", "XATTR_REPLACE"}[o.Flags])
 	case "removexattr":
 		return fmt.Sprintf("lremovexattr(%q, %q)", o.Path, o.XName)
+	case "execnew":
+		what := "script"
+		if o.Flags == 1 {
+			what = "a copy of /bin/true"
+		}
+		return fmt.Sprintf("execnew(%q, %s)", o.Path, what)
 	}
 	return fmt.Sprintf("%s(%q)", o.Kind, o.Path)
 }
@@ -464,6 +471,8 @@ var dtOpSpecs = []dtOpSpec{
 	{"stat", 2, false, dtGenLstat, dtRunStat},
 	{"readlink", 2, false, dtGenReadlink, dtRunReadlink},
 	{"listxattr", 3, false, dtGenLstat, dtRunListxattr},
+	{"exec", 3, false, dtGenExec, dtRunExec},
+	{"execnew", 3, true, dtGenExecNew, dtRunExecNew},
 }
 
 var (
@@ -756,6 +765,58 @@ func dtRunSetxattr(root string, o *dtOp) dtResult {
 func dtRunRemovexattr(root string, o *dtOp) dtResult {
 	return dtErrRes(unix.Lremovexattr(filepath.Join(root, o.Path), o.XName))
 }
+
+// Exec: a file of the tree run as a program (a lower file, a copy-up, a
+// script written by execnew, whatever the mode bits allow), and a program
+// written and then run, a "#!" script or a dynamically linked binary.
+
+// dtExecScript is what execnew writes unless it writes an ELF binary.
+const dtExecScript = "#!/bin/sh\necho \"ran $# args\"\n"
+
+func dtGenExec(g *dtOpGen) dtOp { return dtOp{Kind: "exec", Path: g.pick("file")} }
+
+func dtGenExecNew(g *dtOpGen) dtOp {
+	return dtOp{Kind: "execnew", Path: g.freshOr(50), Flags: g.rng.IntN(2)}
+}
+
+// dtTrueELF is the host's /bin/true, a dynamically linked program.
+var dtTrueELF = sync.OnceValues(func() ([]byte, error) { return os.ReadFile("/bin/true") })
+
+func dtRunExec(root string, o *dtOp) dtResult {
+	ctx, cancel := context.WithTimeout(context.Background(), dtOpTimeout)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, filepath.Join(root, o.Path), "x").Output()
+	var ee *exec.ExitError
+	switch {
+	case errors.As(err, &ee):
+		return dtResult{Out: fmt.Sprintf("exit %d %q", ee.ExitCode(), out)}
+	case err != nil:
+		return dtErrRes(err)
+	}
+	return dtResult{Out: fmt.Sprintf("exit 0 %q", out)}
+}
+
+func dtRunExecNew(root string, o *dtOp) dtResult {
+	data := []byte(dtExecScript)
+	if o.Flags == 1 {
+		elf, err := dtTrueELF()
+		if err != nil {
+			return dtResult{Err: unix.EIO, Out: "read /bin/true: " + err.Error()}
+		}
+		data = elf
+	}
+	fd, err := unix.Open(filepath.Join(root, o.Path), unix.O_CREAT|unix.O_TRUNC|unix.O_WRONLY|unix.O_NONBLOCK|unix.O_CLOEXEC, 0o755)
+	if err != nil {
+		return dtErrRes(err)
+	}
+	if r := dtWriteAndClose(fd, data, -1); r.Err != 0 {
+		return r
+	}
+	r := dtRunExec(root, o)
+	r.Out = "written, " + r.Out
+	return r
+}
+
 func dtRunMkfifo(root string, o *dtOp) dtResult {
 	return dtErrRes(unix.Mkfifo(filepath.Join(root, o.Path), o.Mode))
 }
