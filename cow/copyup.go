@@ -31,6 +31,10 @@ func (s *Stack) CopyUp(rel string, e *Entry, dataLen int64) error {
 		return nil
 	}
 	defer s.changing()()
+	// A copy of one name of a lower hard link is a file of its own (no
+	// index joins the names, as in overlayfs with index=off): it gets
+	// its own merged inode number.
+	brokeLink := !e.IsDir() && e.Stat.Nlink > 1
 	dir, name := path.Split(rel)
 	dir = strings.TrimSuffix(dir, "/")
 	if err := s.copyUpParents(dir); err != nil {
@@ -50,6 +54,9 @@ func (s *Stack) CopyUp(rel string, e *Entry, dataLen int64) error {
 		return fmt.Errorf("copy up %s: %w", rel, err)
 	}
 	e.Layer, e.Stat = UpperIndex, st
+	if brokeLink {
+		e.Ino = s.mapIno(UpperIndex, st.Ino)
+	}
 	return nil
 }
 

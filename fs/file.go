@@ -105,8 +105,9 @@ func (f *file) materialize() syscall.Errno {
 	}
 	n := f.node
 	n.mu.Lock()
-	err := n.copyUpLocked(-1)
+	relooked, err := n.copyUpLocked(-1)
 	n.mu.Unlock()
+	relooked()
 	if err != nil {
 		return n.errno("copy up", err)
 	}

@@ -107,7 +107,14 @@ type node struct {
 	cacheMode     bool
 	lowerPassMode bool
 	unlinked      bool // its last name was removed while it was open
-	tmpfile       int  // for an O_TMPFILE file without a name: an fd of it, else 0
+	// retired marks a name of a lower hard link copied up while the
+	// kernel held its parent (a link within the directory): its node
+	// still has the lower inode number, which go-fuse puts in every
+	// GETATTR reply, so a GETATTR without an open file gets ESTALE,
+	// after which the kernel looks the name up again (LOOKUP_REVAL) and
+	// finds the copy's node.
+	retired bool
+	tmpfile int // for an O_TMPFILE file without a name: an fd of it, else 0
 }
 
 var (
@@ -272,6 +279,9 @@ func (n *node) statLocked() error {
 func (n *node) Getattr(ctx context.Context, fh gofs.FileHandle, out *fuse.AttrOut) syscall.Errno {
 	n.mu.Lock()
 	defer n.mu.Unlock()
+	if n.retired && fh == nil {
+		return syscall.ESTALE
+	}
 	if fd, ok := fileFd(fh, n.e.Layer); ok {
 		var st unix.Stat_t
 		if err := unix.Fstat(fd, &st); err != nil {
@@ -296,34 +306,72 @@ func (n *node) Getattr(ctx context.Context, fh gofs.FileHandle, out *fuse.AttrOu
 	return 0
 }
 
-// copyUpLocked copies the node up if it is not in the upper yet.
-func (n *node) copyUpLocked(dataLen int64) error {
+// copyUpLocked copies the node up if it is not in the upper yet. Once
+// the caller has released the node's lock it calls relooked (see
+// copiedUpLocked).
+func (n *node) copyUpLocked(dataLen int64) (relooked func(), err error) {
 	if n.e.InUpper() {
-		return nil
+		return noWait, nil
 	}
 	broke := lowerHardlink(&n.e)
 	if err := n.root.Stack.CopyUp(n.rel(), &n.e, dataLen); err != nil {
-		return err
+		return noWait, err
 	}
-	n.copiedUpLocked(broke)
-	return nil
+	return n.copiedUpLocked(broke), nil
 }
 
+func noWait() {}
+
+// notifyWait bounds how long a request waits for the kernel to drop the
+// name of a node that a copy-up gave a new inode number.
+const notifyWait = 50 * time.Millisecond
+
 // copiedUpLocked follows a copy-up of the node; broke reports that it was
-// a name of a lower hard link.
-func (n *node) copiedUpLocked(broke bool) {
-	if broke && n.e.InUpper() {
-		// The copy is a new file with its own inode number: make the
-		// kernel look the name up again. Not from within this request,
-		// which may hold the locks the notification needs.
-		if name, parent := n.Parent(); parent != nil {
-			go parent.NotifyEntry(name)
+// a name of a lower hard link. The copy is then a file of its own, with
+// its own inode number, and the kernel must look the name up again to
+// get the node of that number: go-fuse reports a node's first number in
+// every GETATTR. The notification cannot be sent from within the
+// request, whose caller may hold the locks the kernel takes for it (the
+// parent directory's, for a link within it), so it goes from a goroutine,
+// and the request waits for it, briefly, once it has released the node's
+// lock (a lookup in the parent may be waiting for that lock while the
+// kernel holds the parent). Within the wait, a stat right after the
+// change sees the new number and link count, as on kernel overlayfs.
+func (n *node) copiedUpLocked(broke bool) (relooked func()) {
+	if !broke || !n.e.InUpper() {
+		return noWait
+	}
+	name, parent := n.Parent()
+	if parent == nil {
+		return noWait
+	}
+	done := make(chan struct{})
+	go func() {
+		parent.NotifyEntry(name)
+		close(done)
+	}()
+	return func() {
+		t := time.NewTimer(notifyWait)
+		defer t.Stop()
+		select {
+		case <-done:
+		case <-t.C:
 		}
 	}
 }
 
+// retireLocked retires a node that a copy-up gave a new inode number
+// while the kernel holds its parent (see node.retired). Invalidating its
+// attributes takes no lock in the kernel.
+func (n *node) retireLocked() {
+	n.retired = true
+	n.NotifyContent(-1, 0)
+}
+
 func (n *node) Setattr(ctx context.Context, fh gofs.FileHandle, in *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Errno {
 	defer n.root.changing()()
+	relooked := noWait
+	defer func() { relooked() }() // after the unlock below
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	fd := -1
@@ -332,10 +380,12 @@ func (n *node) Setattr(ctx context.Context, fh gofs.FileHandle, in *fuse.SetAttr
 	}
 	broke := lowerHardlink(&n.e)
 	err := n.root.Stack.Setattr(n.rel(), &n.e, setattrRequest(in), fd)
-	n.copiedUpLocked(broke)
+	relooked = n.copiedUpLocked(broke)
 	if err != nil {
 		return n.errno("setattr", err)
 	}
+	// The reply's inode number is the one stat shows until the next
+	// GETATTR: the copy's own, if the copy-up gave it one.
 	fillAttr(&out.Attr, &n.e.Stat, n.e.Ino)
 	return 0
 }
@@ -346,6 +396,8 @@ func (n *node) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint32,
 	if flags&writeFlags != 0 {
 		defer n.root.changing()()
 	}
+	relooked := noWait
+	defer func() { relooked() }() // after the unlock below
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	oflags := backingOpenFlags(flags)
@@ -370,9 +422,11 @@ func (n *node) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint32,
 		if flags&syscall.O_TRUNC != 0 {
 			dataLen = 0
 		}
-		if err := n.copyUpLocked(dataLen); err != nil {
+		var err error
+		if relooked, err = n.copyUpLocked(dataLen); err != nil {
 			return nil, 0, n.errno("open", err)
 		}
+
 	}
 	fd, err := n.root.Stack.Layer(n.e.Layer).Open(n.rel(), oflags, 0)
 	if err != nil {
@@ -465,6 +519,7 @@ func (n *node) Link(ctx context.Context, target gofs.InodeEmbedder, name string,
 	tn.mu.Lock()
 	var e cow.Entry
 	var err error
+	relooked := noWait
 	if tn.tmpfile > 0 {
 		// linkat of an O_TMPFILE file: give it its first name.
 		e, err = n.root.Stack.LinkFd(tn.tmpfile, n.rel(), name)
@@ -473,10 +528,21 @@ func (n *node) Link(ctx context.Context, target gofs.InodeEmbedder, name string,
 			unix.Close(tn.tmpfile)
 			tn.tmpfile = 0
 		}
-	} else if err = tn.copyUpLocked(-1); err == nil {
-		e, err = n.root.Stack.Link(tn.rel(), &tn.e, n.rel(), name)
+	} else {
+		broke := lowerHardlink(&tn.e)
+		if relooked, err = tn.copyUpLocked(-1); err == nil {
+			e, err = n.root.Stack.Link(tn.rel(), &tn.e, n.rel(), name)
+		}
+		if _, tp := tn.Parent(); broke && tn.e.InUpper() && tp == n.EmbeddedInode() {
+			// The kernel holds this directory, which the target's
+			// name is in, until the reply: retire the node instead of
+			// waiting. Invalidating its attributes takes no lock.
+			tn.retireLocked()
+			relooked = noWait
+		}
 	}
 	tn.mu.Unlock()
+	relooked()
 	if err != nil {
 		return nil, n.errno("link", err)
 	}
@@ -573,17 +639,19 @@ func (n *node) Rename(ctx context.Context, name string, newParent gofs.InodeEmbe
 		dstE = &dst.e
 	}
 	ope, npe := n.entry(), np.entry()
-	if !src.e.IsDir() {
-		if err := src.copyUpLocked(-1); err != nil {
-			return n.errno("rename", err)
-		}
-	}
-	if dst != nil && flags&unix.RENAME_EXCHANGE != 0 && !dst.e.IsDir() {
-		if err := dst.copyUpLocked(-1); err != nil {
-			return n.errno("rename", err)
-		}
-	}
+	// The engine copies up what it renames, once the rename is known to
+	// be allowed (kernel overlayfs checks EXDEV first too).
+	srcBroke := lowerHardlink(&src.e)
+	dstBroke := dst != nil && flags&unix.RENAME_EXCHANGE != 0 && lowerHardlink(&dst.e)
 	err := n.root.Stack.Rename(n.rel(), ope.Lowers, name, &src.e, np.rel(), npe.Lowers, newName, dstE, uint(flags))
+	// The kernel holds both parents until the reply: a name of a lower
+	// hard link that the rename copied up is retired, not waited for.
+	if srcBroke && src.e.InUpper() {
+		src.retireLocked()
+	}
+	if dstBroke && dst.e.InUpper() {
+		dst.retireLocked()
+	}
 	if err != nil {
 		return n.errno("rename", err)
 	}
@@ -641,12 +709,16 @@ func (n *node) Setxattr(ctx context.Context, attr string, data []byte, flags uin
 	if cow.IsHiddenXattr(attr) {
 		return syscall.EPERM
 	}
+	relooked := noWait
+	defer func() { relooked() }() // after the unlock below
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	if err := n.copyUpLocked(-1); err != nil {
+	var err error
+	relooked, err = n.copyUpLocked(-1)
+	if err != nil {
 		return n.errno("setxattr", err)
 	}
-	err := n.root.Stack.Layer(cow.UpperIndex).Setxattr(n.rel(), attr, data, int(flags))
+	err = n.root.Stack.Layer(cow.UpperIndex).Setxattr(n.rel(), attr, data, int(flags))
 	return n.errno("setxattr", err)
 }
 
@@ -655,8 +727,11 @@ func (n *node) Removexattr(ctx context.Context, attr string) syscall.Errno {
 	if cow.IsHiddenXattr(attr) {
 		return syscall.ENODATA
 	}
+	relooked := noWait
+	defer func() { relooked() }() // after the unlock below
 	n.mu.Lock()
 	defer n.mu.Unlock()
+	var err error
 	e := n.e
 	if !e.InUpper() {
 		// Removing what is not there needs no copy-up.
@@ -664,10 +739,11 @@ func (n *node) Removexattr(ctx context.Context, attr string) syscall.Errno {
 			return n.errno("removexattr", err)
 		}
 	}
-	if err := n.copyUpLocked(-1); err != nil {
+	relooked, err = n.copyUpLocked(-1)
+	if err != nil {
 		return n.errno("removexattr", err)
 	}
-	err := n.root.Stack.Layer(cow.UpperIndex).Removexattr(n.rel(), attr)
+	err = n.root.Stack.Layer(cow.UpperIndex).Removexattr(n.rel(), attr)
 	return n.errno("removexattr", err)
 }
 

@@ -7,6 +7,7 @@ package integration
 // failing alike do not pass).
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -389,7 +390,7 @@ func TestKernelFlagsKillSuid(t *testing.T) {
 		for _, n := range []string{"w", "c"} {
 			p := filepath.Join(top, n)
 			must(os.WriteFile(p, []byte("x"), 0o644))
-			must(os.Chmod(p, 0o6777))
+			must(unix.Chmod(p, 0o6777)) // os.Chmod would drop the set-ID bits
 		}
 	})
 	do := func(root string) string {
@@ -407,5 +408,89 @@ func TestKernelFlagsKillSuid(t *testing.T) {
 	got := kfSame(t, sides, do)
 	if !strings.Contains(got, "w ok 0777") || !strings.Contains(got, "c ok 0777") {
 		t.Errorf("set-ID bits survived:\n%s", got)
+	}
+}
+
+// A copy-up of one name of a lower hard link gives it a new inode of its
+// own (overlayfs without index), and stat shows the new number and link
+// count at once after the change that caused it.
+func TestKernelFlagsHardlinkCopyUpIno(t *testing.T) {
+	const n = 100
+	ops := []struct {
+		name  string
+		links int // the name's link count after the op
+		do    func(p string) error
+	}{
+		{"chmod", 1, func(p string) error { return os.Chmod(p, 0o600) }},
+		{"utimes", 1, func(p string) error { return os.Chtimes(p, time.Unix(1e9, 0), time.Unix(1e9, 0)) }},
+		{"truncate", 1, func(p string) error { return os.Truncate(p, 1) }},
+		{"setxattr", 1, func(p string) error { return unix.Setxattr(p, "user.k", []byte("v"), 0) }},
+		{"write", 1, func(p string) error {
+			f, err := os.OpenFile(p, os.O_WRONLY|os.O_APPEND, 0)
+			if err != nil {
+				return err
+			}
+			_, err = f.WriteString("more\n")
+			return errors.Join(err, f.Close())
+		}},
+		{"link", 2, func(p string) error { return os.Link(p, p+".new") }},
+		{"rename", 1, func(p string) error {
+			if err := os.Rename(p, p+".moved"); err != nil {
+				return err
+			}
+			var st unix.Stat_t // the moved name is the copy too
+			if err := unix.Stat(p+".moved", &st); err != nil || st.Nlink != 1 {
+				return fmt.Errorf("moved name: nlink %d, %v", st.Nlink, err)
+			}
+			return os.Rename(p+".moved", p)
+		}},
+		{"link-elsewhere", 2, func(p string) error {
+			return os.Link(p, filepath.Join(filepath.Dir(p), "..", "other", filepath.Base(p)))
+		}},
+	}
+	sides := kfMount(t, true, func(top, _ string) {
+		for _, op := range ops {
+			d := filepath.Join(top, op.name)
+			must(os.Mkdir(d, 0o755))
+			for i := 0; i < n; i++ {
+				h := filepath.Join(d, fmt.Sprintf("h%d", i))
+				must(os.WriteFile(h, []byte("x\n"), 0o644))
+				must(os.Link(h, filepath.Join(d, fmt.Sprintf("v%d", i))))
+			}
+		}
+		must(os.Mkdir(filepath.Join(top, "other"), 0o755))
+	})
+	do := func(root string) string {
+		var log []string
+		for _, op := range ops {
+			stale, failed := 0, 0
+			for i := 0; i < n; i++ {
+				h := filepath.Join(root, op.name, fmt.Sprintf("h%d", i))
+				var before, after unix.Stat_t
+				if err := unix.Stat(h, &before); err != nil {
+					failed++
+					continue
+				}
+				if err := op.do(h); err != nil {
+					failed++
+					continue
+				}
+				if err := unix.Stat(h, &after); err != nil {
+					failed++
+					continue
+				}
+				if after.Ino == before.Ino || int(after.Nlink) != op.links {
+					stale++
+				}
+			}
+			log = append(log, fmt.Sprintf("%s: %d of %d stale, %d failed", op.name, stale, n, failed))
+		}
+		return strings.Join(log, "\n")
+	}
+	got := kfSame(t, sides, do)
+	for _, op := range ops {
+		if w := fmt.Sprintf("%s: 0 of %d stale, 0 failed", op.name, n); !strings.Contains(got, w) {
+			t.Errorf("want %q in\n%s", w, got)
+		}
 	}
 }

@@ -698,6 +698,16 @@ func (s *Store) SetMounted(ctx context.Context, key string, d Daemon) error {
 
 // Mounted returns the live daemon serving key, if any.
 func (s *Store) Mounted(ctx context.Context, key string) (Daemon, bool, error) {
+	d, state, err := s.MountRecord(ctx, key)
+	if err != nil || state != MountLive {
+		return Daemon{}, false, err
+	}
+	return d, true, nil
+}
+
+// MountRecord returns what the store records of key's mount daemon, and
+// the state of that mount now.
+func (s *Store) MountRecord(ctx context.Context, key string) (Daemon, MountState, error) {
 	var (
 		d  Daemon
 		ok bool
@@ -706,10 +716,10 @@ func (s *Store) Mounted(ctx context.Context, key string) (Daemon, bool, error) {
 		d, ok = getMount(tx, key)
 		return nil
 	})
-	if err != nil || !ok || !mountAlive(d) {
-		return Daemon{}, false, err
+	if err != nil || !ok {
+		return Daemon{}, MountNone, err
 	}
-	return d, true, nil
+	return d, mountState(d), nil
 }
 
 // SetUnmounted forgets the daemon of key.
@@ -725,6 +735,10 @@ type Listing struct {
 	Usage Usage
 	// Daemon serves the snapshot, when it is mounted.
 	Daemon *Daemon
+	// DeadMount is the record of a daemon that died and left its FUSE
+	// mount behind (every access to it fails with ENOTCONN) until
+	// 'strata unmount' or the repair step detaches it.
+	DeadMount *Daemon
 }
 
 // List returns every snapshot, in key order, with what one reading of
@@ -734,8 +748,13 @@ func (s *Store) List(ctx context.Context) ([]Listing, error) {
 	err := s.view(func(tx *bolt.Tx) error {
 		return forEachRecord(tx, func(r record) error {
 			l := Listing{Info: r.Info, Usage: r.usage}
-			if d, ok := getMount(tx, r.Name); ok && mountAlive(d) {
-				l.Daemon = &d
+			if d, ok := getMount(tx, r.Name); ok {
+				switch mountState(d) {
+				case MountLive:
+					l.Daemon = &d
+				case MountDead:
+					l.DeadMount = &d
+				}
 			}
 			out = append(out, l)
 			return nil

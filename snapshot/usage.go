@@ -46,12 +46,31 @@ func diskUsage(ctx context.Context, dir string) (Usage, error) {
 
 // mountAlive reports whether the daemon of m still runs and its
 // mountpoint is still mounted.
-func mountAlive(m Daemon) bool {
-	if !ProcessAlive(m.Pid) {
-		return false
+func mountAlive(m Daemon) bool { return mountState(m) == MountLive }
+
+// MountState is what became of a recorded mount.
+type MountState int
+
+const (
+	// MountNone: nothing is recorded, or the record is stale (its
+	// daemon is gone and so is its mount).
+	MountNone MountState = iota
+	// MountLive: the daemon runs and serves its mountpoint.
+	MountLive
+	// MountDead: the daemon is gone but its FUSE mount is still there,
+	// answering ENOTCONN.
+	MountDead
+)
+
+func mountState(m Daemon) MountState {
+	fuse, _ := isFuseMount(m.Dir)
+	switch {
+	case !fuse:
+		return MountNone
+	case ProcessAlive(m.Pid):
+		return MountLive
 	}
-	ok, _ := isFuseMount(m.Dir)
-	return ok
+	return MountDead
 }
 
 // ProcessAlive reports whether the process pid runs: exists and is not

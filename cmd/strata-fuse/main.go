@@ -7,13 +7,11 @@
 package main
 
 import (
-	"errors"
 	"fmt"
 	"io"
 	"log"
 	"os"
 	"os/signal"
-	"path/filepath"
 	"runtime/pprof"
 	"syscall"
 
@@ -108,7 +106,7 @@ func run(args []string, stderr io.Writer) int {
 		o.fsName = pos[0]
 	}
 	o.debug = o.debug || *debug
-	if err := checkMountpoint(mountpoint); err != nil {
+	if err := fs.CheckMountpoint(mountpoint); err != nil {
 		fmt.Fprintf(stderr, "strata-fuse: %v\n", err)
 		return 1
 	}
@@ -134,53 +132,6 @@ func run(args []string, stderr io.Writer) int {
 		return serveForeground(mountpoint, o, stderr)
 	}
 	return startDaemon(stderr)
-}
-
-// checkMountpoint refuses a mountpoint that is missing, not a directory,
-// or already a mount point (a stale or live mount there would hide ours
-// or be hidden by it).
-func checkMountpoint(mp string) error {
-	st, err := os.Stat(mp)
-	if err != nil {
-		var pe *os.PathError
-		if errors.As(err, &pe) {
-			err = pe.Err
-		}
-		return fmt.Errorf("mountpoint %s: %w", mp, err)
-	}
-	if !st.IsDir() {
-		return fmt.Errorf("mountpoint %s: not a directory", mp)
-	}
-	abs, err := filepath.Abs(mp)
-	if err != nil {
-		return err
-	}
-	if ok, err := isMountPoint(abs); err != nil {
-		return err
-	} else if ok {
-		return fmt.Errorf("mountpoint %s is already a mount point: unmount it first ('umount %s')", mp, mp)
-	}
-	return nil
-}
-
-// isMountPoint compares dir with its parent: a different device, or
-// statx's mount-root attribute, shows a mount.
-func isMountPoint(dir string) (bool, error) {
-	var stx unix.Statx_t
-	if err := unix.Statx(unix.AT_FDCWD, dir, unix.AT_SYMLINK_NOFOLLOW, unix.STATX_BASIC_STATS, &stx); err != nil {
-		return false, fmt.Errorf("mountpoint %s: %w", dir, err)
-	}
-	if stx.Attributes_mask&unix.STATX_ATTR_MOUNT_ROOT != 0 {
-		return stx.Attributes&unix.STATX_ATTR_MOUNT_ROOT != 0, nil
-	}
-	var st, pst unix.Stat_t
-	if err := unix.Lstat(dir, &st); err != nil {
-		return false, err
-	}
-	if err := unix.Lstat(filepath.Dir(dir), &pst); err != nil {
-		return false, err
-	}
-	return st.Dev != pst.Dev || st.Ino == pst.Ino, nil
 }
 
 // mountAndServe opens the stack and mounts it, reporting readiness with

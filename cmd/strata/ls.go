@@ -53,7 +53,7 @@ var lsCmd = &command{
 				if parent == "" {
 					parent = "-"
 				}
-				t.row(shortID(r.Name, *noTrunc), r.Kind, parent, size, humanAge(r.Created, now), orDash(r.MountedAt))
+				t.row(shortID(r.Name, *noTrunc), r.Kind, parent, size, humanAge(r.Created, now), mountedCol(r.MountedAt, r.MountDead))
 			}
 			return t.flush()
 		}
@@ -82,6 +82,7 @@ type lsRow struct {
 	MountedAt  string            `json:",omitempty"`
 	Damaged    string            `json:",omitempty"`
 	DaemonPid  int               `json:",omitempty"`
+	MountDead  bool              `json:",omitempty"` // its daemon died: see mountedCol
 	Labels     map[string]string `json:",omitempty"`
 }
 
@@ -116,6 +117,8 @@ func listSnapshots(ctx context.Context, st *snapshot.Store) ([]lsRow, error) {
 		}
 		if l.Daemon != nil {
 			r.MountedAt, r.DaemonPid = l.Daemon.Dir, l.Daemon.Pid
+		} else if l.DeadMount != nil {
+			r.MountedAt, r.MountDead = l.DeadMount.Dir, true
 		}
 		rows = append(rows, r)
 	}
@@ -127,4 +130,13 @@ func listSnapshots(ctx context.Context, st *snapshot.Store) ([]lsRow, error) {
 		return rows[i].Created.After(rows[j].Created)
 	})
 	return rows, nil
+}
+
+// mountedCol is the MOUNTED column: where, and whether the mount's daemon
+// died, leaving a mount that answers ENOTCONN.
+func mountedCol(dir string, dead bool) string {
+	if dead {
+		return dir + " (daemon dead: 'strata unmount' removes it)"
+	}
+	return orDash(dir)
 }

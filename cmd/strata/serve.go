@@ -33,9 +33,18 @@ var serveCmd = &command{
 	summary: "Serve a stack at DIR in the foreground (what 'strata mount' runs in the background)",
 	hidden:  true,
 	flags: func(pfs *pflag.FlagSet) func(context.Context, *env, []string) error {
+		nosuid := pfs.Bool("nosuid", false, "mount nosuid")
+		nodev := pfs.Bool("nodev", false, "mount nodev")
 		return func(ctx context.Context, e *env, args []string) error {
 			if len(args) != 2 {
 				return usagef("name a stack and a directory")
+			}
+			var flags []string
+			if *nosuid {
+				flags = append(flags, "nosuid")
+			}
+			if *nodev {
+				flags = append(flags, "nodev")
 			}
 			ready, child := daemon.Child(serveEnv)
 			logger := log.New(e.stderr, "strata serve: ", 0)
@@ -44,7 +53,7 @@ var serveCmd = &command{
 			} else if !e.debug {
 				logger = log.New(io.Discard, "", 0)
 			}
-			err := serve(e, args[0], args[1], logger, ready)
+			err := serve(e, args[0], args[1], flags, logger, ready)
 			if err != nil {
 				ready(err)
 			}
@@ -53,7 +62,7 @@ var serveCmd = &command{
 	},
 }
 
-func serve(e *env, name, dir string, logger *log.Logger, ready func(error)) error {
+func serve(e *env, name, dir string, flags []string, logger *log.Logger, ready func(error)) error {
 	// Listen before mounting: a signal that arrives as soon as the mount
 	// shows must still unmount it.
 	sigs := make(chan os.Signal, 1)
@@ -77,11 +86,15 @@ func serve(e *env, name, dir string, logger *log.Logger, ready func(error)) erro
 		return fmt.Errorf("control socket: %w", err)
 	}
 	defer ln.Close()
+	if err := fs.CheckMountpoint(dir); err != nil {
+		return err
+	}
 	root := &fs.Root{Stack: stack}
 	srv, err := fs.Serve(dir, root, fs.MountOptions{
 		FsName:   "strata:" + name,
 		Name:     "strata",
 		ReadOnly: m.ReadOnly(),
+		Flags:    flags,
 		Debug:    e.debug && logger.Writer() != io.Discard,
 		Logger:   logger,
 	})

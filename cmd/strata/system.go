@@ -117,6 +117,7 @@ var psCmd = &command{
 				Created              time.Time
 				Size                 int64
 				MountedAt            string `json:",omitempty"`
+				MountDead            bool   `json:",omitempty"` // its daemon died: see mountedCol
 			}
 			var rows []psRow
 			for _, c := range cs {
@@ -127,6 +128,8 @@ var psCmd = &command{
 				}
 				if c.Daemon != nil {
 					r.MountedAt = c.Daemon.Dir
+				} else if c.DeadMount != nil {
+					r.MountedAt, r.MountDead = c.DeadMount.Dir, true
 				}
 				rows = append(rows, r)
 			}
@@ -146,7 +149,7 @@ var psCmd = &command{
 				if r.Size >= 0 {
 					size = humanSize(r.Size)
 				}
-				t.row(r.Name, r.Image, humanAge(r.Created, now), size, orDash(r.MountedAt))
+				t.row(r.Name, r.Image, humanAge(r.Created, now), size, mountedCol(r.MountedAt, r.MountDead))
 			}
 			return t.flush()
 		}
