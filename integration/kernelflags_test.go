@@ -142,16 +142,29 @@ func TestKernelFlagsUmask(t *testing.T) {
 			log = append(log, "mkfifo "+kfErr(unix.Mkfifo(filepath.Join(dir, "p"), 0o666)))
 			log = append(log, "mknod "+kfErr(unix.Mknod(filepath.Join(dir, "c"), unix.S_IFCHR|0o666, int(unix.Mkdev(1, 3)))))
 			log = append(log, "mkdir-sub "+kfErr(unix.Mkdir(filepath.Join(dir, "s"), 0o1777)))
-			for _, n := range []string{"", "f", "p", "c", "s"} {
+			// pjdfstest open/02: a name of NAME_MAX bytes, mode 0620.
+			long := strings.Repeat("x", 255)
+			fd, err = unix.Open(filepath.Join(dir, long), unix.O_CREAT|unix.O_WRONLY|unix.O_CLOEXEC, 0o620)
+			if err == nil {
+				unix.Close(fd)
+			}
+			log = append(log, "creat NAME_MAX "+kfErr(err))
+			_, err = unix.Open(filepath.Join(dir, long+"x"), unix.O_CREAT|unix.O_WRONLY|unix.O_CLOEXEC, 0o620)
+			log = append(log, "creat NAME_MAX+1 "+kfErr(err))
+			for _, n := range []string{"", "f", "p", "c", "s", long} {
 				var st unix.Stat_t
 				err := unix.Lstat(filepath.Join(dir, n), &st)
-				log = append(log, fmt.Sprintf("%s %s %04o", n, kfErr(err), st.Mode&0o7777))
+				label := n
+				if n == long {
+					label = "NAME_MAX"
+				}
+				log = append(log, fmt.Sprintf("%s %s %04o", label, kfErr(err), st.Mode&0o7777))
 			}
 			return strings.Join(log, "\n")
 		}
 		got := kfSame(t, sides, do)
-		want := map[int][]string{0: {" ok 0777", "f ok 0666", "p ok 0666", "c ok 0666", "s ok 1777"},
-			0o027: {" ok 0750", "f ok 0640", "p ok 0640", "c ok 0640", "s ok 1750"}}[mask]
+		want := map[int][]string{0: {" ok 0777", "f ok 0666", "p ok 0666", "c ok 0666", "s ok 1777", "NAME_MAX ok 0620", "creat NAME_MAX+1 ENAMETOOLONG"},
+			0o027: {" ok 0750", "f ok 0640", "p ok 0640", "c ok 0640", "s ok 1750", "NAME_MAX ok 0600"}}[mask]
 		for _, w := range want {
 			if !strings.Contains(got, "\n"+w) {
 				t.Errorf("umask %04o: want %q in\n%s", mask, w, got)
