@@ -100,3 +100,16 @@ func timeArg(valid, set, now uint32, sec uint64, nsec uint32) *unix.Timespec {
 	}
 	return nil
 }
+
+// The other flags the kernel passes on:
+//   - rename: RENAME_NOREPLACE and RENAME_EXCHANGE are the engine's;
+//     RENAME_WHITEOUT (and any bit a later kernel adds) gets EINVAL, as
+//     from kernel overlayfs, since whiteouts are the overlay's own
+//     business (see node.Rename).
+//   - fallocate: the kernel sends only FALLOC_FL_KEEP_SIZE,
+//     FALLOC_FL_PUNCH_HOLE and FALLOC_FL_ZERO_RANGE to a FUSE daemon
+//     (fuse_file_fallocate refuses every other mode with EOPNOTSUPP);
+//     each means the same on the layer file, so the mode is passed as it
+//     is, after the copy-up.
+//   - setxattr: XATTR_CREATE and XATTR_REPLACE pass as they are, after the
+//     copy-up.
