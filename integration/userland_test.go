@@ -415,6 +415,20 @@ func kernelOverlay(t testing.TB, base string, lowers []string) string {
 // tarBytesRE finds the byte count the script prints last.
 var tarBytesRE = regexp.MustCompile(`(?m)^(\d+)\n\z`)
 
+// tarBytes returns the byte count at the end of userlandScript's output.
+func tarBytes(t testing.TB, out string) int64 {
+	t.Helper()
+	m := tarBytesRE.FindStringSubmatch(out)
+	if m == nil {
+		t.Fatalf("no tar byte count at the end of the output:\n%s", out)
+	}
+	n, err := strconv.ParseInt(m[1], 10, 64)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
 // TestUserlandDebian runs a Debian userland on strata and on kernel
 // overlayfs over the same layer, compares what the steps printed and the
 // trees they left, then commits strata's container and checks the result
@@ -446,11 +460,11 @@ func TestUserlandDebian(t *testing.T) {
 			t.Errorf("output on strata lacks %q:\n%s", line, got)
 		}
 	}
-	m := tarBytesRE.FindStringSubmatch(got)
-	if m == nil {
-		t.Fatalf("no tar byte count at the end of the output:\n%s", got)
+	n, kn := tarBytes(t, got), tarBytes(t, want)
+	if n != kn {
+		t.Errorf("tar cf - . | wc -c in /usr/share: %d bytes on strata, %d on kernel overlayfs", n, kn)
 	}
-	if n, _ := strconv.ParseInt(m[1], 10, 64); n < 30<<20 {
+	if n < 30<<20 {
 		t.Errorf("tar of /usr/share: %d bytes, want the tens of MiB a minbase has", n)
 	}
 
