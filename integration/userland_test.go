@@ -79,6 +79,24 @@ echo built "$(find /srv/built | wc -l)" entries
 EOF
 chmod 0755 /root/build.sh
 /root/build.sh
+# What package scripts and admins do besides: replace a lower directory
+# with a new one (opaque), edit in place, links, special files, locks,
+# alternatives, sparse and preallocated files, times, group changes.
+rm -rf /usr/share/doc && mkdir /usr/share/doc && echo new >/usr/share/doc/README
+sed -i 's/^root:/root:/; $a # edited' /etc/login.defs
+ln /etc/hostname /root/hostname.hard
+ln -sfn /usr/share/zoneinfo/UTC /etc/localtime
+mkfifo -m 0640 /root/fifo
+mknod -m 0600 /root/null c 1 3
+flock /var/lock/userland.lock -c 'echo locked >/root/locked'
+update-alternatives --quiet --install /usr/bin/pager pager /bin/more 10
+groupadd -g 1500 staff2 && usermod -aG staff2 alice && id -nG alice
+truncate -s 1M /root/sparse && printf x | dd of=/root/sparse bs=1 seek=4096 conv=notrunc status=none
+fallocate -l 64k /root/prealloc
+touch -d '2001-02-03 04:05:06' /root/squares.txt && stat -c '%y' /root/squares.txt
+cp -a /etc/skel /root/skel.copy && chmod -R go-rwx /root/skel.copy
+mv -T /root/skel.copy /root/skel.moved
+find /root -newer /root/squares.txt -maxdepth 1 | sort | wc -l
 cd /usr/share && tar cf - . | wc -c
 `
 
@@ -97,19 +115,30 @@ test -d /srv/built/a/b/renamed
 test "$(stat -c %a /srv/built/a/b)" = 750
 test "$(readlink /srv/built/d/link)" = ../a/b/c/f1
 test "$(ls /srv/built/a/b/renamed | wc -l)" = 39
-test -d /usr/share/doc/bash.moved
-test ! -e /usr/share/doc/bash
+test "$(ls -A /usr/share/doc)" = README
+test "$(stat -c %h /etc/hostname)" = 2
+test "$(stat -c %i /etc/hostname)" = "$(stat -c %i /root/hostname.hard)"
+test "$(readlink /etc/localtime)" = /usr/share/zoneinfo/UTC
+test -p /root/fifo && test "$(stat -c %a /root/fifo)" = 640
+test "$(stat -c '%F %t,%T' /root/null)" = 'character special file 1,3'
+test "$(readlink /etc/alternatives/pager)" = /bin/more
+id -nG alice
+test "$(stat -c %s /root/sparse)" = 1048576
+test "$(dd if=/root/sparse bs=1 skip=4096 count=1 status=none)" = x
+stat -c %y /root/squares.txt
+tail -n 1 /etc/login.defs
 echo check ok
 `
 
 // userlandExclusions are the files whose contents legitimately differ
-// between two runs of the same steps, each with why; these two are the
+// between two runs of the same steps, each with why; these are the
 // only entries that differ when nothing is excluded. Only their content
 // hash is left out of the comparison. A pattern matches a slash path
 // with path.Match; every other entry is compared whole.
 var userlandExclusions = []struct{ pattern, reason string }{
 	{"var/log/dpkg.log", "one timestamped line per dpkg action: same size, other seconds"},
 	{"var/cache/ldconfig/aux-cache", "ldconfig caches each library's inode number and ctime, which no two filesystems share"},
+	{"var/log/alternatives.log", "one timestamped line per update-alternatives action"},
 }
 
 // userlandExcluded reports whether rel's content is left out of the
@@ -287,8 +316,9 @@ func editSpec(file, rootfs string, args []string) error {
 }
 
 // userlandTree describes every entry below root by slash path (root
-// itself as "."): type and permission bits, owner, and for a regular
-// file its size and content hash, for a symlink its target, for a device
+// itself as "."): type and permission bits, owner, the link count of
+// what is not a directory, and for a regular file its size and content
+// hash, for a symlink its target, for a device
 // its numbers, and every extended attribute. Times are left out: the
 // same steps run at different times. Directory sizes are left out: they
 // are the filesystem's business.
@@ -306,6 +336,9 @@ func userlandTree(t testing.TB, root string) map[string]string {
 		}
 		st := fi.Sys().(*syscall.Stat_t)
 		desc := fmt.Sprintf("%v %d:%d", fi.Mode(), st.Uid, st.Gid)
+		if !fi.IsDir() {
+			desc += fmt.Sprintf(" links=%d", st.Nlink)
+		}
 		switch {
 		case fi.Mode().IsRegular():
 			f, err := os.Open(p)
@@ -478,7 +511,7 @@ func TestUserlandDebian(t *testing.T) {
 	mnt2, _ := s.mount("c2")
 	compareTrees(t, "a container on the committed image against the committed container", strataTree, userlandTree(t, mnt2), func(string) bool { return false })
 	out := rc.run(mnt2, userlandCheck)
-	for _, line := range []string{"hello ii \n", "Hello, world!\n", "1=1,2=4,3=9,", "check ok\n"} {
+	for _, line := range []string{"hello ii \n", "Hello, world!\n", "1=1,2=4,3=9,", "alice staff2\n", "2001-02-03 04:05:06.000000000", "# edited\n", "check ok\n"} {
 		if !strings.Contains(out, line) {
 			t.Errorf("check on the committed image: output lacks %q:\n%s", line, out)
 		}
