@@ -36,9 +36,9 @@ import (
 // cached outside the checkout by internal/debfixture; the first run on a
 // machine builds them.
 
-// Packages installed and removed in the containers: small, and their only
-// dependency (libc6) is in minbase.
-var userlandDebs = []string{"hello", "tree"}
+// Packages installed (and tree removed) in the containers: small, with
+// dependencies that minbase has (libc6; libattr1 for attr).
+var userlandDebs = []string{"hello", "tree", "attr"}
 
 // userlandScript runs in the first container: on strata and on kernel
 // overlayfs alike. Its output must be the same on both. It removes tree
@@ -46,7 +46,7 @@ var userlandDebs = []string{"hello", "tree"}
 // prints the byte count of a tar stream of /usr/share last.
 const userlandScript = `set -eu
 cd /
-dpkg -i /tmp/debs/hello_*.deb /tmp/debs/tree_*.deb >/tmp/dpkg-i.log
+dpkg -i /tmp/debs/hello_*.deb /tmp/debs/tree_*.deb /tmp/debs/attr_*.deb >/tmp/dpkg-i.log
 hello
 tree --version | cut -d' ' -f1-2
 dpkg -r tree >/tmp/dpkg-r.log
@@ -97,6 +97,14 @@ touch -d '2001-02-03 04:05:06' /root/squares.txt && stat -c '%y' /root/squares.t
 cp -a /etc/skel /root/skel.copy && chmod -R go-rwx /root/skel.copy
 mv -T /root/skel.copy /root/skel.moved
 find /root -newer /root/squares.txt -maxdepth 1 | sort | wc -l
+# Extended attributes, with the tools of a package just installed: on a
+# new file, on a lower file (a copy-up), a file capability, a removal.
+setfattr -n user.note -v hello /root/squares.txt
+setfattr -n user.tag -v lower /etc/debian_version
+cp /bin/true /root/captrue
+setfattr -n security.capability -v 0sAQAAAgAgAAAAAAAAAAAAAAAAAAA= /root/captrue
+setfattr -n user.gone -v x /root/locked && setfattr -x user.gone /root/locked
+getfattr -d -m - --absolute-names /root/squares.txt /etc/debian_version /root/captrue /root/locked
 cd /usr/share && tar cf - . | wc -c
 `
 
@@ -127,6 +135,7 @@ test "$(stat -c %s /root/sparse)" = 1048576
 test "$(dd if=/root/sparse bs=1 skip=4096 count=1 status=none)" = x
 stat -c %y /root/squares.txt
 tail -n 1 /etc/login.defs
+getfattr -d -m - --absolute-names /root/squares.txt /etc/debian_version /root/captrue /root/locked
 echo check ok
 `
 
@@ -511,9 +520,13 @@ func TestUserlandDebian(t *testing.T) {
 	mnt2, _ := s.mount("c2")
 	compareTrees(t, "a container on the committed image against the committed container", strataTree, userlandTree(t, mnt2), func(string) bool { return false })
 	out := rc.run(mnt2, userlandCheck)
-	for _, line := range []string{"hello ii \n", "Hello, world!\n", "1=1,2=4,3=9,", "alice staff2\n", "2001-02-03 04:05:06.000000000", "# edited\n", "check ok\n"} {
+	for _, line := range []string{"hello ii \n", "Hello, world!\n", "1=1,2=4,3=9,", "alice staff2\n", "2001-02-03 04:05:06.000000000", "# edited\n",
+		"user.note=\"hello\"\n", "user.tag=\"lower\"\n", "security.capability=0sAQAAAgAgAAAAAAAAAAAAAAAAAAA=\n", "check ok\n"} {
 		if !strings.Contains(out, line) {
 			t.Errorf("check on the committed image: output lacks %q:\n%s", line, out)
 		}
+	}
+	if strings.Contains(out, "user.gone") {
+		t.Errorf("check on the committed image: a removed xattr is back:\n%s", out)
 	}
 }
