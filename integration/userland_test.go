@@ -42,14 +42,18 @@ var userlandDebs = []string{"hello", "tree", "attr"}
 
 // userlandScript runs in the first container: on strata and on kernel
 // overlayfs alike. Its output must be the same on both. It removes tree
-// again, renames a directory of the lower layer and one it made, and
-// prints the byte count of a tar stream of /usr/share last.
+// again, reinstalls hello over itself, diverts a lower file (a rename
+// into a copy-up and a whiteout), renames a directory of the lower layer
+// and one it made, and prints the byte count of a tar stream of
+// /usr/share last.
 const userlandScript = `set -eu
 cd /
 dpkg -i /tmp/debs/hello_*.deb /tmp/debs/tree_*.deb /tmp/debs/attr_*.deb >/tmp/dpkg-i.log
 hello
 tree --version | cut -d' ' -f1-2
 dpkg -r tree >/tmp/dpkg-r.log
+dpkg -i /tmp/debs/hello_*.deb >>/tmp/dpkg-i.log
+dpkg-divert --quiet --local --rename --add /usr/bin/yes
 ! command -v tree
 useradd -m -u 1001 -s /bin/bash -c 'Alice Example' alice
 id alice
@@ -135,6 +139,8 @@ test "$(stat -c %s /root/sparse)" = 1048576
 test "$(dd if=/root/sparse bs=1 skip=4096 count=1 status=none)" = x
 stat -c %y /root/squares.txt
 tail -n 1 /etc/login.defs
+test ! -e /usr/bin/yes && /usr/bin/yes.distrib | head -n 1
+dpkg-divert --list /usr/bin/yes
 getfattr -d -m - --absolute-names /root/squares.txt /etc/debian_version /root/captrue /root/locked
 echo check ok
 `
@@ -521,7 +527,7 @@ func TestUserlandDebian(t *testing.T) {
 	compareTrees(t, "a container on the committed image against the committed container", strataTree, userlandTree(t, mnt2), func(string) bool { return false })
 	out := rc.run(mnt2, userlandCheck)
 	for _, line := range []string{"hello ii \n", "Hello, world!\n", "1=1,2=4,3=9,", "alice staff2\n", "2001-02-03 04:05:06.000000000", "# edited\n",
-		"user.note=\"hello\"\n", "user.tag=\"lower\"\n", "security.capability=0sAQAAAgAgAAAAAAAAAAAAAAAAAAA=\n", "check ok\n"} {
+		"y\nlocal diversion of /usr/bin/yes to /usr/bin/yes.distrib\n", "user.note=\"hello\"\n", "user.tag=\"lower\"\n", "security.capability=0sAQAAAgAgAAAAAAAAAAAAAAAAAAA=\n", "check ok\n"} {
 		if !strings.Contains(out, line) {
 			t.Errorf("check on the committed image: output lacks %q:\n%s", line, out)
 		}
