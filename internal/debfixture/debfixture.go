@@ -26,6 +26,8 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -210,11 +212,11 @@ func (c *Cache) RootfsTarball(ctx context.Context, r Rootfs) (string, error) {
 	}()
 	root := filepath.Join(tmp, "rootfs")
 	c.logf("debfixture: debootstrap %s (a few minutes, once per cache)", strings.Join(r.args(root), " "))
-	if err := run(ctx, "", "debootstrap", r.args(root)...); err != nil {
+	if err := c.run(ctx, "", "debootstrap", r.args(root)...); err != nil {
 		return "", fmt.Errorf("build %s: %w", r.Name(), err)
 	}
 	tarball := filepath.Join(tmp, "rootfs.tar")
-	if err := run(ctx, "", "tar", "--create", "--file", tarball, "--directory", root,
+	if err := c.run(ctx, "", "tar", "--create", "--file", tarball, "--directory", root,
 		"--format=pax", "--numeric-owner", "--sort=name", "--xattrs", "--xattrs-include=*", "."); err != nil {
 		return "", fmt.Errorf("build %s: %w", r.Name(), err)
 	}
@@ -260,7 +262,7 @@ func (c *Cache) deb(ctx context.Context, dir, pkg string) (string, error) {
 	c.logf("debfixture: apt-get download %s", pkg)
 	// As root, apt would drop to its _apt user, which cannot write to a
 	// temporary directory of root's; it is a local download, so stay root.
-	if err := run(ctx, tmp, "apt-get", "-q", "-o", "APT::Sandbox::User=root", "download", pkg); err != nil {
+	if err := c.run(ctx, tmp, "apt-get", "-q", "-o", "APT::Sandbox::User=root", "download", pkg); err != nil {
 		return "", fmt.Errorf("fetch %s (is the apt package list current? apt-get update): %w", pkg, err)
 	}
 	got, err := findDeb(tmp, pkg)
@@ -296,12 +298,20 @@ func findDeb(dir, pkg string) (string, error) {
 }
 
 // run runs a command in dir ("" for the current one), with its output
-// in the error when it fails.
-func run(ctx context.Context, dir, name string, args ...string) error {
+// in the error when it fails. The command runs in a process group of its
+// own, which is killed when ctx ends, and it inherits the cache's lock:
+// should this process die first, the lock stays held until the command
+// and its children are gone, so no other process removes a build
+// directory they still write to.
+func (c *Cache) run(ctx context.Context, dir, name string, args ...string) error {
 	cmd := exec.CommandContext(ctx, name, args...)
 	cmd.Dir = dir
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
+	cmd.ExtraFiles = []*os.File{c.lock}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
+	cmd.WaitDelay = 10 * time.Second
 	if err := cmd.Run(); err != nil {
 		tail := out.String()
 		if len(tail) > 4000 {
