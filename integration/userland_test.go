@@ -32,7 +32,7 @@ import (
 // is then committed, and a container on the committed image checks what
 // the first one did.
 //
-// The rootfs (about three minutes of debootstrap) and the .deb files are
+// The rootfs (a minute or more of debootstrap) and the .deb files are
 // cached outside the checkout by internal/debfixture; the first run on a
 // machine builds them.
 
