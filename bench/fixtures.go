@@ -41,6 +41,9 @@ type fixtures struct {
 	tarball    string
 	gitLowers  []string
 	gitRepo    string // repository, relative to the mount
+	// debianLower is a debootstrap root filesystem; deb a .deb to install.
+	debianLower []string
+	deb         string
 }
 
 // fixture returns the directory of a cached fixture, building it first

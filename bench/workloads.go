@@ -162,6 +162,15 @@ func (b *bench) workloads() []workload {
 			prep: (*bench).fxGit,
 			run:  (*bench).runGitStatus,
 		},
+		{
+			name: "dpkg",
+			metrics: []metric{
+				{key: "dpkg", title: "dpkg -i " + dpkgPackage + " (40 MB), chroot", unit: "s"},
+				{key: "dpkg_unsafe", title: "same, dpkg --force-unsafe-io (no fsync)", unit: "s"},
+			},
+			prep: (*bench).fxDebian,
+			run:  (*bench).runDpkg,
+		},
 	}
 }
 
