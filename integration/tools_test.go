@@ -1183,3 +1183,50 @@ func reapChildren(t testing.TB, comm string, d time.Duration) {
 		}
 	}
 }
+
+// TestToolExecUnlinked runs a program that removes its own binary, or has
+// it replaced by a rename (as a package upgrade does), and then executes
+// itself again through /proc/PID/exe, which the kernel opens by the
+// inode: from the lower layer (whited out) and from the upper one
+// (unlinked), under strata-fuse and fuse-overlayfs.
+func TestToolExecUnlinked(t *testing.T) {
+	needFUSE(t)
+	busybox := staticBusybox(t)
+	progs := mountPrograms(t)
+	tt := newToolTable(t, progs)
+	for _, prog := range progs {
+		for _, tc := range []struct {
+			name    string
+			inUpper bool
+			remove  string // shell command; $B is the program's path in the mount
+		}{
+			{"lower binary removed", false, `rm "$B"`},
+			{"lower binary replaced by rename", false, `echo new >"$B.new" && mv "$B.new" "$B"`},
+			{"upper binary removed", true, `rm "$B"`},
+			{"upper binary replaced by rename", true, `echo new >"$B.new" && mv "$B.new" "$B"`},
+		} {
+			t.Run(prog.name+"/"+tc.name, func(t *testing.T) {
+				l := newLayout(t, 1)
+				dir := l.lowers[0]
+				if tc.inUpper {
+					dir = l.upper
+				}
+				execFiles(t, dir, "/bin", busybox, busybox)
+				t.Cleanup(func() { unmountT(t, l.mnt) })
+				if out, err := exec.Command(prog.path, "-o", l.opts(), l.mnt).CombinedOutput(); err != nil {
+					t.Fatalf("%s: %v\n%s", prog.name, err, out)
+				}
+				b := filepath.Join(l.mnt, "bin/busybox")
+				cmd := exec.Command(b, "-c", tc.remove+` && exec -a echo /proc/$$/exe re-executed`)
+				cmd.Args[0] = "sh" // busybox runs the applet argv[0] names
+				cmd.Env = append(os.Environ(), "B="+b)
+				out, err := cmd.CombinedOutput()
+				if err != nil {
+					err = fmt.Errorf("%w: %s", err, out)
+				}
+				tt.check(t, "exec of /proc/PID/exe, "+tc.name, prog.name, string(out), "re-executed\n", err, true)
+			})
+		}
+	}
+	tt.report("exec of a removed binary")
+}
