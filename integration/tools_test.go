@@ -252,12 +252,11 @@ func newContainersEnv(t *testing.T) *containersEnv {
 			t.Fatal(err)
 		}
 	}
-	// Podman, as root, sets RLIMIT_NOFILE and RLIMIT_NPROC of a container
-	// to 1048576 unless told otherwise; raising a limit above the hard
-	// limit needs CAP_SYS_RESOURCE, which containers and some CI machines
-	// lack, and runc then fails ("error setting rlimit type 7"). Without
-	// the capability, the limits are lowered here; both must be set, or
-	// podman raises the other one.
+	// Podman's default RLIMIT_NOFILE and RLIMIT_NPROC for a root
+	// container need CAP_SYS_RESOURCE to set, which containers and some CI
+	// machines lack: runc then fails ("error setting rlimit type 7").
+	// Without the capability, both are set here below the hard limits
+	// (with only one set, runc failed on the other).
 	ulimits := ""
 	if !hasCapSysResource() {
 		ulimits = `default_ulimits = ["nofile=1024:1024", "nproc=1024:1024"]`
