@@ -115,6 +115,10 @@ type node struct {
 	// finds the copy's node.
 	retired bool
 	tmpfile int // for an O_TMPFILE file without a name: an fd of it, else 0
+	// For a regular file whose last name was removed: an O_PATH fd of it
+	// taken before, else 0. The kernel still opens it by its node (exec
+	// of /proc/PID/exe, open of /proc/PID/fd/N), and its path is gone.
+	orphan int
 }
 
 var (
@@ -166,6 +170,17 @@ func (n *node) entry() cow.Entry {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	return n.e
+}
+
+// entryOrphan returns a copy of the node's entry and, if its file has
+// lost its last name, the orphan fd that still reaches it, else 0.
+func (n *node) entryOrphan() (cow.Entry, int) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.unlinked {
+		return n.e, n.orphan
+	}
+	return n.e, 0
 }
 
 func owner(ctx context.Context) cow.Owner {
@@ -401,6 +416,13 @@ func (n *node) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint32,
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	oflags := backingOpenFlags(flags)
+	if n.unlinked && n.orphan > 0 && (n.e.InUpper() || flags&writeFlags == 0) {
+		fd, err := unix.Open(procPathOf(n.orphan), oflags|unix.O_CLOEXEC, 0)
+		if err != nil {
+			return nil, 0, n.errno("open", err)
+		}
+		return n.newFileLocked(fd, n.e.Layer, oflags)
+	}
 	if flags&writeFlags != 0 && !n.e.InUpper() && !n.lowerPassMode {
 		// Copy up at the first change rather than now: without
 		// FUSE_ATOMIC_O_TRUNC (go-fuse does not negotiate it) an
@@ -586,7 +608,9 @@ func (n *node) remove(ctx context.Context, name string) syscall.Errno {
 	pe := n.entry()
 	cn.mu.Lock()
 	defer cn.mu.Unlock()
+	cn.holdOrphanLocked(n.rel(), name)
 	if err := n.root.Stack.Remove(n.rel(), pe.Lowers, name, &cn.e); err != nil {
+		cn.dropOrphanLocked()
 		return n.errno("remove", err)
 	}
 	if !cn.e.IsDir() && cn.e.Stat.Nlink <= 1 {
@@ -643,6 +667,9 @@ func (n *node) Rename(ctx context.Context, name string, newParent gofs.InodeEmbe
 	// be allowed (kernel overlayfs checks EXDEV first too).
 	srcBroke := lowerHardlink(&src.e)
 	dstBroke := dst != nil && flags&unix.RENAME_EXCHANGE != 0 && lowerHardlink(&dst.e)
+	if dst != nil && flags&unix.RENAME_EXCHANGE == 0 {
+		dst.holdOrphanLocked(np.rel(), newName)
+	}
 	err := n.root.Stack.Rename(n.rel(), ope.Lowers, name, &src.e, np.rel(), npe.Lowers, newName, dstE, uint(flags))
 	// The kernel holds both parents until the reply: a name of a lower
 	// hard link that the rename copied up is retired, not waited for.
@@ -653,6 +680,9 @@ func (n *node) Rename(ctx context.Context, name string, newParent gofs.InodeEmbe
 		dst.retireLocked()
 	}
 	if err != nil {
+		if dst != nil {
+			dst.dropOrphanLocked()
+		}
 		return n.errno("rename", err)
 	}
 	if dst != nil && flags&unix.RENAME_EXCHANGE == 0 && !dst.e.IsDir() {
@@ -669,8 +699,14 @@ func (n *node) Getxattr(ctx context.Context, attr string, dest []byte) (uint32, 
 	if cow.IsHiddenXattr(attr) {
 		return 0, syscall.ENODATA
 	}
-	e := n.entry()
-	v, err := n.root.Stack.Layer(e.Layer).Getxattr(n.rel(), attr)
+	e, orphan := n.entryOrphan()
+	var v []byte
+	var err error
+	if orphan > 0 {
+		v, err = cow.GetxattrFd(orphan, attr)
+	} else {
+		v, err = n.root.Stack.Layer(e.Layer).Getxattr(n.rel(), attr)
+	}
 	if err != nil {
 		return 0, n.errno("getxattr", err)
 	}
@@ -684,8 +720,14 @@ func (n *node) Getxattr(ctx context.Context, attr string, dest []byte) (uint32, 
 }
 
 func (n *node) Listxattr(ctx context.Context, dest []byte) (uint32, syscall.Errno) {
-	e := n.entry()
-	names, err := n.root.Stack.Layer(e.Layer).Listxattr(n.rel())
+	e, orphan := n.entryOrphan()
+	var names []string
+	var err error
+	if orphan > 0 {
+		names, err = cow.ListxattrFd(orphan)
+	} else {
+		names, err = n.root.Stack.Layer(e.Layer).Listxattr(n.rel())
+	}
 	if err != nil {
 		return 0, n.errno("listxattr", err)
 	}
@@ -794,6 +836,30 @@ func (n *node) Tmpfile(ctx context.Context, flags uint32, mode uint32, out *fuse
 
 func procPathOf(fd int) string { return "/proc/self/fd/" + strconv.Itoa(fd) }
 
+// holdOrphanLocked takes an O_PATH fd of the node's file, dir/name, if
+// it is a regular file about to lose its last name (see orphan).
+func (n *node) holdOrphanLocked(dir, name string) {
+	n.dropOrphanLocked() // of a name it had lost before
+	if n.e.Stat.Mode&unix.S_IFMT != unix.S_IFREG || n.e.Stat.Nlink > 1 {
+		return
+	}
+	rel := name
+	if dir != "" {
+		rel = dir + "/" + name
+	}
+	if fd, err := n.root.Stack.Layer(n.e.Layer).Open(rel, unix.O_PATH, 0); err == nil {
+		n.orphan = fd
+	}
+}
+
+// dropOrphanLocked closes the orphan fd, if any.
+func (n *node) dropOrphanLocked() {
+	if n.orphan > 0 {
+		unix.Close(n.orphan)
+		n.orphan = 0
+	}
+}
+
 // OnForget closes what a forgotten node still holds.
 func (n *node) OnForget() {
 	n.mu.Lock()
@@ -802,4 +868,5 @@ func (n *node) OnForget() {
 		unix.Close(n.tmpfile)
 		n.tmpfile = 0
 	}
+	n.dropOrphanLocked()
 }

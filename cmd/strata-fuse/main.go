@@ -43,8 +43,9 @@ read-only. Unmount with 'umount MOUNTPOINT'.
 
 Options (-o, comma separated): lowerdir=, upperdir=, workdir=, ro, rw,
 allow_other, default_permissions, fsname=NAME, volatile, fsync=0|1,
-timeout=SECONDS, noxattrs=0|1, passthrough=upper|all, and the generic
-mount options (nosuid, nodev, noexec, noatime, ...).
+timeout=SECONDS, noxattrs=0|1, passthrough=upper|all, dev (device nodes
+open; without it the mount is nodev, as fuse-overlayfs's is), and the
+generic mount options (nosuid, noexec, noatime, ...).
 
 passthrough=all serves lower files by FUSE passthrough as well: faster
 reads, but a file open read-only from a lower layer keeps its old content

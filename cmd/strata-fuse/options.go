@@ -19,7 +19,10 @@ type options struct {
 	noXattrs   bool
 	timeout    time.Duration
 	flags      []string // nosuid, nodev, noexec and opposites
-	lowerPass  bool
+	// allowDevices is set by "dev" and cleared by "nodev", the last one
+	// given winning; without it the mount is nodev.
+	allowDevices bool
+	lowerPass    bool
 }
 
 // genericOptions are mount(8)'s generic options, which mount.fuse3 passes
@@ -112,6 +115,10 @@ func parseOptions(args []string) (options, []string, error) {
 				default:
 					return o, warnings, fmt.Errorf("passthrough=%s: want upper (the default) or all", val)
 				}
+			case "dev":
+				o.allowDevices = true
+			case "nodev":
+				o.allowDevices = false
 			case "noxattrs":
 				o.noXattrs = val != "0"
 			case "debug":
@@ -145,6 +152,13 @@ func parseOptions(args []string) (options, []string, error) {
 	}
 	if len(o.stack.Lower) == 0 {
 		return o, warnings, fmt.Errorf("no lowerdir given: use -o lowerdir=DIR[:DIR...]")
+	}
+	// nodev unless "dev" is given, as fuse-overlayfs (libfuse) does. A
+	// mount program cannot be told otherwise: containers-storage turns
+	// "nodev" of its mountopt into a mount(2) flag for kernel overlayfs
+	// and drops it from the options it passes to a mount program.
+	if !o.allowDevices {
+		o.flags = append(o.flags, "nodev")
 	}
 	if o.stack.Upper != "" && o.stack.Work == "" {
 		return o, warnings, fmt.Errorf("upperdir %s needs a workdir on the same filesystem: add -o workdir=DIR", o.stack.Upper)
