@@ -33,7 +33,7 @@ var createCmd = &command{
 			}
 			parent := ""
 			if len(args) == 1 {
-				if _, err := e.images.CreateContainer(ctx, *name, args[0]); err == nil {
+				if _, err := e.images.CreateContainer(ctx, *name, args[0], nil); err == nil {
 					fmt.Fprintln(e.stdout, *name)
 					return nil
 				} else if !errors.Is(err, image.ErrNotFound) && !isRefSyntaxError(err) {
