@@ -1,0 +1,151 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"os/signal"
+	"time"
+
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"github.com/spf13/pflag"
+
+	"github.com/strata-fs/strata/container"
+)
+
+var execCmd = &command{
+	name:    "exec",
+	args:    "[-i] [-t] [-e K=V] [-w DIR] [-u USER[:GROUP]] NAME CMD [ARG...]",
+	summary: "Run a command in a running container",
+	flags: func(fs *pflag.FlagSet) func(context.Context, *env, []string) error {
+		fs.SetInterspersed(false)
+		stdin := fs.BoolP("interactive", "i", false, "keep stdin open to the process")
+		tty := fs.BoolP("tty", "t", false, "give the process a terminal")
+		envs := fs.StringArrayP("env", "e", nil, "set `K=V` in the environment")
+		workdir := fs.StringP("workdir", "w", "", "the working `DIR` (default: the container's)")
+		user := fs.StringP("user", "u", "", "run as `USER[:GROUP]` (default: the container's user)")
+		return func(ctx context.Context, e *env, args []string) error {
+			if len(args) < 2 {
+				return usagef("name a running container and a command")
+			}
+			ctx = context.WithoutCancel(ctx)
+			rec, err := settle(ctx, e, args[0])
+			if err != nil {
+				return err
+			}
+			if rec.state.Status != container.Running {
+				return fmt.Errorf("container %q is not running (see 'strata ps'; 'strata start %s')", args[0], args[0])
+			}
+			c := rec.cfg
+			c.Entrypoint, c.Cmd, c.Tty = nil, args[1:], *tty
+			c.Env = container.MergeEnv(c.Env, expandEnv(*envs))
+			if *workdir != "" {
+				c.WorkingDir = *workdir
+			}
+			if *user != "" {
+				c.User = *user
+			}
+			rootfs := rec.state.Rootfs
+			u, home, err := resolveUser(rootfs, c.User)
+			if err != nil {
+				return err
+			}
+			spec, err := container.Spec(c, container.SpecInput{Rootfs: rootfs, User: u, Home: home})
+			if err != nil {
+				return err
+			}
+			p := spec.Process
+			if _, err := container.LookPath(rootfs, p.Cwd, p.Env, p.Args[0]); err != nil {
+				return commandStatus(err)
+			}
+			return execProcess(e, rec, p, *stdin)
+		}
+	},
+}
+
+// execProcess runs p in the container with runc exec and returns its
+// exit status.
+func execProcess(e *env, rec containerRecord, p *specs.Process, stdin bool) error {
+	rt, err := runtimePath(rec.cfg)
+	if err != nil {
+		return err
+	}
+	pj, err := json.Marshal(p)
+	if err != nil {
+		return err
+	}
+	pf, err := os.CreateTemp(bundleDir(e, rec.info.Name), "exec-*.json")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(pf.Name())
+	if _, err := pf.Write(pj); err != nil {
+		return errors.Join(err, pf.Close())
+	}
+	if err := pf.Close(); err != nil {
+		return err
+	}
+	args := []string{"exec", "--process", pf.Name()}
+	var cs *container.ConsoleSocket
+	if p.Terminal {
+		if cs, err = container.NewConsoleSocket(); err != nil {
+			return err
+		}
+		defer cs.Close()
+		args = append(args, "--console-socket", cs.Path)
+	}
+	cmd := runcCommand(e, rt, append(args, rec.cfg.ID)...)
+	var runcOut bytes.Buffer
+	if p.Terminal {
+		cmd.Stdout, cmd.Stderr = &runcOut, &runcOut
+	} else {
+		cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
+		if stdin {
+			cmd.Stdin = os.Stdin
+		}
+	}
+	sigs := make(chan os.Signal, 8)
+	signal.Notify(sigs, forwardedSignals...)
+	defer signal.Stop(sigs)
+	if err := cmd.Start(); err != nil {
+		return exitStatus{statusFailed, fmt.Errorf("runc exec: %w", err)}
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	var term *terminal
+	if p.Terminal {
+		master, err := cs.Receive(10 * time.Second)
+		if err != nil {
+			_ = cmd.Process.Kill()
+			<-done
+			return exitStatus{statusFailed, fmt.Errorf("%w: %s", err, bytes.TrimSpace(runcOut.Bytes()))}
+		}
+		defer master.Close()
+		term = attachTerminal(master, os.Stdin, os.Stdout, stdin)
+	}
+	for {
+		select {
+		case sig := <-sigs:
+			_ = cmd.Process.Signal(sig) // runc exec passes it on
+		case err := <-done:
+			if term != nil {
+				term.finish()
+			}
+			var ee *exec.ExitError
+			if errors.As(err, &ee) {
+				if runcOut.Len() > 0 {
+					os.Stderr.Write(runcOut.Bytes())
+				}
+				return exitStatus{code: ee.ExitCode()}
+			}
+			if err != nil {
+				return exitStatus{statusFailed, fmt.Errorf("runc exec: %w", err)}
+			}
+			return nil
+		}
+	}
+}
