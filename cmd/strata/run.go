@@ -26,24 +26,22 @@ const (
 	statusNotFound      = 127 // the command does not exist
 	statusSignalBase    = 128 // + the signal that ended the process
 	defaultStopTimeout  = 10  // seconds stop waits before SIGKILL
-	runUsageCreateFlags = "[--name N] [-e K=V] [--env-file F] [-w DIR] [-u USER[:GROUP]] [--entrypoint E] [-v HOST:CTR[:ro]] [-p [IP:]HOST:CTR[/udp]] [--network host|none|private] [--hostname H] [--read-only] [-i] [-t] [--runtime PATH]"
+	runUsageCreateFlags = "[--name N] [--rm] [-e K=V] [--env-file F] [-w DIR] [-u USER[:GROUP]] [--entrypoint E] [-v HOST:CTR[:ro]] [-p [IP:]HOST:CTR[/udp]] [--network host|none|private] [--hostname H] [--read-only] [-i] [-t] [--runtime PATH]"
 )
 
 var runCmd = &command{
 	name:       "run",
-	args:       "[--rm] [-d] " + runUsageCreateFlags + " IMAGE|CONTAINER [CMD [ARG...]]",
+	args:       "[-d] " + runUsageCreateFlags + " IMAGE|CONTAINER [CMD [ARG...]]",
 	summary:    "Run a command in a new container (or a stopped one), with runc",
 	changes:    true,
 	failStatus: statusFailed,
 	flags: func(fs *pflag.FlagSet) func(context.Context, *env, []string) error {
 		f := addRunFlags(fs)
-		rm := fs.Bool("rm", false, "remove the container, its changes and its mount when it exits")
 		detach := fs.BoolP("detach", "d", false, "run in the background and print the container's name; see 'strata logs'")
 		return func(ctx context.Context, e *env, args []string) error {
 			if len(args) == 0 {
 				return usagef("name an image (or a container) to run")
 			}
-			f.autoRemove = *rm
 			name, err := createOrReuse(ctx, e, fs, f, args)
 			if err != nil {
 				return err
@@ -76,7 +74,7 @@ type runFlags struct {
 	stdin      *bool
 	tty        *bool
 	runtime    *string
-	autoRemove bool
+	autoRemove *bool
 	fs         *pflag.FlagSet
 }
 
@@ -98,6 +96,7 @@ func addRunFlags(fs *pflag.FlagSet) *runFlags {
 		stdin:      fs.BoolP("interactive", "i", false, "keep stdin open to the process"),
 		tty:        fs.BoolP("tty", "t", false, "give the process a terminal"),
 		runtime:    fs.String("runtime", "", "the OCI runtime's `PATH` (default: runc on $PATH)"),
+		autoRemove: fs.Bool("rm", false, "remove the container, its changes and its mount when it exits"),
 	}
 }
 
@@ -176,7 +175,7 @@ func (f *runFlags) config(im image.Image, cmdArgs []string) (container.Config, e
 		ReadOnly:   *f.readOnly,
 		Tty:        *f.tty,
 		OpenStdin:  *f.stdin,
-		AutoRemove: f.autoRemove,
+		AutoRemove: *f.autoRemove,
 		StopSignal: ic.StopSignal,
 	}
 	if *f.runtime != "" {
