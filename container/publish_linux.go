@@ -23,7 +23,6 @@ type Publisher struct {
 	logger *log.Logger
 	wg     sync.WaitGroup
 	mu     sync.Mutex
-	closed bool
 	lns    []io.Closer
 }
 
@@ -60,7 +59,6 @@ func Publish(pid int, ports []Port, logger *log.Logger) (*Publisher, error) {
 // connections end when either side closes them.
 func (p *Publisher) Close() error {
 	p.mu.Lock()
-	p.closed = true
 	var errs []error
 	for _, ln := range p.lns {
 		if err := ln.Close(); err != nil && !errors.Is(err, net.ErrClosed) {

@@ -684,3 +684,79 @@ func (s *runStore) group(group, sub string, args ...string) string {
 	}
 	return r.stdout
 }
+
+// onTerminal runs `strata ARGS` with stdin, stdout and stderr on a new
+// pseudo-terminal of 31 rows and 97 columns, types input, and returns
+// the exit status and all that appeared on the terminal.
+func (s *runStore) onTerminal(t *testing.T, input string, args ...string) (int, string) {
+	t.Helper()
+	master, slave, err := openPTY()
+	if err != nil {
+		t.Fatalf("no pseudo-terminal: %v", err)
+	}
+	defer master.Close()
+	if err := unix.IoctlSetWinsize(int(slave.Fd()), unix.TIOCSWINSZ, &unix.Winsize{Row: 31, Col: 97}); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(strataBin, s.args(args)...)
+	cmd.Env = cliEnv()
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = slave, slave, slave
+	if err := cmd.Start(); err != nil {
+		slave.Close()
+		t.Fatal(err)
+	}
+	slave.Close()
+	read := make(chan string, 1)
+	go func() {
+		b, _ := io.ReadAll(master) // EIO once the last slave fd closes
+		read <- string(b)
+	}()
+	if _, err := io.WriteString(master, input); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case <-done:
+	case <-time.After(cliTimeout):
+		_ = cmd.Process.Kill()
+		<-done
+		t.Fatalf("strata %s did not exit within %v", strings.Join(args, " "), cliTimeout)
+	}
+	return cmd.ProcessState.ExitCode(), <-read
+}
+
+func TestRunTerminal(t *testing.T) {
+	s := newRunStore(t)
+	check := func(t *testing.T, code int, out string) {
+		t.Helper()
+		// The process's terminal is its own, the size strata's.
+		for _, want := range []string{"/dev/pts/0", "31 97", "xterm"} {
+			if !strings.Contains(out, want) {
+				t.Errorf("no %q on the terminal:\n%s", want, out)
+			}
+		}
+		if code != 5 {
+			t.Errorf("exit status %d, want 5; terminal:\n%s", code, out)
+		}
+	}
+	t.Run("run -it", func(t *testing.T) {
+		code, out := s.onTerminal(t, "tty; stty size; echo $TERM; exit 5\n", "run", "--rm", "-it", "busybox:test", "sh")
+		check(t, code, out)
+	})
+	t.Run("exec -it", func(t *testing.T) {
+		s.must("run", "-d", "--name", "term", "busybox:test", "sleep", "60")
+		code, out := s.onTerminal(t, "tty; stty size; echo $TERM; exit 5\n", "exec", "-it", "term", "sh")
+		check(t, code, out)
+		s.must("rm", "-f", "term")
+	})
+	t.Run("run -dt logs", func(t *testing.T) {
+		s.must("run", "-d", "-t", "--name", "dt", "busybox:test", "sh", "-c", "tty")
+		waitStatus(t, s, "dt", "Exited (0)")
+		if got := s.must("logs", "dt"); got != "/dev/pts/0\r\n" {
+			t.Errorf("logs %q, want the terminal's name", got)
+		}
+		s.must("rm", "dt")
+	})
+	s.checkNothingLeft()
+}

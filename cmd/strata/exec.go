@@ -9,10 +9,13 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
+	"strconv"
+	"strings"
 	"time"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"github.com/spf13/pflag"
+	"golang.org/x/sys/unix"
 
 	"github.com/strata-fs/strata/container"
 )
@@ -89,57 +92,29 @@ func execProcess(e *env, rec containerRecord, p *specs.Process, stdin bool) erro
 	if err := pf.Close(); err != nil {
 		return err
 	}
-	args := []string{"exec", "--process", pf.Name()}
-	var cs *container.ConsoleSocket
-	if p.Terminal {
-		if cs, err = container.NewConsoleSocket(); err != nil {
-			return err
-		}
-		defer cs.Close()
-		args = append(args, "--console-socket", cs.Path)
-	}
-	cmd := runcCommand(e, rt, append(args, rec.cfg.ID)...)
-	var runcOut bytes.Buffer
-	if p.Terminal {
-		cmd.Stdout, cmd.Stderr = &runcOut, &runcOut
-	} else {
-		cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
-		if stdin {
-			cmd.Stdin = os.Stdin
-		}
-	}
 	sigs := make(chan os.Signal, 8)
 	signal.Notify(sigs, forwardedSignals...)
 	defer signal.Stop(sigs)
+	if p.Terminal {
+		return execTerminal(e, rec, rt, pf.Name(), stdin, sigs)
+	}
+	cmd := runcCommand(e, rt, "exec", "--process", pf.Name(), rec.cfg.ID)
+	cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
+	if stdin {
+		cmd.Stdin = os.Stdin
+	}
 	if err := cmd.Start(); err != nil {
 		return exitStatus{statusFailed, fmt.Errorf("runc exec: %w", err)}
 	}
 	done := make(chan error, 1)
 	go func() { done <- cmd.Wait() }()
-	var term *terminal
-	if p.Terminal {
-		master, err := cs.Receive(10 * time.Second)
-		if err != nil {
-			_ = cmd.Process.Kill()
-			<-done
-			return exitStatus{statusFailed, fmt.Errorf("%w: %s", err, bytes.TrimSpace(runcOut.Bytes()))}
-		}
-		defer master.Close()
-		term = attachTerminal(master, os.Stdin, os.Stdout, stdin)
-	}
 	for {
 		select {
 		case sig := <-sigs:
 			_ = cmd.Process.Signal(sig) // runc exec passes it on
 		case err := <-done:
-			if term != nil {
-				term.finish()
-			}
 			var ee *exec.ExitError
 			if errors.As(err, &ee) {
-				if runcOut.Len() > 0 {
-					os.Stderr.Write(runcOut.Bytes())
-				}
 				return exitStatus{code: ee.ExitCode()}
 			}
 			if err != nil {
@@ -148,4 +123,49 @@ func execProcess(e *env, rec containerRecord, p *specs.Process, stdin bool) erro
 			return nil
 		}
 	}
+}
+
+// execTerminal runs the process file pf with a terminal. runc handles a
+// terminal in the foreground only for a caller that has a controlling
+// terminal, so it runs the process detached, sends the terminal's
+// master end here, and this process, as the child subreaper, waits for
+// it as the runner of a container does.
+func execTerminal(e *env, rec containerRecord, rt, pf string, stdin bool, sigs <-chan os.Signal) error {
+	if err := unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0); err != nil {
+		return exitStatus{statusFailed, fmt.Errorf("become child subreaper: %w", err)}
+	}
+	cs, err := container.NewConsoleSocket()
+	if err != nil {
+		return exitStatus{statusFailed, err}
+	}
+	defer cs.Close()
+	pidFile := pf + ".pid"
+	defer os.Remove(pidFile)
+	out, err := runcCommand(e, rt, "exec", "--detach", "--tty", "--console-socket", cs.Path, "--pid-file", pidFile, "--process", pf, rec.cfg.ID).CombinedOutput()
+	if err != nil {
+		return commandStatus(fmt.Errorf("runc exec: %v: %s", err, bytes.TrimSpace(out)))
+	}
+	master, err := cs.Receive(10 * time.Second)
+	if err != nil {
+		return exitStatus{statusFailed, err}
+	}
+	defer master.Close()
+	pb, err := os.ReadFile(pidFile)
+	if err != nil {
+		return exitStatus{statusFailed, fmt.Errorf("runc exec left no pid: %w", err)}
+	}
+	pid, err := strconv.Atoi(strings.TrimSpace(string(pb)))
+	if err != nil {
+		return exitStatus{statusFailed, fmt.Errorf("runc's pid file: %w", err)}
+	}
+	// The process may be gone already; then wait4 still reaps it.
+	start, _ := container.ProcessStart(pid)
+	term := attachTerminal(master, os.Stdin, os.Stdout, stdin)
+	proc := &started{state: container.State{Pid: pid, PidStart: start}}
+	code := proc.wait(sigs)
+	term.finish()
+	if code < 0 {
+		return exitStatus{statusFailed, errors.New("the process ended, but not as this process's child: its exit status is unknown")}
+	}
+	return exitStatus{code: code}
 }
