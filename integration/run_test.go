@@ -566,6 +566,31 @@ func TestRunKilled(t *testing.T) {
 		waitStatus(t, s, "kc", "Exited (137)")
 		s.must("rm", "kc")
 	})
+	t.Run("system prune", func(t *testing.T) {
+		// A container whose shim and process were killed is pruned, its
+		// leftover mount with it; a running one stays.
+		s.must("run", "-d", "--name", "dead", "busybox:test", "sleep", "60")
+		s.must("run", "-d", "--name", "alive", "busybox:test", "sleep", "60")
+		st := s.ps()["dead"].State
+		for _, pid := range []int{st.Runner, st.Pid} {
+			if err := unix.Kill(pid, unix.SIGKILL); err != nil {
+				t.Fatal(err)
+			}
+		}
+		waitStatus(t, s, "dead", "Exited (unknown)")
+		out := s.group("system", "prune", "-f")
+		if !strings.Contains(out, "Deleted Containers:\ndead\n") || strings.Contains(out, "alive") {
+			t.Errorf("system prune printed:\n%s", out)
+		}
+		ps := s.ps()
+		if _, ok := ps["dead"]; ok {
+			t.Errorf("dead container still listed")
+		}
+		if !strings.HasPrefix(ps["alive"].Status, "Up ") {
+			t.Errorf("the running container: %+v", ps["alive"])
+		}
+		s.must("rm", "-f", "alive")
+	})
 	t.Run("rm -f of a running container", func(t *testing.T) {
 		s.must("run", "-d", "--name", "kf", "busybox:test", "sleep", "60")
 		s.must("rm", "-f", "kf")
