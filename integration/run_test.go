@@ -785,3 +785,32 @@ func TestRunTerminal(t *testing.T) {
 	})
 	s.checkNothingLeft()
 }
+
+// TestRunConcurrentStarts starts one container from several processes
+// at once: one start wins, the others find it running, and the one
+// container that runs is not disturbed by the losers' cleanup.
+func TestRunConcurrentStarts(t *testing.T) {
+	s := newRunStore(t)
+	s.must("create", "--name", "one", "busybox:test", "sleep", "60")
+	const n = 4
+	results := make(chan cliResult, n)
+	for i := 0; i < n; i++ {
+		go func() { results <- cliRun(t, cliOpts{}, s.args([]string{"start", "one"})...) }()
+	}
+	for i := 0; i < n; i++ {
+		if r := <-results; r.code != 0 {
+			t.Errorf("start: %v", r)
+		}
+	}
+	row := s.ps()["one"]
+	if !strings.HasPrefix(row.Status, "Up ") {
+		t.Fatalf("after the starts: %+v", row)
+	}
+	time.Sleep(200 * time.Millisecond)
+	if now := s.ps()["one"]; now.State.Pid != row.State.Pid || !strings.HasPrefix(now.Status, "Up ") {
+		t.Errorf("the container changed: %+v, then %+v", row, now)
+	}
+	s.must("stop", "-t", "0", "one")
+	s.must("rm", "one")
+	s.checkNothingLeft()
+}

@@ -27,7 +27,8 @@ import (
 //	containers/<name>/          the bundle: config.json, hosts, hostname,
 //	                            resolv.conf, log (stdout and stderr of a
 //	                            detached container), rootfs/ (where the
-//	                            mount daemon serves the stack while it runs)
+//	                            mount daemon serves the stack while it runs),
+//	                            lock (see lockContainer)
 //	runc/                       runc --root: runc's own state
 //
 // The runner is the process that starts the container and waits for it:
@@ -39,6 +40,7 @@ const (
 	containersDir = "containers"
 	runcRootDir   = "runc"
 	logFileName   = "log"
+	lockFileName  = "lock"
 	// runnerWait bounds how long settle waits for a live runner to
 	// record the end of its container.
 	runnerWait = 5 * time.Second
@@ -143,12 +145,23 @@ type started struct {
 // startContainer starts the container name as runc create and start,
 // with stdio (unused with a terminal). The caller waits for it.
 func startContainer(ctx context.Context, e *env, name string, stdio procIO, logger *log.Logger) (_ *started, err error) {
-	rec, err := settle(ctx, e, name)
+	if _, err := waitRunner(ctx, e, name); err != nil {
+		return nil, err
+	}
+	unlock, err := lockContainer(e, name)
+	if err != nil {
+		return nil, err
+	}
+	defer unlock()
+	rec, err := settleLocked(ctx, e, name)
 	if err != nil {
 		return nil, err
 	}
 	if rec.state.Status == container.Running {
 		return nil, fmt.Errorf("container %q is already running", name)
+	}
+	if container.ProcessAlive(rec.state.Runner, rec.state.RunnerStart) {
+		return nil, fmt.Errorf("container %q is still being cleaned up after its last run (by pid %d): try again", name, rec.state.Runner)
 	}
 	c := rec.cfg
 	if c.ID == "" {
@@ -340,10 +353,20 @@ func (s *started) wait(sigs <-chan os.Signal) int {
 // cleans up after it: runc's state, the ports, the mount, and with --rm
 // the container.
 func (s *started) finish(ctx context.Context, code int) error {
+	unlock, err := lockContainer(s.e, s.name)
+	if err != nil {
+		return err
+	}
+	defer unlock()
 	s.state.Status = container.Exited
 	s.state.FinishedAt = time.Now().UTC()
 	s.state.ExitCode, s.state.ExitUnknown = code, code < 0
-	err := saveState(ctx, s.e, s.name, s.state)
+	// A settle that found this runner dead (its pid reused) may have
+	// recorded the end already; a later run's record is not this one's.
+	rec, err := loadContainer(ctx, s.e, s.name)
+	if err == nil && rec.state.Pid == s.state.Pid && rec.state.PidStart == s.state.PidStart {
+		err = saveState(ctx, s.e, s.name, s.state)
+	}
 	return errors.Join(err, s.cleanup(ctx))
 }
 
@@ -397,6 +420,35 @@ func removeContainer(ctx context.Context, e *env, name string) error {
 // an unknown status, and its runc state and mount are cleaned up. A live
 // runner is given runnerWait to record the end itself.
 func settle(ctx context.Context, e *env, name string) (containerRecord, error) {
+	rec, err := waitRunner(ctx, e, name)
+	if err != nil || rec.cfg.ID == "" {
+		return rec, err
+	}
+	unlock, err := lockContainer(e, rec.info.Name)
+	if err != nil {
+		return rec, err
+	}
+	defer unlock()
+	return settleLocked(ctx, e, rec.info.Name)
+}
+
+// waitRunner loads the container's record, waiting up to runnerWait
+// for a live runner whose container has ended to record the end.
+func waitRunner(ctx context.Context, e *env, name string) (containerRecord, error) {
+	rec, err := loadContainer(ctx, e, name)
+	deadline := time.Now().Add(runnerWait)
+	for err == nil && rec.state.Status == container.Running &&
+		!container.ProcessAlive(rec.state.Pid, rec.state.PidStart) &&
+		container.ProcessAlive(rec.state.Runner, rec.state.RunnerStart) && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+		rec, err = loadContainer(ctx, e, name)
+	}
+	return rec, err
+}
+
+// settleLocked is settle's work once the caller holds the container's
+// lock (lockContainer).
+func settleLocked(ctx context.Context, e *env, name string) (containerRecord, error) {
 	rec, err := loadContainer(ctx, e, name)
 	if err != nil || rec.cfg.ID == "" {
 		return rec, err
@@ -405,28 +457,18 @@ func settle(ctx context.Context, e *env, name string) (containerRecord, error) {
 	if now.Status == container.Running {
 		return rec, nil
 	}
-	if rec.state.Status == container.Running {
-		deadline := time.Now().Add(runnerWait)
-		for container.ProcessAlive(rec.state.Runner, rec.state.RunnerStart) && time.Now().Before(deadline) {
-			time.Sleep(20 * time.Millisecond)
-			if rec, err = loadContainer(ctx, e, name); err != nil {
-				return rec, err
-			}
-			if rec.state.Status != container.Running {
-				break
-			}
-		}
-		if rec.state.Status == container.Running {
-			e.log.Printf("container %s ended while nothing waited for it", name)
-			now.FinishedAt = time.Now().UTC()
-			if err := saveState(ctx, e, name, now); err != nil {
-				return rec, err
-			}
-			rec.state = now
-		}
-	}
 	if container.ProcessAlive(rec.state.Runner, rec.state.RunnerStart) {
-		return rec, nil // it is still cleaning up
+		// It records the end and cleans up as soon as it has the lock.
+		rec.state = now
+		return rec, nil
+	}
+	if rec.state.Status == container.Running {
+		e.log.Printf("container %s ended while nothing waited for it", name)
+		now.FinishedAt = time.Now().UTC()
+		if err := saveState(ctx, e, name, now); err != nil {
+			return rec, err
+		}
+		rec.state = now
 	}
 	rt, err := runtimePath(rec.cfg)
 	if err == nil {
@@ -435,6 +477,32 @@ func settle(ctx context.Context, e *env, name string) (containerRecord, error) {
 		err = nil // no runc, and no runc state to remove
 	}
 	return rec, errors.Join(err, unmountRootfs(ctx, e, name))
+}
+
+// lockContainer takes the container's lock, an flock on a file of its
+// bundle, which the kernel drops when the holder dies. Starting a
+// container, recording its end with the cleanup after it, and settling
+// it are done under it, so that none of them removes runc state or a
+// mount that another has just made.
+func lockContainer(e *env, name string) (unlock func(), err error) {
+	b := bundleDir(e, name)
+	if err := os.MkdirAll(b, 0o700); err != nil {
+		return nil, err
+	}
+	f, err := os.OpenFile(filepath.Join(b, lockFileName), os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, err
+	}
+	for {
+		err = unix.Flock(int(f.Fd()), unix.LOCK_EX)
+		if !errors.Is(err, unix.EINTR) {
+			break
+		}
+	}
+	if err != nil {
+		return nil, errors.Join(fmt.Errorf("lock container %s: %w", name, err), f.Close())
+	}
+	return func() { _ = f.Close() }, nil
 }
 
 // writeFileAtomic writes b to p through a temporary file and a rename.

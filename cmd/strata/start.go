@@ -29,6 +29,16 @@ var startCmd = &command{
 				rec, err := settle(ctx, e, name)
 				if err == nil && rec.state.Status != container.Running {
 					err = startDetached(ctx, e, rec.info.Name)
+					var st exitStatus
+					if errors.As(err, &st) {
+						err = st.err // start fails with 1, not run's statuses
+					}
+					if err != nil {
+						// Another start may have won: then it runs, as asked.
+						if now, lerr := loadContainer(ctx, e, name); lerr == nil && now.state.Observe(container.ProcessAlive).Status == container.Running {
+							err = nil
+						}
+					}
 				}
 				if err != nil {
 					errs = append(errs, fmt.Errorf("%s: %w", name, err))
