@@ -298,6 +298,15 @@ func TestRunConfig(t *testing.T) {
 			t.Errorf("hostname %q, want 12 hex digits", h)
 		}
 	})
+	t.Run("-i", func(t *testing.T) {
+		in := cliOpts{stdin: strings.NewReader("typed\n")}
+		if r := s.runWith(in, "run", "--rm", "-i", "busybox:test", "cat"); r.code != 0 || r.stdout != "typed\n" {
+			t.Errorf("with -i: %v", r)
+		}
+		if r := s.runWith(in, "run", "--rm", "busybox:test", "cat"); r.code != 0 || r.stdout != "" {
+			t.Errorf("without -i stdin is not /dev/null: %v", r)
+		}
+	})
 	t.Run("an existing container runs again", func(t *testing.T) {
 		s.must("create", "--name", "again", "-e", "N=7", "busybox:test", "sh", "-c", "echo run $N >> /count; cat /count")
 		if r := s.run("run", "again"); r.code != 0 || r.stdout != "run 7\n" {
@@ -812,5 +821,43 @@ func TestRunConcurrentStarts(t *testing.T) {
 	}
 	s.must("stop", "-t", "0", "one")
 	s.must("rm", "one")
+	s.checkNothingLeft()
+}
+
+// TestRunSetuid runs a set-user-ID root program as another user: the
+// root filesystem is mounted without nosuid (it is in the store, which
+// only root can enter), so the program runs with effective uid 0.
+func TestRunSetuid(t *testing.T) {
+	s := newRunStore(t)
+	dir := t.TempDir()
+	src := filepath.Join(dir, "main.go")
+	prog := "package main\n\nimport (\n\t\"fmt\"\n\t\"os\"\n)\n\nfunc main() { fmt.Println(os.Getuid(), os.Geteuid()) }\n"
+	if err := os.WriteFile(src, []byte(prog), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	bin := filepath.Join(dir, "uids")
+	build := exec.Command("go", "build", "-o", bin, src)
+	build.Env = append(os.Environ(), "CGO_ENABLED=0", "GOFLAGS=")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	b, err := os.ReadFile(bin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.must("create", "--name", "fix", "busybox:test")
+	mp := strings.TrimSpace(s.must("mount", "fix"))
+	p := filepath.Join(mp, "bin/uids")
+	if err := os.WriteFile(p, b, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(p, os.ModeSetuid|0o755); err != nil {
+		t.Fatal(err)
+	}
+	s.must("unmount", "fix")
+	s.must("commit", "fix", "busybox:suid")
+	s.must("rm", "fix")
+	s.runArgs(t, []string{"-u", "alice", "busybox:suid", "uids"}, 0, "1000 0\n")
+	s.runArgs(t, []string{"busybox:suid", "sh", "-c", "grep -E '^[0-9]+ [0-9]+ [^ ]+ [^ ]+ / ' /proc/self/mountinfo | grep -c nosuid"}, 1, "0\n")
 	s.checkNothingLeft()
 }
