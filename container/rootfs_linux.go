@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"path"
+	"sort"
 	"strings"
 
 	"golang.org/x/sys/unix"
@@ -144,4 +145,70 @@ func ProcessStart(pid int) (uint64, error) {
 func ProcessAlive(pid int, start uint64) bool {
 	got, err := ProcessStart(pid)
 	return err == nil && got == start
+}
+
+// MissingPaths returns those of the container paths, and of their
+// parents, that do not exist in rootfs, deepest first: the mountpoints
+// runc will create there for the spec's mounts.
+func MissingPaths(rootfs string, paths []string) ([]string, error) {
+	seen := map[string]bool{}
+	var missing []string
+	for _, p := range paths {
+		for q := path.Clean(p); q != "/" && !seen[q]; q = path.Dir(q) {
+			seen[q] = true
+			f, err := openInRoot(rootfs, q, unix.O_PATH)
+			if err == nil {
+				f.Close()
+				continue
+			}
+			if !errors.Is(err, unix.ENOENT) {
+				return nil, err
+			}
+			missing = append(missing, q)
+		}
+	}
+	sort.Slice(missing, func(i, j int) bool {
+		di, dj := strings.Count(missing[i], "/"), strings.Count(missing[j], "/")
+		if di != dj {
+			return di > dj
+		}
+		return missing[i] < missing[j]
+	})
+	return missing, nil
+}
+
+// RemoveEmpty removes each of paths (container paths, deepest first, as
+// MissingPaths returns them) from rootfs if it is an empty directory or
+// an empty regular file: what runc created as a mountpoint and nothing
+// wrote to. Anything else is left.
+func RemoveEmpty(rootfs string, paths []string) error {
+	var errs []error
+	for _, p := range paths {
+		dir, err := openInRoot(rootfs, path.Dir(p), unix.O_PATH|unix.O_DIRECTORY)
+		if errors.Is(err, unix.ENOENT) {
+			continue
+		}
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		name := path.Base(p)
+		var st unix.Stat_t
+		err = unix.Fstatat(int(dir.Fd()), name, &st, unix.AT_SYMLINK_NOFOLLOW)
+		switch {
+		case err != nil:
+		case st.Mode&unix.S_IFMT == unix.S_IFDIR:
+			err = unix.Unlinkat(int(dir.Fd()), name, unix.AT_REMOVEDIR)
+			if errors.Is(err, unix.ENOTEMPTY) || errors.Is(err, unix.EEXIST) {
+				err = nil
+			}
+		case st.Mode&unix.S_IFMT == unix.S_IFREG && st.Size == 0:
+			err = unix.Unlinkat(int(dir.Fd()), name, 0)
+		}
+		if err != nil && !errors.Is(err, unix.ENOENT) {
+			errs = append(errs, fmt.Errorf("remove mountpoint %s: %w", p, err))
+		}
+		dir.Close()
+	}
+	return errors.Join(errs...)
 }

@@ -106,3 +106,35 @@ func TestReadFile(t *testing.T) {
 		t.Errorf("missing file: %q, %v", b, err)
 	}
 }
+
+func TestMissingPathsRemoveEmpty(t *testing.T) {
+	root := makeTree(t, lookTree)
+	missing, err := MissingPaths(root, []string{"/proc", "/etc/hosts", "/etc/passwd", "/data/a/b", "/bin/sh"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := []string{"/data/a/b", "/data/a", "/etc/hosts", "/data", "/proc"}; !slices.Equal(missing, want) {
+		t.Fatalf("missing %q, want %q", missing, want)
+	}
+	// As runc would: make them; then something writes into one.
+	for _, d := range []string{"proc", "data", "data/a", "data/a/b"} {
+		if err := os.Mkdir(filepath.Join(root, d), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.WriteFile(filepath.Join(root, "etc/hosts"), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(root, "data/a/kept"), []byte("x"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := RemoveEmpty(root, missing); err != nil {
+		t.Fatal(err)
+	}
+	for p, want := range map[string]bool{"proc": false, "etc/hosts": false, "data/a/b": false, "data/a/kept": true, "data": true, "etc/passwd": true} {
+		_, err := os.Lstat(filepath.Join(root, p))
+		if got := err == nil; got != want {
+			t.Errorf("%s exists: %v, want %v", p, got, want)
+		}
+	}
+}

@@ -131,15 +131,19 @@ type procIO struct{ stdin, stdout, stderr *os.File }
 
 // started is a container that runs, seen from its runner.
 type started struct {
-	e        *env
-	name     string
-	cfg      container.Config
-	state    container.State
-	rt       string
-	own      bool // the runner mounted the rootfs and unmounts it
-	pub      *container.Publisher
-	console  *os.File // the terminal's master end, with -t
-	finished bool
+	e      *env
+	name   string
+	cfg    container.Config
+	state  container.State
+	rt     string
+	own    bool // the runner mounted the rootfs and unmounts it
+	rootfs string
+	// mountpoints are what runc creates in the root filesystem for the
+	// spec's mounts; they go when the container ends (see cleanup).
+	mountpoints []string
+	pub         *container.Publisher
+	console     *os.File // the terminal's master end, with -t
+	finished    bool
 }
 
 // startContainer starts the container name as runc create and start,
@@ -183,7 +187,7 @@ func startContainer(ctx context.Context, e *env, name string, stdio procIO, logg
 	if err != nil {
 		return nil, err
 	}
-	s.own = own
+	s.own, s.rootfs = own, rootfs
 	defer func() {
 		if err != nil {
 			err = errors.Join(err, s.cleanup(ctx))
@@ -195,6 +199,13 @@ func startContainer(ctx context.Context, e *env, name string, stdio procIO, logg
 	}
 	if _, err := container.LookPath(rootfs, spec.Process.Cwd, spec.Process.Env, spec.Process.Args[0]); err != nil {
 		return nil, commandStatus(err)
+	}
+	var dests []string
+	for _, m := range spec.Mounts {
+		dests = append(dests, m.Destination)
+	}
+	if s.mountpoints, err = container.MissingPaths(rootfs, dests); err != nil {
+		return nil, err
 	}
 	sj, err := json.MarshalIndent(spec, "", "\t")
 	if err != nil {
@@ -384,6 +395,11 @@ func (s *started) cleanup(ctx context.Context) error {
 		errs = append(errs, s.console.Close())
 	}
 	errs = append(errs, runcDelete(s.e, s.rt, s.cfg.ID))
+	if s.rootfs != "" {
+		// As docker's init layer keeps them out of the container's: the
+		// mountpoints are not changes of the process.
+		errs = append(errs, container.RemoveEmpty(s.rootfs, s.mountpoints))
+	}
 	if s.own {
 		errs = append(errs, unmountRootfs(ctx, s.e, s.name))
 	}
