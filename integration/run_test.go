@@ -830,14 +830,23 @@ func TestRunConcurrentStarts(t *testing.T) {
 // only root can enter), so the program runs with effective uid 0.
 func TestRunSetuid(t *testing.T) {
 	s := newRunStore(t)
+	s.addProgram(t, "busybox:test", "busybox:suid", "uids", os.ModeSetuid|0o755,
+		"package main\n\nimport (\n\t\"fmt\"\n\t\"os\"\n)\n\nfunc main() { fmt.Println(os.Getuid(), os.Geteuid()) }\n")
+	s.runArgs(t, []string{"-u", "alice", "busybox:suid", "uids"}, 0, "1000 0\n")
+	s.runArgs(t, []string{"busybox:suid", "sh", "-c", "grep -E '^[0-9]+ [0-9]+ [^ ]+ [^ ]+ / ' /proc/self/mountinfo | grep -c nosuid"}, 1, "0\n")
+	s.checkNothingLeft()
+}
+
+// addProgram builds the Go program src (static), puts it in a container
+// on image as /bin/NAME with mode, and commits that as the image dst.
+func (s *runStore) addProgram(t *testing.T, image, dst, name string, mode os.FileMode, src string) {
+	t.Helper()
 	dir := t.TempDir()
-	src := filepath.Join(dir, "main.go")
-	prog := "package main\n\nimport (\n\t\"fmt\"\n\t\"os\"\n)\n\nfunc main() { fmt.Println(os.Getuid(), os.Geteuid()) }\n"
-	if err := os.WriteFile(src, []byte(prog), 0o644); err != nil {
+	if err := os.WriteFile(filepath.Join(dir, "main.go"), []byte(src), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	bin := filepath.Join(dir, "uids")
-	build := exec.Command("go", "build", "-o", bin, src)
+	bin := filepath.Join(dir, name)
+	build := exec.Command("go", "build", "-o", bin, filepath.Join(dir, "main.go"))
 	build.Env = append(os.Environ(), "CGO_ENABLED=0", "GOFLAGS=")
 	if out, err := build.CombinedOutput(); err != nil {
 		t.Fatalf("go build: %v\n%s", err, out)
@@ -846,19 +855,93 @@ func TestRunSetuid(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s.must("create", "--name", "fix", "busybox:test")
+	s.must("create", "--name", "fix", image)
 	mp := strings.TrimSpace(s.must("mount", "fix"))
-	p := filepath.Join(mp, "bin/uids")
+	p := filepath.Join(mp, "bin", name)
 	if err := os.WriteFile(p, b, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.Chmod(p, os.ModeSetuid|0o755); err != nil {
+	if err := os.Chmod(p, mode); err != nil {
 		t.Fatal(err)
 	}
 	s.must("unmount", "fix")
-	s.must("commit", "fix", "busybox:suid")
+	s.must("commit", "fix", dst)
 	s.must("rm", "fix")
-	s.runArgs(t, []string{"-u", "alice", "busybox:suid", "uids"}, 0, "1000 0\n")
-	s.runArgs(t, []string{"busybox:suid", "sh", "-c", "grep -E '^[0-9]+ [0-9]+ [^ ]+ [^ ]+ / ' /proc/self/mountinfo | grep -c nosuid"}, 1, "0\n")
+}
+
+// TestRunPublishUDP publishes a UDP port to an echo server in the
+// container.
+func TestRunPublishUDP(t *testing.T) {
+	s := newRunStore(t)
+	s.addProgram(t, "busybox:test", "busybox:udp", "udpecho", 0o755, `package main
+
+import "net"
+
+func main() {
+	pc, err := net.ListenPacket("udp", "127.0.0.1:9999")
+	if err != nil {
+		panic(err)
+	}
+	println("listening")
+	b := make([]byte, 1500)
+	for {
+		n, from, err := pc.ReadFrom(b)
+		if err != nil {
+			panic(err)
+		}
+		pc.WriteTo(append([]byte("echo "), b[:n]...), from)
+	}
+}
+`)
+	ln, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := ln.LocalAddr().(*net.UDPAddr).Port
+	ln.Close()
+	s.must("run", "-d", "--name", "udp", "-p", fmt.Sprintf("127.0.0.1:%d:9999/udp", port), "busybox:udp", "udpecho")
+	waitLogs(t, s, "udp", "listening\n")
+	c, err := net.Dial("udp", fmt.Sprintf("127.0.0.1:%d", port))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	for _, msg := range []string{"one", "two"} {
+		if _, err := c.Write([]byte(msg)); err != nil {
+			t.Fatal(err)
+		}
+		_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		b := make([]byte, 100)
+		n, err := c.Read(b)
+		if err != nil || string(b[:n]) != "echo "+msg {
+			t.Errorf("reply to %q: %q, %v", msg, b[:n], err)
+		}
+	}
+	s.must("rm", "-f", "udp")
 	s.checkNothingLeft()
+}
+
+// TestRunRuntimeKilled runs with --runtime a wrapper of runc that is
+// killed (SIGKILL) in runc create or in runc start: run fails with 125
+// and leaves nothing, the half-made container included.
+func TestRunRuntimeKilled(t *testing.T) {
+	s := newRunStore(t)
+	runc, err := exec.LookPath("runc")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, step := range []string{"create", "start"} {
+		t.Run(step, func(t *testing.T) {
+			wrapper := filepath.Join(t.TempDir(), "runc-dies")
+			script := fmt.Sprintf("#!/bin/sh\n# strata runs RUNTIME --root DIR COMMAND ...\nif [ \"$3\" = %s ]; then kill -KILL $$; fi\nexec %s \"$@\"\n", step, runc)
+			if err := os.WriteFile(wrapper, []byte(script), 0o755); err != nil {
+				t.Fatal(err)
+			}
+			r := s.run("run", "--rm", "--runtime", wrapper, "busybox:test", "sleep", "60")
+			if r.code != 125 {
+				t.Errorf("got %v, want exit 125", r)
+			}
+			s.checkNothingLeft()
+		})
+	}
 }
