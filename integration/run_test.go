@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -169,9 +170,10 @@ func (s *runStore) removeAll() {
 }
 
 // checkNothingLeft checks that no container, mount, runc state or
-// bundle is left in the store.
+// bundle is left in the store, and that the store is consistent.
 func (s *runStore) checkNothingLeft() {
 	s.t.Helper()
+	s.mustCheck()
 	if ps := s.ps(); len(ps) > 0 {
 		s.t.Errorf("containers left: %v", ps)
 	}
@@ -944,4 +946,82 @@ func TestRunRuntimeKilled(t *testing.T) {
 			s.checkNothingLeft()
 		})
 	}
+}
+
+// TestRunStaleState leaves what a crash between removing a container's
+// record and its files would: a bundle of no container, with a mount on
+// its rootfs, and runc state of no container's ID. The next rm removes
+// them.
+func TestRunStaleState(t *testing.T) {
+	s := newRunStore(t)
+	s.must("run", "-d", "--name", "live", "busybox:test", "sleep", "60")
+	// A second runc container from live's spec, in a cgroup of its own:
+	// known to runc, to no container record.
+	var spec map[string]any
+	b, err := os.ReadFile(filepath.Join(s.root, "containers", "live", "config.json"))
+	if err == nil {
+		err = json.Unmarshal(b, &spec)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	spec["linux"].(map[string]any)["cgroupsPath"] = "/strata-test/ghost-" + strconv.Itoa(os.Getpid())
+	// and a root filesystem of its own, so that it does not hold live's.
+	bundle := t.TempDir()
+	rootfs := filepath.Join(bundle, "rootfs")
+	bb, err := os.ReadFile(needRunTools(t))
+	if err == nil {
+		err = os.MkdirAll(filepath.Join(rootfs, "bin"), 0o755)
+	}
+	if err == nil {
+		err = os.WriteFile(filepath.Join(rootfs, "bin", "sleep"), bb, 0o755)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	spec["root"] = map[string]any{"path": rootfs}
+	spec["mounts"] = []map[string]any{{"destination": "/proc", "type": "proc", "source": "proc"}}
+	if b, err = json.Marshal(spec); err == nil {
+		err = os.WriteFile(filepath.Join(bundle, "config.json"), b, 0o644)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Its stdio is the container's, which keeps it open: files, not pipes.
+	errf, err := os.CreateTemp(t.TempDir(), "runc-stderr-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer errf.Close()
+	create := exec.Command("runc", "--root", filepath.Join(s.root, "runc"), "create",
+		"--bundle", bundle, "ghost-id")
+	create.Stderr = errf
+	if err := create.Run(); err != nil {
+		b, _ := os.ReadFile(errf.Name())
+		t.Fatalf("runc create: %v\n%s", err, b)
+	}
+	// Its first process is this test's child now (the test is the child
+	// subreaper): reap it when runc delete kills it, or runc waits for it.
+	stateOut, err := exec.Command("runc", "--root", filepath.Join(s.root, "runc"), "state", "ghost-id").Output()
+	if err != nil {
+		t.Fatalf("runc state: %v", err)
+	}
+	var ghostState struct{ Pid int }
+	if err := json.Unmarshal(stateOut, &ghostState); err != nil || ghostState.Pid <= 0 {
+		t.Fatalf("runc state: %v: %s", err, stateOut)
+	}
+	go func() {
+		var ws unix.WaitStatus
+		_, _ = unix.Wait4(ghostState.Pid, &ws, 0, nil)
+	}()
+	ghost := filepath.Join(s.root, "containers", "ghost", "rootfs")
+	if err := os.MkdirAll(ghost, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Mount("tmpfs", ghost, "tmpfs", 0, ""); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = unix.Unmount(ghost, unix.MNT_DETACH) })
+	s.must("rm", "-f", "live")
+	s.checkNothingLeft()
 }

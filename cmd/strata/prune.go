@@ -90,6 +90,9 @@ var systemPruneCmd = &command{
 				}
 				removed = append(removed, c.Name)
 			}
+			if err := removeStale(ctx, e); err != nil {
+				return err
+			}
 			if len(removed) > 0 {
 				fmt.Fprintln(e.stdout, "Deleted Containers:")
 				for _, n := range removed {

@@ -31,7 +31,7 @@ var rmCmd = &command{
 				}
 				fmt.Fprintln(e.stdout, a)
 			}
-			return errors.Join(errs...)
+			return errors.Join(append(errs, removeStale(ctx, e))...)
 		}
 	},
 }

@@ -529,3 +529,59 @@ func writeFileAtomic(p string, b []byte) error {
 	}
 	return os.Rename(tmp, p)
 }
+
+// removeStale is the cleanup step for what a crash between removing a
+// container from the database and removing its files leaves: bundles
+// under containers/ of no container (unmounting a rootfs still mounted
+// there) and runc state of no container's ID.
+func removeStale(ctx context.Context, e *env) error {
+	// Read the directories before the records: a bundle or runc state is
+	// made after its container's record, so one seen here whose record is
+	// missing below is stale, not new.
+	bundles, err := os.ReadDir(filepath.Join(e.store.Root(), containersDir))
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		return err
+	}
+	states, err := os.ReadDir(filepath.Join(e.store.Root(), runcRootDir))
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		return err
+	}
+	ls, err := e.store.List(ctx)
+	if err != nil {
+		return err
+	}
+	names, ids := map[string]bool{}, map[string]bool{}
+	for _, l := range ls {
+		names[l.Name] = true
+		if c, err := container.DecodeConfig(l.Labels); err == nil && c.ID != "" {
+			ids[c.ID] = true
+		}
+	}
+	var errs []error
+	for _, ent := range bundles {
+		if names[ent.Name()] {
+			continue
+		}
+		b := filepath.Join(e.store.Root(), containersDir, ent.Name())
+		if err := unix.Unmount(filepath.Join(b, "rootfs"), unix.MNT_DETACH); err != nil && !errors.Is(err, unix.EINVAL) && !errors.Is(err, unix.ENOENT) {
+			errs = append(errs, fmt.Errorf("unmount stale %s: %w", b, err))
+			continue
+		}
+		e.log.Printf("removing the bundle of a removed container: %s", b)
+		errs = append(errs, os.RemoveAll(b))
+	}
+	var rt string
+	for _, ent := range states {
+		if ids[ent.Name()] {
+			continue
+		}
+		if rt == "" {
+			if rt, err = runtimePath(container.Config{}); err != nil {
+				return errors.Join(append(errs, err)...)
+			}
+		}
+		e.log.Printf("removing runc's state of a removed container: %s", ent.Name())
+		errs = append(errs, runcDelete(e, rt, ent.Name()))
+	}
+	return errors.Join(errs...)
+}
