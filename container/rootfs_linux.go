@@ -14,8 +14,8 @@ import (
 
 // Errors of LookPath, which docker reports with exit codes 127 and 126.
 var (
-	ErrCommandNotFound     = errors.New("executable file not found")
-	ErrCommandNotExecuable = errors.New("permission denied")
+	ErrCommandNotFound      = errors.New("executable file not found")
+	ErrCommandNotExecutable = errors.New("permission denied")
 )
 
 // openInRoot opens name, a path in the container, inside rootfs as the
@@ -56,7 +56,7 @@ func ReadFile(rootfs, name string) ([]byte, error) {
 // find it: a name with a slash is a path (relative to cwd), else the
 // first executable file of that name in env's PATH. A missing file is
 // ErrCommandNotFound, a directory or a file without execute permission
-// ErrCommandNotExecuable. It returns the path found.
+// ErrCommandNotExecutable. It returns the path found.
 func LookPath(rootfs, cwd string, env []string, name string) (string, error) {
 	if strings.Contains(name, "/") {
 		p := name
@@ -70,7 +70,7 @@ func LookPath(rootfs, cwd string, env []string, name string) (string, error) {
 		case err != nil:
 			return "", err
 		case !ok:
-			return "", fmt.Errorf("exec: %q: %w", name, ErrCommandNotExecuable)
+			return "", fmt.Errorf("exec: %q: %w", name, ErrCommandNotExecutable)
 		}
 		return p, nil
 	}

@@ -75,8 +75,8 @@ func TestLookPath(t *testing.T) {
 		{"passwd", "/", "", ErrCommandNotFound}, // not executable: skipped in $PATH
 		{"dangling", "/", "", ErrCommandNotFound},
 		{"nosuch", "/", "", ErrCommandNotFound},
-		{"/etc/passwd", "/", "", ErrCommandNotExecuable},
-		{"/etc", "/", "", ErrCommandNotExecuable},
+		{"/etc/passwd", "/", "", ErrCommandNotExecutable},
+		{"/etc", "/", "", ErrCommandNotExecutable},
 		{"/bin/dangling", "/", "", ErrCommandNotFound},
 		{"/etc/passwd/x", "/", "", ErrCommandNotFound},
 	} {

@@ -21,11 +21,14 @@ import (
 
 // Exit statuses of run and exec, as docker's.
 const (
-	statusFailed        = 125 // strata itself failed
-	statusCannotInvoke  = 126 // the command is not executable
-	statusNotFound      = 127 // the command does not exist
-	statusSignalBase    = 128 // + the signal that ended the process
-	defaultStopTimeout  = 10  // seconds stop waits before SIGKILL
+	statusFailed       = 125 // strata itself failed
+	statusCannotInvoke = 126 // the command is not executable
+	statusNotFound     = 127 // the command does not exist
+	statusSignalBase   = 128 // + the signal that ended the process
+)
+
+const (
+	defaultStopTimeout  = 10 // seconds stop waits before SIGKILL
 	runUsageCreateFlags = "[--name N] [--rm] [-e K=V] [--env-file F] [-w DIR] [-u USER[:GROUP]] [--entrypoint E] [-v HOST:CTR[:ro]] [-p [IP:]HOST:CTR[/udp]] [--network host|none|private] [--hostname H] [--read-only] [-i] [-t] [--runtime PATH]"
 )
 
@@ -100,8 +103,8 @@ func addRunFlags(fs *pflag.FlagSet) *runFlags {
 	}
 }
 
-// configChanged tells whether any flag that shapes a new container's
-// config was given.
+// configChanged returns the flags given that shape a new container's
+// config.
 func configChanged(fs *pflag.FlagSet) []string {
 	var names []string
 	for _, n := range []string{"env", "env-file", "workdir", "user", "entrypoint", "volume", "publish", "network", "hostname", "read-only", "interactive", "tty", "runtime", "rm"} {

@@ -289,7 +289,7 @@ func commandStatus(err error) error {
 	case errors.Is(err, container.ErrCommandNotFound),
 		strings.Contains(msg, "executable file not found"), strings.Contains(msg, "no such file or directory"):
 		return exitStatus{statusNotFound, err}
-	case errors.Is(err, container.ErrCommandNotExecuable), strings.Contains(msg, "permission denied"):
+	case errors.Is(err, container.ErrCommandNotExecutable), strings.Contains(msg, "permission denied"):
 		return exitStatus{statusCannotInvoke, err}
 	}
 	return exitStatus{statusFailed, err}
