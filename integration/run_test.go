@@ -457,6 +457,10 @@ func TestRunDetached(t *testing.T) {
 	if st := s.ps()["bg"].Status; !strings.HasPrefix(st, "Exited (7) ") {
 		t.Errorf("STATUS %q, want Exited (7) ...", st)
 	}
+	// docker's ps -a lists stopped containers; strata's ps always does.
+	if out := s.must("ps", "-a"); !strings.Contains(out, "Exited (7)") {
+		t.Errorf("ps -a:\n%s", out)
+	}
 	if got := s.must("logs", "bg"); got != "started\nto stderr\ngot TERM\n" {
 		t.Errorf("logs %q", got)
 	}

@@ -103,6 +103,7 @@ var psCmd = &command{
 	flags: func(fs *pflag.FlagSet) func(context.Context, *env, []string) error {
 		quiet := fs.BoolP("quiet", "q", false, "print names only")
 		format := fs.String("format", "table", "output `FORMAT`: table or json")
+		fs.BoolP("all", "a", false, "accepted for docker's sake: ps lists every container, running or not")
 		return func(ctx context.Context, e *env, args []string) error {
 			if len(args) > 0 {
 				return usagef("ps takes no arguments")
