@@ -224,6 +224,15 @@ func TestRunExitStatus(t *testing.T) {
 			}
 		})
 	}
+	t.Run("not executable by the user", func(t *testing.T) {
+		// Executable by root only: runc finds that out, as alice.
+		s.addProgram(t, "busybox:test", "busybox:rootonly", "rootonly", 0o700, "package main\n\nfunc main() {}\n")
+		r := s.runArgs(t, []string{"-u", "alice", "busybox:rootonly", "rootonly"}, 126, "")
+		if !strings.Contains(r.stderr, "permission denied") {
+			t.Errorf("stderr %q, want permission denied", r.stderr)
+		}
+		s.runArgs(t, []string{"busybox:rootonly", "rootonly"}, 0, "")
+	})
 	t.Run("signal", func(t *testing.T) {
 		// The container's process is killed from the host: 128+9.
 		p := s.startRun(t, "--name", "sig", "busybox:test", "sleep", "60")
@@ -939,7 +948,7 @@ func TestRunRuntimeKilled(t *testing.T) {
 	for _, step := range []string{"create", "start"} {
 		t.Run(step, func(t *testing.T) {
 			wrapper := filepath.Join(t.TempDir(), "runc-dies")
-			script := fmt.Sprintf("#!/bin/sh\n# strata runs RUNTIME --root DIR COMMAND ...\nif [ \"$3\" = %s ]; then kill -KILL $$; fi\nexec %s \"$@\"\n", step, runc)
+			script := fmt.Sprintf("#!/bin/sh\n# strata runs RUNTIME [GLOBAL OPTIONS] COMMAND ...\nfor a in \"$@\"; do [ \"$a\" = %s ] && kill -KILL $$; done\nexec %s \"$@\"\n", step, runc)
 			if err := os.WriteFile(wrapper, []byte(script), 0o755); err != nil {
 				t.Fatal(err)
 			}
@@ -950,6 +959,16 @@ func TestRunRuntimeKilled(t *testing.T) {
 			s.checkNothingLeft()
 		})
 	}
+	t.Run("runtime gone", func(t *testing.T) {
+		// A container whose runtime is gone does not run, and is removed.
+		gone := filepath.Join(t.TempDir(), "gone")
+		s.must("create", "--name", "norun", "--runtime", gone, "busybox:test", "true")
+		if r := s.run("run", "norun"); r.code != 125 {
+			t.Errorf("got %v, want exit 125", r)
+		}
+		s.must("rm", "norun")
+		s.checkNothingLeft()
+	})
 }
 
 // TestRunStaleState leaves what a crash between removing a container's

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -141,9 +140,12 @@ func execTerminal(e *env, rec containerRecord, rt, pf string, stdin bool, sigs <
 	defer cs.Close()
 	pidFile := pf + ".pid"
 	defer os.Remove(pidFile)
-	out, err := runcCommand(e, rt, "exec", "--detach", "--tty", "--console-socket", cs.Path, "--pid-file", pidFile, "--process", pf, rec.cfg.ID).CombinedOutput()
+	logPath := pf + ".log"
+	defer os.Remove(logPath)
+	err = runcCommand(e, rt, "--log", logPath, "--log-format", "json",
+		"exec", "--detach", "--tty", "--console-socket", cs.Path, "--pid-file", pidFile, "--process", pf, rec.cfg.ID).Run()
 	if err != nil {
-		return commandStatus(fmt.Errorf("runc exec: %v: %s", err, bytes.TrimSpace(out)))
+		return runcFailed("exec", err, logPath)
 	}
 	master, err := cs.Receive(10 * time.Second)
 	if err != nil {

@@ -119,6 +119,11 @@ func runcCommand(e *env, rt string, args ...string) *exec.Cmd {
 // runcDelete removes runc's state of the container id, killing what is
 // left of it; a container runc does not know is no error.
 func runcDelete(e *env, rt, id string) error {
+	// runc keeps a container's state in --root/ID: without it there is
+	// nothing to delete, and no need for the runtime to be there.
+	if _, err := os.Lstat(filepath.Join(e.store.Root(), runcRootDir, id)); errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
 	out, err := runcCommand(e, rt, "delete", "--force", id).CombinedOutput()
 	if err != nil && !bytes.Contains(out, []byte("does not exist")) {
 		return fmt.Errorf("runc delete %s: %v: %s", id, err, bytes.TrimSpace(out))
@@ -189,8 +194,13 @@ func startContainer(ctx context.Context, e *env, name string, stdio procIO, logg
 	}
 	s.own, s.rootfs = own, rootfs
 	defer func() {
-		if err != nil {
-			err = errors.Join(err, s.cleanup(ctx))
+		if err == nil {
+			return
+		}
+		err = errors.Join(err, s.cleanup(ctx))
+		if s.state.Status == container.Running {
+			// It never ran: the record goes back to what it was.
+			err = errors.Join(err, saveState(ctx, e, name, rec.state))
 		}
 	}()
 	spec, err := makeSpec(c, rootfs, b)
@@ -225,17 +235,18 @@ func startContainer(ctx context.Context, e *env, name string, stdio procIO, logg
 		defer cs.Close()
 		args = append(args, "--console-socket", cs.Path)
 	}
-	create := runcCommand(e, rt, append(args, c.ID)...)
-	var runcErr bytes.Buffer
-	if c.Tty {
-		create.Stdout, create.Stderr = &runcErr, &runcErr
-	} else {
+	// runc's errors go to a log of their own, for strata to tell what
+	// failed: its stderr is the container's.
+	runcLog := filepath.Join(b, "runc.log")
+	_ = os.Remove(runcLog)
+	create := runcCommand(e, rt, append(append([]string{"--log", runcLog, "--log-format", "json"}, args...), c.ID)...)
+	if !c.Tty {
 		// The container's first process keeps these: runc passes its own.
 		create.Stdin, create.Stdout, create.Stderr = stdio.stdin, stdio.stdout, stdio.stderr
 	}
 	logger.Printf("%s", strings.Join(create.Args, " "))
 	if err := create.Run(); err != nil {
-		return nil, commandStatus(fmt.Errorf("runc create: %v %s", err, bytes.TrimSpace(runcErr.Bytes())))
+		return nil, runcFailed("create", err, runcLog)
 	}
 	if c.Tty {
 		if s.console, err = cs.Receive(10 * time.Second); err != nil {
@@ -275,21 +286,66 @@ func startContainer(ctx context.Context, e *env, name string, stdio procIO, logg
 			return nil, err
 		}
 	}
-	if out, err := runcCommand(e, rt, "start", c.ID).CombinedOutput(); err != nil {
-		return nil, commandStatus(fmt.Errorf("runc start: %v: %s", err, bytes.TrimSpace(out)))
+	_ = os.Remove(runcLog)
+	if err := runcCommand(e, rt, "--log", runcLog, "--log-format", "json", "start", c.ID).Run(); err != nil {
+		return nil, runcFailed("start", err, runcLog)
 	}
 	return s, nil
 }
 
-// commandStatus gives an error docker's exit status for it: 127 for a
-// command not found, 126 for one that cannot be run, else 125.
-func commandStatus(err error) error {
-	msg := err.Error()
+// runcFailed is the error of a failed runc command, with docker's exit
+// status: 127 or 126 when runc's own lookup or exec of the program, done
+// as the container's user, failed (`exec: "NAME": executable file not
+// found in $PATH`, `exec /NAME: permission denied`), else 125. Only
+// runc's log is read, so that a "permission denied" of something else (a
+// volume, the runtime itself) is not taken for the program's.
+func runcFailed(cmd string, err error, logPath string) error {
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) {
+		return exitStatus{statusFailed, fmt.Errorf("runc %s: %w", cmd, err)}
+	}
+	msg := runcErrors(logPath)
+	err = fmt.Errorf("runc %s: %v: %s", cmd, err, msg)
+	i := strings.Index(msg, "exec")
+	if i < 0 {
+		return exitStatus{statusFailed, err}
+	}
+	execMsg := msg[i:]
 	switch {
-	case errors.Is(err, container.ErrCommandNotFound),
-		strings.Contains(msg, "executable file not found"), strings.Contains(msg, "no such file or directory"):
+	case strings.Contains(execMsg, "executable file not found"), strings.Contains(execMsg, "no such file or directory"):
 		return exitStatus{statusNotFound, err}
-	case errors.Is(err, container.ErrCommandNotExecutable), strings.Contains(msg, "permission denied"):
+	case strings.Contains(execMsg, "permission denied"):
+		return exitStatus{statusCannotInvoke, err}
+	}
+	return exitStatus{statusFailed, err}
+}
+
+// runcErrors returns the error messages of runc's JSON log.
+func runcErrors(p string) string {
+	b, err := os.ReadFile(p)
+	if err != nil {
+		return fmt.Sprintf("(no log: %v)", err)
+	}
+	var msgs []string
+	for _, line := range bytes.Split(b, []byte("\n")) {
+		var entry struct{ Level, Msg string }
+		if json.Unmarshal(line, &entry) == nil && (entry.Level == "error" || entry.Level == "fatal") {
+			msgs = append(msgs, entry.Msg)
+		}
+	}
+	if len(msgs) == 0 {
+		return string(bytes.TrimSpace(b))
+	}
+	return strings.Join(msgs, "; ")
+}
+
+// commandStatus gives an error of LookPath docker's exit status: 127
+// for a command not found, 126 for one that cannot be run.
+func commandStatus(err error) error {
+	switch {
+	case errors.Is(err, container.ErrCommandNotFound):
+		return exitStatus{statusNotFound, err}
+	case errors.Is(err, container.ErrCommandNotExecutable):
 		return exitStatus{statusCannotInvoke, err}
 	}
 	return exitStatus{statusFailed, err}
@@ -486,13 +542,16 @@ func settleLocked(ctx context.Context, e *env, name string) (containerRecord, er
 		}
 		rec.state = now
 	}
-	rt, err := runtimePath(rec.cfg)
-	if err == nil {
-		err = runcDelete(e, rt, rec.cfg.ID)
-	} else if _, serr := os.Stat(filepath.Join(e.store.Root(), runcRootDir, rec.cfg.ID)); serr != nil {
-		err = nil // no runc, and no runc state to remove
+	if _, err := os.Lstat(filepath.Join(e.store.Root(), runcRootDir, rec.cfg.ID)); err == nil {
+		rt, err := runtimePath(rec.cfg)
+		if err == nil {
+			err = runcDelete(e, rt, rec.cfg.ID)
+		}
+		if err != nil {
+			return rec, errors.Join(err, unmountRootfs(ctx, e, name))
+		}
 	}
-	return rec, errors.Join(err, unmountRootfs(ctx, e, name))
+	return rec, unmountRootfs(ctx, e, name)
 }
 
 // lockContainer takes the container's lock, an flock on a file of its
