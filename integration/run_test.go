@@ -232,6 +232,14 @@ func TestRunExitStatus(t *testing.T) {
 			t.Errorf("stderr %q, want permission denied", r.stderr)
 		}
 		s.runArgs(t, []string{"busybox:rootonly", "rootonly"}, 0, "")
+		s.must("run", "-d", "--name", "ro", "busybox:rootonly", "sleep", "60")
+		if r := s.run("exec", "-u", "alice", "ro", "rootonly"); r.code != 126 {
+			t.Errorf("exec as alice: %v, want exit 126", r)
+		}
+		if r := s.run("exec", "ro", "sh", "-c", "rootonly; exit 9"); r.code != 9 {
+			t.Errorf("exec as root: %v, want exit 9", r)
+		}
+		s.must("rm", "-f", "ro")
 	})
 	t.Run("signal", func(t *testing.T) {
 		// The container's process is killed from the host: 128+9.

@@ -97,7 +97,9 @@ func execProcess(e *env, rec containerRecord, p *specs.Process, stdin bool) erro
 	if p.Terminal {
 		return execTerminal(e, rec, rt, pf.Name(), stdin, sigs)
 	}
-	cmd := runcCommand(e, rt, "exec", "--process", pf.Name(), rec.cfg.ID)
+	logPath := pf.Name() + ".log"
+	defer os.Remove(logPath)
+	cmd := runcCommand(e, rt, "--log", logPath, "--log-format", "json", "exec", "--process", pf.Name(), rec.cfg.ID)
 	cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
 	if stdin {
 		cmd.Stdin = os.Stdin
@@ -114,6 +116,11 @@ func execProcess(e *env, rec containerRecord, p *specs.Process, stdin bool) erro
 		case err := <-done:
 			var ee *exec.ExitError
 			if errors.As(err, &ee) {
+				if b, _ := os.ReadFile(logPath); len(runcErrorMessages(b)) > 0 {
+					// runc itself failed, not the process: as with run,
+					// its lookup or exec as the user gives 127 or 126.
+					return runcFailed("exec", err, logPath)
+				}
 				return exitStatus{code: ee.ExitCode()}
 			}
 			if err != nil {

@@ -320,23 +320,30 @@ func runcFailed(cmd string, err error, logPath string) error {
 	return exitStatus{statusFailed, err}
 }
 
-// runcErrors returns the error messages of runc's JSON log.
+// runcErrors returns the error messages of runc's JSON log, or what the
+// log holds when it has none.
 func runcErrors(p string) string {
 	b, err := os.ReadFile(p)
 	if err != nil {
 		return fmt.Sprintf("(no log: %v)", err)
 	}
+	if msgs := runcErrorMessages(b); len(msgs) > 0 {
+		return strings.Join(msgs, "; ")
+	}
+	return string(bytes.TrimSpace(b))
+}
+
+// runcErrorMessages returns the messages of level error or fatal of a
+// runc JSON log.
+func runcErrorMessages(log []byte) []string {
 	var msgs []string
-	for _, line := range bytes.Split(b, []byte("\n")) {
+	for _, line := range bytes.Split(log, []byte("\n")) {
 		var entry struct{ Level, Msg string }
 		if json.Unmarshal(line, &entry) == nil && (entry.Level == "error" || entry.Level == "fatal") {
 			msgs = append(msgs, entry.Msg)
 		}
 	}
-	if len(msgs) == 0 {
-		return string(bytes.TrimSpace(b))
-	}
-	return strings.Join(msgs, "; ")
+	return msgs
 }
 
 // commandStatus gives an error of LookPath docker's exit status: 127
