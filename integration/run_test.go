@@ -599,6 +599,26 @@ func TestRunKilled(t *testing.T) {
 		waitStatus(t, s, "kc", "Exited (137)")
 		s.must("rm", "kc")
 	})
+	t.Run("the mount daemon", func(t *testing.T) {
+		// The container's root filesystem dies under it: stop and rm
+		// still clean up, the dead mount included.
+		s.must("run", "-d", "--name", "km", "busybox:test", "sleep", "60")
+		pid := 0
+		for _, l := range s.list() {
+			if l.Name == "km" {
+				pid = l.DaemonPid
+			}
+		}
+		if pid <= 0 {
+			t.Fatalf("no mount daemon for km: %+v", s.list())
+		}
+		if err := unix.Kill(pid, unix.SIGKILL); err != nil {
+			t.Fatal(err)
+		}
+		s.must("stop", "-t", "1", "km")
+		waitStatus(t, s, "km", "Exited (137)")
+		s.must("rm", "km")
+	})
 	t.Run("system prune", func(t *testing.T) {
 		// A container whose shim and process were killed is pruned, its
 		// leftover mount with it; a running one stays.
