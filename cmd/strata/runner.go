@@ -198,10 +198,6 @@ func startContainer(ctx context.Context, e *env, name string, stdio procIO, logg
 			return
 		}
 		err = errors.Join(err, s.cleanup(ctx))
-		if s.state.Status == container.Running {
-			// It never ran: the record goes back to what it was.
-			err = errors.Join(err, saveState(ctx, e, name, rec.state))
-		}
 	}()
 	spec, err := makeSpec(c, rootfs, b)
 	if err != nil {
@@ -273,9 +269,6 @@ func startContainer(ctx context.Context, e *env, name string, stdio procIO, logg
 		Status: container.Running, Pid: pid, PidStart: pstart,
 		Runner: os.Getpid(), RunnerStart: self, StartedAt: time.Now().UTC(), Rootfs: rootfs,
 	}
-	if err := saveState(ctx, e, name, s.state); err != nil {
-		return nil, err
-	}
 	if c.Network != container.NetworkHost {
 		if err := container.LoopbackUp(pid); err != nil {
 			return nil, err
@@ -289,6 +282,11 @@ func startContainer(ctx context.Context, e *env, name string, stdio procIO, logg
 	_ = os.Remove(runcLog)
 	if err := runcCommand(e, rt, "--log", runcLog, "--log-format", "json", "start", c.ID).Run(); err != nil {
 		return nil, runcFailed("start", err, runcLog)
+	}
+	// Recorded once it runs: until then a kill -9 of this process leaves
+	// a record that is not Running, whose runc state settle deletes.
+	if err := saveState(ctx, e, name, s.state); err != nil {
+		return nil, err
 	}
 	return s, nil
 }
