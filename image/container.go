@@ -19,12 +19,24 @@ type Container struct {
 }
 
 // CreateContainer prepares the writable stack name on the image ref.
-func (s *Store) CreateContainer(ctx context.Context, name, ref string) (Image, error) {
+// extra, when not nil, returns more labels for the stack from the image
+// found, so that they are recorded in the transaction that creates it.
+func (s *Store) CreateContainer(ctx context.Context, name, ref string, extra func(Image) (map[string]string, error)) (Image, error) {
 	im, err := s.Get(ctx, ref)
 	if err != nil {
 		return Image{}, err
 	}
-	labels := map[string]string{LabelImage: im.ID.String(), LabelImageRef: ref}
+	labels := map[string]string{}
+	if extra != nil {
+		more, err := extra(im)
+		if err != nil {
+			return Image{}, err
+		}
+		for k, v := range more {
+			labels[k] = v
+		}
+	}
+	labels[LabelImage], labels[LabelImageRef] = im.ID.String(), ref
 	// The image must still be there when the container is recorded: a
 	// prune deleting it checks for containers in its own transaction.
 	_, err = s.snaps.PrepareIf(ctx, name, im.Top(), labels, func(tx *snapshot.Tx) error {

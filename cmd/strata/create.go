@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"regexp"
+	"strings"
 
 	"github.com/spf13/pflag"
 
@@ -17,28 +18,36 @@ import (
 
 var createCmd = &command{
 	name:    "create",
-	args:    "[--name NAME] [IMAGE|LAYER]",
+	args:    runUsageCreateFlags + " [IMAGE [CMD [ARG...]]|LAYER]",
 	summary: "Create a writable stack (a container) on an image or a committed layer, or on nothing; print its name",
 	changes: true,
 	flags: func(fs *pflag.FlagSet) func(context.Context, *env, []string) error {
-		name := fs.String("name", "", "the stack's `NAME` (default: a random one)")
+		f := addRunFlags(fs)
 		return func(ctx context.Context, e *env, args []string) error {
-			if len(args) > 1 {
-				return usagef("too many arguments")
-			}
-			if *name == "" {
-				*name = randomStackName()
-			} else if err := checkStackName(*name); err != nil {
-				return err
-			}
-			parent := ""
-			if len(args) == 1 {
-				if _, err := e.images.CreateContainer(ctx, *name, args[0]); err == nil {
-					fmt.Fprintln(e.stdout, *name)
+			if len(args) >= 1 {
+				// An image: a container, with its run config.
+				name, err := createFromImage(ctx, e, f, args[0], args[1:])
+				if err == nil {
+					fmt.Fprintln(e.stdout, name)
 					return nil
 				} else if !errors.Is(err, image.ErrNotFound) && !isRefSyntaxError(err) {
 					return err
 				}
+			}
+			if changed := configChanged(fs); len(changed) > 0 {
+				return usagef("%s: only a container on an image runs", strings.Join(changed, ", "))
+			}
+			if len(args) > 1 {
+				return usagef("too many arguments: a command runs in a container on an image, and %q is none", args[0])
+			}
+			name := *f.name
+			if name == "" {
+				name = randomStackName()
+			} else if err := checkStackName(name); err != nil {
+				return err
+			}
+			parent := ""
+			if len(args) == 1 {
 				info, err := e.store.Resolve(ctx, args[0])
 				if err != nil {
 					if errors.Is(err, snapshot.ErrNotFound) {
@@ -51,10 +60,10 @@ var createCmd = &command{
 				}
 				parent = info.Name
 			}
-			if _, err := e.store.Prepare(ctx, *name, parent, nil); err != nil {
+			if _, err := e.store.Prepare(ctx, name, parent, nil); err != nil {
 				return notFoundHint(err)
 			}
-			fmt.Fprintln(e.stdout, *name)
+			fmt.Fprintln(e.stdout, name)
 			return nil
 		}
 	},

@@ -33,6 +33,9 @@ type command struct {
 	// store's repair step runs.
 	changes bool
 	hidden  bool
+	// failStatus, when not 0, is the exit status of a failure of strata
+	// itself, usage errors included (docker run's 125).
+	failStatus int
 }
 
 // commands lists the subcommands; each lives in its own file.
@@ -42,6 +45,7 @@ func commands() []*command {
 		inspectCmd, layerCmd, checkCmd, serveCmd,
 		importCmd, exportCmd, imagesCmd, historyCmd, tagCmd, rmiCmd,
 		imagePruneCmd, systemPruneCmd, systemDfCmd, psCmd,
+		runCmd, startCmd, stopCmd, execCmd, logsCmd, shimCmd,
 	}
 }
 
@@ -107,9 +111,13 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&e.root, "root", defRoot, "the store's `DIR` (or $STRATA_ROOT)")
 	fs.BoolVar(&e.debug, "debug", false, "log what strata does to stderr")
 	help := fs.BoolP("help", "h", false, "show this help")
+	failed, misused := 1, 2
+	if cmd.failStatus != 0 {
+		failed, misused = cmd.failStatus, cmd.failStatus
+	}
 	if err := fs.Parse(args[1:]); err != nil {
 		fmt.Fprintf(stderr, "strata %s: %v (see 'strata %s --help')\n", cmd.name, err, cmd.name)
-		return 2
+		return misused
 	}
 	if *help {
 		commandUsage(stdout, cmd, fs)
@@ -144,13 +152,20 @@ func run(args []string, stdout, stderr io.Writer) int {
 	if err == nil {
 		return 0
 	}
+	var st exitStatus
+	if errors.As(err, &st) && st.err == nil {
+		return st.code // the container's process's own status
+	}
 	fmt.Fprintf(stderr, "strata %s: %v\n", cmd.name, err)
 	var ue usageError
 	if errors.As(err, &ue) {
 		fmt.Fprintf(stderr, "usage: strata %s %s (see 'strata %s --help')\n", cmd.name, cmd.args, cmd.name)
-		return 2
+		return misused
 	}
-	return 1
+	if errors.As(err, &st) {
+		return st.code
+	}
+	return failed
 }
 
 // groups are docker's two-word commands: `strata image prune` runs the
@@ -162,6 +177,11 @@ var groups = map[string]map[string]string{
 		"import": "import", "export": "export",
 	},
 	"system": {"prune": "system prune", "df": "system df"},
+	"container": {
+		"run": "run", "create": "create", "start": "start", "stop": "stop",
+		"rm": "rm", "ls": "ps", "list": "ps", "ps": "ps", "exec": "exec",
+		"logs": "logs", "diff": "diff", "commit": "commit", "inspect": "inspect",
+	},
 }
 
 // groupCommand rewrites `strata GROUP SUB ...` to the command it names.

@@ -10,6 +10,7 @@ import (
 
 	"github.com/spf13/pflag"
 
+	"github.com/strata-fs/strata/container"
 	"github.com/strata-fs/strata/image"
 )
 
@@ -65,13 +66,32 @@ var systemPruneCmd = &command{
 			}
 			var removed []string
 			for _, c := range cs {
+				if c.Labels[container.LabelConfig] != "" {
+					// What a killed run left mounted goes first; a running
+					// container stays.
+					rec, err := settle(ctx, e, c.Name)
+					if err != nil {
+						return err
+					}
+					if rec.state.Status == container.Running {
+						continue
+					}
+					if _, ok, err := e.store.Mounted(ctx, c.Name); err != nil {
+						return err
+					} else if !ok {
+						c.Daemon = nil
+					}
+				}
 				if c.Daemon != nil {
 					continue
 				}
-				if err := e.store.Remove(ctx, c.Name); err != nil {
+				if err := removeContainer(ctx, e, c.Name); err != nil {
 					return err
 				}
 				removed = append(removed, c.Name)
+			}
+			if err := removeStale(ctx, e); err != nil {
+				return err
 			}
 			if len(removed) > 0 {
 				fmt.Fprintln(e.stdout, "Deleted Containers:")

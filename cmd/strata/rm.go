@@ -4,9 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 
 	"github.com/spf13/pflag"
 
+	"github.com/strata-fs/strata/container"
 	"github.com/strata-fs/strata/snapshot"
 )
 
@@ -29,7 +31,7 @@ var rmCmd = &command{
 				}
 				fmt.Fprintln(e.stdout, a)
 			}
-			return errors.Join(errs...)
+			return errors.Join(append(errs, removeStale(ctx, e))...)
 		}
 	},
 }
@@ -38,6 +40,11 @@ func removeOne(ctx context.Context, e *env, ref string, force bool) error {
 	info, err := e.store.Resolve(ctx, ref)
 	if err != nil {
 		return notFoundHint(err)
+	}
+	if info.Kind == snapshot.KindActive && info.Labels[container.LabelConfig] != "" {
+		if err := retireContainer(ctx, e, ref, info.Name, force); err != nil {
+			return err
+		}
 	}
 	if d, ok, err := e.store.Mounted(ctx, info.Name); err != nil {
 		return err
@@ -53,5 +60,28 @@ func removeOne(ctx context.Context, e *env, ref string, force bool) error {
 	if errors.Is(err, snapshot.ErrPrecondition) && info.Kind == snapshot.KindCommitted {
 		return fmt.Errorf("%w; see 'strata ls' for what is on it", err)
 	}
+	if err == nil && info.Kind == snapshot.KindActive {
+		// A container's bundle goes with it; a stack has none.
+		err = os.RemoveAll(bundleDir(e, info.Name))
+	}
 	return err
+}
+
+// retireContainer readies a container for removal: a running one is
+// refused, or with force killed; what its runs left (runc's state, the
+// mount of its root filesystem) is cleaned up.
+func retireContainer(ctx context.Context, e *env, ref, name string, force bool) error {
+	rec, err := settle(ctx, e, name)
+	if err != nil {
+		return err
+	}
+	if rec.state.Status == container.Running {
+		if !force {
+			return fmt.Errorf("container %q is running: stop it first ('strata stop %s') or use -f", ref, ref)
+		}
+		if err := stopContainer(ctx, e, name, "SIGKILL", 0); err != nil {
+			return err
+		}
+	}
+	return unmountRootfs(ctx, e, name)
 }

@@ -3,10 +3,12 @@ package main
 import (
 	"context"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/spf13/pflag"
 
+	"github.com/strata-fs/strata/container"
 	"github.com/strata-fs/strata/image/reference"
 )
 
@@ -97,10 +99,11 @@ func reclaimable(n, of int64) string {
 var psCmd = &command{
 	name:    "ps",
 	args:    "[-q] [--format table|json]",
-	summary: "List containers (stacks created from images): name, image, created, size, where mounted",
+	summary: "List containers (stacks created from images): name, image, created, status, ports, size, where mounted",
 	flags: func(fs *pflag.FlagSet) func(context.Context, *env, []string) error {
 		quiet := fs.BoolP("quiet", "q", false, "print names only")
 		format := fs.String("format", "table", "output `FORMAT`: table or json")
+		fs.BoolP("all", "a", false, "accepted for docker's sake: ps lists every container, running or not")
 		return func(ctx context.Context, e *env, args []string) error {
 			if len(args) > 0 {
 				return usagef("ps takes no arguments")
@@ -118,7 +121,14 @@ var psCmd = &command{
 				Size                 int64
 				MountedAt            string `json:",omitempty"`
 				MountDead            bool   `json:",omitempty"` // its daemon died: see mountedCol
+				// Status is docker's: Created, Up 3 minutes, Exited (0) 2
+				// minutes ago; State the container's recorded life, as
+				// observed now.
+				Status string
+				State  container.State
+				Ports  []string `json:",omitempty"`
 			}
+			now := time.Now()
 			var rows []psRow
 			for _, c := range cs {
 				r := psRow{Name: c.Name, Image: familiarRef(c.ImageRef), ImageID: c.Image.String(), Created: c.Created, Size: -1}
@@ -131,6 +141,17 @@ var psCmd = &command{
 				} else if c.DeadMount != nil {
 					r.MountedAt, r.MountDead = c.DeadMount.Dir, true
 				}
+				st, err := container.DecodeState(c.Labels)
+				if err != nil {
+					return fmt.Errorf("%s: %w", c.Name, err)
+				}
+				r.State = st.Observe(container.ProcessAlive)
+				r.Status = containerStatus(r.State, now)
+				if cfg, err := container.DecodeConfig(c.Labels); err == nil {
+					for _, p := range cfg.Ports {
+						r.Ports = append(r.Ports, p.String())
+					}
+				}
 				rows = append(rows, r)
 			}
 			switch {
@@ -142,16 +163,37 @@ var psCmd = &command{
 			case *format == "json":
 				return writeJSON(e.stdout, rows)
 			}
-			now := time.Now()
-			t := newTable(e.stdout, "NAME", "IMAGE", "CREATED", "SIZE", "MOUNTED")
+			t := newTable(e.stdout, "NAME", "IMAGE", "CREATED", "STATUS", "PORTS", "SIZE", "MOUNTED")
 			for _, r := range rows {
 				size := "?"
 				if r.Size >= 0 {
 					size = humanSize(r.Size)
 				}
-				t.row(r.Name, r.Image, humanAge(r.Created, now), size, mountedCol(r.MountedAt, r.MountDead))
+				ports := "-"
+				if len(r.Ports) > 0 {
+					ports = strings.Join(r.Ports, ", ")
+				}
+				t.row(r.Name, r.Image, humanAge(r.Created, now), r.Status, ports, size, mountedCol(r.MountedAt, r.MountDead))
 			}
 			return t.flush()
 		}
 	},
+}
+
+// containerStatus is the STATUS column of docker ps.
+func containerStatus(st container.State, now time.Time) string {
+	switch st.Status {
+	case container.Running:
+		return "Up " + strings.TrimSuffix(humanAge(st.StartedAt, now), " ago")
+	case container.Exited:
+		code := fmt.Sprint(st.ExitCode)
+		if st.ExitUnknown {
+			code = "unknown"
+		}
+		if st.FinishedAt.IsZero() {
+			return "Exited (" + code + ")"
+		}
+		return fmt.Sprintf("Exited (%s) %s", code, humanAge(st.FinishedAt, now))
+	}
+	return "Created"
 }
