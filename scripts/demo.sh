@@ -2,8 +2,8 @@
 # demo.sh: a tour of strata. Part 1 (strata-fuse): three small layers in a
 # fresh temporary directory, mounted read-write with an upper directory:
 # reads, a copy-up, whiteouts and an opaque directory. Part 2 (strata): a
-# layer store, two stacks sharing one base layer, a commit, and the
-# committed layer's changes.
+# layer store, two stacks sharing one base layer, a program run in a
+# container (runc), a commit, and the committed layer's changes.
 #
 # Usage: sudo ./scripts/demo.sh [BINDIR]   (BINDIR holds strata and strata-fuse; default bin)
 # Needs root (FUSE mount, whiteout device nodes, trusted.* xattrs),
@@ -30,6 +30,7 @@ done
 busybox=$(command -v busybox || true)
 [ -n "$busybox" ] && file -L "$busybox" 2>/dev/null | grep -q 'statically linked' || busybox=/bin/busybox
 [ -x "$busybox" ] || die "needs a static busybox: run 'sudo make deps' (Debian package busybox-static)"
+command -v runc >/dev/null || die "needs runc to run a container: run 'sudo make deps' (Debian package runc)"
 
 demo=$(mktemp -d "${TMPDIR:-/tmp}/strata-demo.XXXXXX")
 mnt=$demo/merged
@@ -203,6 +204,14 @@ run "strata ps"
 run "strata diff web"
 note "the store holds the base once; each container holds only its changes:"
 run "strata ls"
+
+section "Run a program in a container: runc on the container's own strata mount"
+note "it reads a file of the base image and writes one; the image's layer is untouched"
+run "strata run --name job busybox:demo sh -c 'cat /srv/www/index.html && echo written by job >/srv/www/note.txt && ls /srv/www'"
+run "strata ps -a"
+note "what the program changed is the container's, as docker diff shows it:"
+run "strata diff job"
+run "strata rm job"
 
 section "Commit the mounted container web as a new tagged image"
 run "strata commit -m 'web content' -c 'CMD [\"httpd\", \"-f\", \"-h\", \"/srv/www\"]' web webapp:v1"
