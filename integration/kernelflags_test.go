@@ -507,3 +507,45 @@ func TestKernelFlagsHardlinkCopyUpIno(t *testing.T) {
 		}
 	}
 }
+
+// pjdfstest rename/21: moving a directory to another directory takes
+// write access to the directory moved (its ".." changes), not only to
+// the two parents. The directories are made under umask 0, as the suite
+// makes them, so their modes are what mkdir asked for.
+func TestKernelFlagsRenameNeedsWriteOnDir(t *testing.T) {
+	sides := kfMount(t, true, func(top, _ string) {})
+	do := func(root string) string {
+		old := unix.Umask(0)
+		defer unix.Umask(old)
+		var log []string
+		for _, d := range []struct {
+			name string
+			mode uint32
+		}{{"src", 0o777}, {"dst", 0o777}, {"src/ro", 0o755}, {"src/rw", 0o777}} {
+			log = append(log, "mkdir "+d.name+" "+kfErr(unix.Mkdir(filepath.Join(root, d.name), d.mode)))
+		}
+		for _, n := range []string{"ro", "rw"} {
+			from, to := filepath.Join(root, "src", n), filepath.Join(root, "dst", n)
+			// busybox mv: rename(2), and a copy only on EXDEV.
+			out, err := procRunAsNobody("busybox", "mv", from, to)
+			res := "ok"
+			if err != nil {
+				res = "refused"
+				if strings.Contains(out, "Permission denied") {
+					res = "EACCES"
+				}
+			}
+			if res == "refused" {
+				res += ": " + strings.TrimSpace(out)
+			}
+			log = append(log, "nobody renames "+n+" "+res)
+		}
+		return strings.Join(log, "\n")
+	}
+	got := kfSame(t, sides, do)
+	for _, w := range []string{"nobody renames ro EACCES", "nobody renames rw ok"} {
+		if !strings.Contains(got, w) {
+			t.Errorf("want %q in\n%s", w, got)
+		}
+	}
+}
