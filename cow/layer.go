@@ -132,12 +132,8 @@ func (l *Layer) closeDir(dfd int) {
 	}
 }
 
-// WithParent runs fn with an fd of rel's parent directory (O_PATH, or the
+// withParent runs fn with an fd of rel's parent directory (O_PATH, or the
 // layer's own fd) and rel's last name.
-func (l *Layer) WithParent(rel string, fn func(dfd int, name string) error) error {
-	return l.withParent(rel, fn)
-}
-
 func (l *Layer) withParent(rel string, fn func(dfd int, name string) error) error {
 	dfd, name, err := l.parentDir(rel)
 	if err != nil {

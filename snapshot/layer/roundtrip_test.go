@@ -325,7 +325,8 @@ func (f *rtFS) write(p string, flags int, mode uint32, o cow.Owner, data []byte)
 	return errors.Join(err, file.Close())
 }
 
-// truncate is fs's Setattr of the size.
+// truncate is a setattr of the size, through the engine as fs's
+// Setattr calls it.
 func (f *rtFS) truncate(p string, size int64) error {
 	_, _, _, e, err := f.existing(p)
 	if err != nil {
@@ -334,52 +335,30 @@ func (f *rtFS) truncate(p string, size int64) error {
 	if rtType(e) != unix.S_IFREG {
 		return unix.EINVAL
 	}
-	dataLen := int64(-1)
-	if size == 0 {
-		dataLen = 0
-	}
-	if err := f.s.CopyUp(p, e, dataLen); err != nil {
-		return err
-	}
-	fd, err := f.upper().Open(p, unix.O_WRONLY, 0)
-	if err != nil {
-		return err
-	}
-	return errors.Join(unix.Ftruncate(fd, size), unix.Close(fd))
+	return f.s.Setattr(p, e, cow.SetAttr{Size: &size}, -1)
 }
 
-// setattr copies p up and runs fn on it in the upper, as fs's Setattr.
-func (f *rtFS) setattr(p string, fn func(e *cow.Entry, dfd int, name string) error) error {
+// setattr copies p up and changes its attributes, through the engine as
+// fs's Setattr calls it.
+func (f *rtFS) setattr(p string, a cow.SetAttr) error {
 	_, _, _, e, err := f.existing(p)
 	if err != nil {
 		return err
 	}
-	if err := f.s.CopyUp(p, e, -1); err != nil {
-		return err
-	}
-	return f.upper().WithParent(p, func(dfd int, name string) error { return fn(e, dfd, name) })
+	return f.s.Setattr(p, e, a, -1)
 }
 
 func (f *rtFS) chmod(p string, mode uint32) error {
-	return f.setattr(p, func(e *cow.Entry, dfd int, name string) error {
-		if rtType(e) == unix.S_IFLNK {
-			return unix.EOPNOTSUPP
-		}
-		return unix.Fchmodat(dfd, name, mode&0o7777, 0)
-	})
+	return f.setattr(p, cow.SetAttr{Mode: &mode})
 }
 
 func (f *rtFS) chown(p string, uid, gid int) error {
-	return f.setattr(p, func(e *cow.Entry, dfd int, name string) error {
-		return unix.Fchownat(dfd, name, uid, gid, unix.AT_SYMLINK_NOFOLLOW)
-	})
+	u, g := uint32(uid), uint32(gid)
+	return f.setattr(p, cow.SetAttr{Uid: &u, Gid: &g})
 }
 
 func (f *rtFS) utimes(p string, mtime unix.Timespec) error {
-	return f.setattr(p, func(e *cow.Entry, dfd int, name string) error {
-		ts := []unix.Timespec{{Nsec: unix.UTIME_OMIT}, mtime}
-		return unix.UtimesNanoAt(dfd, name, ts, unix.AT_SYMLINK_NOFOLLOW)
-	})
+	return f.setattr(p, cow.SetAttr{Mtime: &mtime})
 }
 
 func (f *rtFS) setxattr(p, attr string, value []byte) error {
