@@ -547,6 +547,18 @@ func cliTree(t testing.TB, root string) map[string]string {
 	return tree
 }
 
+// fileSHA256 returns the size and SHA-256 of the file p's content.
+func fileSHA256(p string) (int64, []byte, error) {
+	f, err := os.Open(p)
+	if err != nil {
+		return 0, nil, err
+	}
+	defer f.Close()
+	h := sha256.New()
+	n, err := io.Copy(h, f)
+	return n, h.Sum(nil), err
+}
+
 func hashTree(root string) (map[string]string, error) {
 	tree := map[string]string{}
 	err := filepath.WalkDir(root, func(p string, d os.DirEntry, err error) error {
@@ -571,17 +583,11 @@ func hashTree(root string) (map[string]string, error) {
 			}
 			tree[rel] = "symlink -> " + target
 		case fi.Mode().IsRegular():
-			f, err := os.Open(p)
+			n, sum, err := fileSHA256(p)
 			if err != nil {
 				return err
 			}
-			h := sha256.New()
-			n, err := io.Copy(h, f)
-			f.Close()
-			if err != nil {
-				return err
-			}
-			tree[rel] = fmt.Sprintf("file %04o %d %x", fi.Mode().Perm(), n, h.Sum(nil)[:8])
+			tree[rel] = fmt.Sprintf("file %04o %d %x", fi.Mode().Perm(), n, sum[:8])
 		default:
 			tree[rel] = fmt.Sprintf("other %v", fi.Mode())
 		}

@@ -2,6 +2,7 @@ package integration
 
 import (
 	"bytes"
+	"debug/elf"
 	"errors"
 	"fmt"
 	"os"
@@ -569,4 +570,71 @@ func diffSnapshots(before, after map[string]string) []string {
 	}
 	sort.Strings(diffs)
 	return diffs
+}
+
+// toolDebs names the Debian package that installs each tool.
+var toolDebs = map[string]string{
+	"podman": "podman", "buildah": "buildah", "conmon": "conmon", "runc": "runc",
+	"containerd": "containerd", "ctr": "containerd", "fuse-overlayfs": "fuse-overlayfs",
+	"ldd": "libc-bin", "chroot": "coreutils", "tar": "tar",
+	"debootstrap": "debootstrap", "apt-get": "apt",
+}
+
+// needTool returns the paths of tools. A missing one skips the test,
+// except with CI=true, where every tool is installed and a missing one is
+// a failure.
+func needTool(t testing.TB, tools ...string) []string {
+	t.Helper()
+	var paths []string
+	for _, tool := range tools {
+		p, err := exec.LookPath(tool)
+		if err != nil {
+			missingTool(t, fmt.Sprintf("needs %s (apt-get install %s)", tool, toolDebs[tool]))
+		}
+		paths = append(paths, p)
+	}
+	return paths
+}
+
+// staticBusybox returns a statically linked busybox: a container image
+// needs nothing else.
+func staticBusybox(t testing.TB) string {
+	t.Helper()
+	var cands []string
+	if p, err := exec.LookPath("busybox"); err == nil {
+		cands = append(cands, p)
+	}
+	for _, p := range append(cands, "/bin/busybox", "/usr/bin/busybox") {
+		if isStatic(p) {
+			return p
+		}
+	}
+	missingTool(t, "needs a static busybox (apt-get install busybox-static)")
+	return ""
+}
+
+// isStatic reports whether p is an ELF executable without a program
+// interpreter.
+func isStatic(p string) bool {
+	f, err := elf.Open(p)
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	for _, ph := range f.Progs {
+		if ph.Type == elf.PT_INTERP {
+			return false
+		}
+	}
+	return true
+}
+
+// missingTool skips a test whose tool is missing, except with CI=true,
+// where every tool is installed and a missing one is a failure.
+func missingTool(t testing.TB, msg string) {
+	t.Helper()
+	if os.Getenv("CI") == "true" {
+		t.Fatal(msg)
+	}
+	t.Skip(msg)
 }

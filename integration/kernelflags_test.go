@@ -513,6 +513,7 @@ func TestKernelFlagsHardlinkCopyUpIno(t *testing.T) {
 // the two parents. The directories are made under umask 0, as the suite
 // makes them, so their modes are what mkdir asked for.
 func TestKernelFlagsRenameNeedsWriteOnDir(t *testing.T) {
+	busybox := staticBusybox(t)
 	sides := kfMount(t, true, func(top, _ string) {})
 	do := func(root string) string {
 		old := unix.Umask(0)
@@ -527,7 +528,7 @@ func TestKernelFlagsRenameNeedsWriteOnDir(t *testing.T) {
 		for _, n := range []string{"ro", "rw"} {
 			from, to := filepath.Join(root, "src", n), filepath.Join(root, "dst", n)
 			// busybox mv: rename(2), and a copy only on EXDEV.
-			out, err := procRunAsNobody("busybox", "mv", from, to)
+			out, err := procRunAsNobody(busybox, "mv", from, to)
 			res := "ok"
 			if err != nil {
 				res = "refused"

@@ -28,31 +28,12 @@ import (
 // runWWW is the page busybox httpd serves in the test image.
 const runWWW = "hello from busybox httpd\n"
 
-// needRunTools skips a test when runc or a static busybox is missing,
-// and fails it under CI=true, where they must be installed.
+// needRunTools checks for runc and returns a static busybox; missing,
+// they skip the test, or fail it under CI=true.
 func needRunTools(t testing.TB) string {
 	t.Helper()
-	need := func(msg string) {
-		if os.Getenv("CI") == "true" {
-			t.Fatal(msg)
-		}
-		t.Skip(msg)
-	}
-	if _, err := exec.LookPath("runc"); err != nil {
-		need("needs runc (apt-get install runc)")
-	}
-	for _, p := range []string{"/bin/busybox", "/usr/bin/busybox"} {
-		if b, err := os.ReadFile(p); err == nil && isStaticELF(b) {
-			return p
-		}
-	}
-	need("needs a static busybox (apt-get install busybox-static)")
-	return ""
-}
-
-// isStaticELF tells an ELF executable without an interpreter.
-func isStaticELF(b []byte) bool {
-	return len(b) > 4 && string(b[:4]) == "\x7fELF" && !strings.Contains(string(b[:min(len(b), 4096)]), "/lib64/ld-linux")
+	needTool(t, "runc")
+	return staticBusybox(t)
 }
 
 // runStore is a store with the test images:

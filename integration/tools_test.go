@@ -3,7 +3,6 @@ package integration
 import (
 	"context"
 	"crypto/md5"
-	"debug/elf"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -31,71 +30,6 @@ import (
 
 // toolTimeout bounds one run of a tool.
 const toolTimeout = 2 * time.Minute
-
-// toolDebs names the Debian package that installs each tool.
-var toolDebs = map[string]string{
-	"podman": "podman", "buildah": "buildah", "conmon": "conmon", "runc": "runc",
-	"containerd": "containerd", "ctr": "containerd", "fuse-overlayfs": "fuse-overlayfs",
-	"ldd": "libc-bin", "chroot": "coreutils", "tar": "tar",
-	"debootstrap": "debootstrap", "apt-get": "apt",
-}
-
-// needTool returns the paths of tools. A missing one skips the test,
-// except with CI=true, where every tool is installed and a missing one is
-// a failure.
-func needTool(t testing.TB, tools ...string) []string {
-	t.Helper()
-	var paths []string
-	for _, tool := range tools {
-		p, err := exec.LookPath(tool)
-		if err != nil {
-			msg := fmt.Sprintf("needs %s (apt-get install %s)", tool, toolDebs[tool])
-			if os.Getenv("CI") == "true" {
-				t.Fatal(msg)
-			}
-			t.Skip(msg)
-		}
-		paths = append(paths, p)
-	}
-	return paths
-}
-
-// staticBusybox returns a statically linked busybox: a container image
-// needs nothing else.
-func staticBusybox(t testing.TB) string {
-	t.Helper()
-	var cands []string
-	if p, err := exec.LookPath("busybox"); err == nil {
-		cands = append(cands, p)
-	}
-	for _, p := range append(cands, "/bin/busybox", "/usr/bin/busybox") {
-		if isStatic(p) {
-			return p
-		}
-	}
-	msg := "needs a static busybox (apt-get install busybox-static)"
-	if os.Getenv("CI") == "true" {
-		t.Fatal(msg)
-	}
-	t.Skip(msg)
-	return ""
-}
-
-// isStatic reports whether p is an ELF executable without a program
-// interpreter.
-func isStatic(p string) bool {
-	f, err := elf.Open(p)
-	if err != nil {
-		return false
-	}
-	defer f.Close()
-	for _, ph := range f.Progs {
-		if ph.Type == elf.PT_INTERP {
-			return false
-		}
-	}
-	return true
-}
 
 // toolRootfsFiles are the files of the test image besides busybox and its
 // applet links; the scenarios read, change and delete them.

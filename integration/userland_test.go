@@ -2,17 +2,14 @@ package integration
 
 import (
 	"context"
-	"crypto/sha256"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"os/exec"
 	"path"
 	"path/filepath"
 	"regexp"
-	"sort"
 	"strconv"
 	"strings"
 	"syscall"
@@ -340,17 +337,11 @@ func userlandTree(t testing.TB, root string) map[string]string {
 		}
 		switch {
 		case fi.Mode().IsRegular():
-			f, err := os.Open(p)
+			n, sum, err := fileSHA256(p)
 			if err != nil {
 				return err
 			}
-			h := sha256.New()
-			n, err := io.Copy(h, f)
-			f.Close()
-			if err != nil {
-				return err
-			}
-			desc += fmt.Sprintf(" size=%d sha256=%x", n, h.Sum(nil)[:12])
+			desc += fmt.Sprintf(" size=%d sha256=%x", n, sum[:12])
 		case fi.Mode()&os.ModeSymlink != 0:
 			target, err := os.Readlink(p)
 			if err != nil {
@@ -375,33 +366,25 @@ func userlandTree(t testing.TB, root string) map[string]string {
 // sides, with the same type, mode, owner and size.
 func compareTrees(t testing.TB, what string, want, got map[string]string, contentExcluded func(string) bool) {
 	t.Helper()
-	var diffs []string
-	for p, w := range want {
-		g, ok := got[p]
-		if ok && contentExcluded(p) {
-			w, g = contentHashRE.ReplaceAllString(w, ""), contentHashRE.ReplaceAllString(g, "")
+	norm := func(tree map[string]string) map[string]string {
+		out := make(map[string]string, len(tree))
+		for p, d := range tree {
+			if contentExcluded(p) {
+				d = contentHashRE.ReplaceAllString(d, "")
+			}
+			out[p] = d
 		}
-		switch {
-		case !ok:
-			diffs = append(diffs, fmt.Sprintf("- %s: %s", p, w))
-		case g != w:
-			diffs = append(diffs, fmt.Sprintf("~ %s: want %s, got %s", p, w, g))
-		}
+		return out
 	}
-	for p, g := range got {
-		if _, ok := want[p]; !ok {
-			diffs = append(diffs, fmt.Sprintf("+ %s: %s", p, g))
-		}
-	}
+	diffs := diffSnapshots(norm(want), norm(got))
 	if len(diffs) == 0 {
 		return
 	}
-	sort.Strings(diffs)
 	n := len(diffs)
 	if n > 60 {
 		diffs = append(diffs[:60], "...")
 	}
-	t.Errorf("%s: %d entries differ (- only in want, + only in got):\n%s", what, n, strings.Join(diffs, "\n"))
+	t.Errorf("%s: %d entries differ (removed: only in want, added: only in got):\n%s", what, n, strings.Join(diffs, "\n"))
 }
 
 // contentHashRE matches the content hash in a userlandTree description.
