@@ -46,6 +46,7 @@ func commands() []*command {
 		importCmd, exportCmd, imagesCmd, historyCmd, tagCmd, rmiCmd,
 		imagePruneCmd, systemPruneCmd, systemDfCmd, psCmd,
 		runCmd, startCmd, stopCmd, execCmd, logsCmd, shimCmd,
+		pullCmd, pushCmd, loginCmd, logoutCmd,
 	}
 }
 

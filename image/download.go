@@ -1,0 +1,211 @@
+package image
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"syscall"
+	"time"
+
+	v1 "github.com/opencontainers/image-spec/specs-go/v1"
+	"golang.org/x/sys/unix"
+
+	"github.com/strata-fs/strata/image/oci"
+	"github.com/strata-fs/strata/image/remote"
+)
+
+// downloadRetries is how many times a blob download broken off by the
+// network is resumed, with a range request, within one pull.
+const downloadRetries = 3
+
+// A download is a verified blob in the store's downloads directory,
+// locked against other processes until released.
+type download struct {
+	path string
+	f    *os.File
+}
+
+// release unlocks the download and removes what is left of its file
+// (nothing, when ApplyFile moved it into the blobs).
+func (d *download) release() {
+	if fi, err := os.Lstat(d.path); err == nil {
+		if own, err := d.f.Stat(); err == nil && os.SameFile(fi, own) {
+			os.Remove(d.path)
+		}
+	}
+	d.f.Close()
+}
+
+// fetch makes the blob d of repo a verified file of the downloads
+// directory, resuming what an earlier pull left there with a range
+// request. Processes pulling the same blob take turns by an flock on
+// the file: the second finds it done. skip, asked once the lock is
+// held, returns true when the blob is no longer needed (another process
+// stored the layer meanwhile): fetch returns nil, nil then. progress
+// is told the bytes held so far.
+func (s *Store) fetch(ctx context.Context, repo *remote.Repository, d v1.Descriptor, skip func() bool, waiting func(), progress func(int64)) (*download, error) {
+	dir := s.snaps.DownloadsDir()
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, err
+	}
+	path := filepath.Join(dir, d.Digest.Encoded())
+	f, err := lockDownload(ctx, path, waiting)
+	if err != nil {
+		return nil, err
+	}
+	dl := &download{path: path, f: f}
+	if skip() {
+		dl.release()
+		return nil, nil
+	}
+	if err := fill(ctx, repo, d, f, progress); err != nil {
+		if errors.Is(err, oci.ErrDigestMismatch) || errors.Is(err, oci.ErrSizeMismatch) {
+			// Nothing of a corrupt blob is kept.
+			os.Remove(path)
+		}
+		f.Close()
+		return nil, err
+	}
+	return dl, nil
+}
+
+// lockDownload opens path, creating it, and takes its lock; a file
+// moved away while waiting (into the blobs) is opened anew.
+func lockDownload(ctx context.Context, path string, waiting func()) (*os.File, error) {
+	told := false
+	for {
+		f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+		if err != nil {
+			return nil, err
+		}
+		for {
+			err = unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB)
+			if err != syscall.EWOULDBLOCK {
+				break
+			}
+			if !told {
+				waiting()
+				told = true
+			}
+			select {
+			case <-ctx.Done():
+				f.Close()
+				return nil, ctx.Err()
+			case <-time.After(50 * time.Millisecond):
+			}
+		}
+		if err != nil {
+			f.Close()
+			return nil, fmt.Errorf("lock %s: %w", path, err)
+		}
+		fi, err1 := os.Lstat(path)
+		own, err2 := f.Stat()
+		if err1 == nil && err2 == nil && os.SameFile(fi, own) {
+			return f, nil
+		}
+		f.Close()
+	}
+}
+
+// fill completes f as the blob d: it checks what f holds, asks for the
+// rest, retries a broken transfer from where it stopped, and verifies
+// the whole against d's digest and size.
+func fill(ctx context.Context, repo *remote.Repository, d v1.Descriptor, f *os.File, progress func(int64)) error {
+	h := d.Digest.Algorithm().Hash()
+	fi, err := f.Stat()
+	if err != nil {
+		return err
+	}
+	have := fi.Size()
+	if have > d.Size {
+		have = 0
+	}
+	if have > 0 {
+		if _, err := io.Copy(h, io.NewSectionReader(f, 0, have)); err != nil {
+			return err
+		}
+	}
+	if err := f.Truncate(have); err != nil {
+		return err
+	}
+	progress(have)
+	var netErr error
+	for attempt := 0; have < d.Size && attempt <= downloadRetries; attempt++ {
+		if attempt > 0 && ctx.Err() == nil {
+			select {
+			case <-ctx.Done():
+			case <-time.After(time.Duration(attempt) * 200 * time.Millisecond):
+			}
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		rc, ranged, err := repo.Blob(ctx, d, have)
+		if err != nil {
+			if errors.Is(err, remote.ErrNotFound) || ctx.Err() != nil {
+				return err
+			}
+			var ae *remote.AuthError
+			if errors.As(err, &ae) {
+				return err
+			}
+			netErr = err
+			continue
+		}
+		if !ranged && have > 0 {
+			// The registry sent it all again: start over.
+			have = 0
+			h.Reset()
+			if err := f.Truncate(0); err != nil {
+				rc.Close()
+				return err
+			}
+		}
+		w := &countingWriter{w: io.MultiWriter(h, f), n: have, progress: progress}
+		if _, err := f.Seek(have, io.SeekStart); err != nil {
+			rc.Close()
+			return err
+		}
+		// One byte more than wanted shows a blob that is too long.
+		_, err = io.Copy(w, io.LimitReader(rc, d.Size-have+1))
+		rc.Close()
+		have = w.n
+		if err != nil {
+			var pe *os.PathError
+			if errors.As(err, &pe) && pe.Op == "write" {
+				return fmt.Errorf("blob %s: %w", d.Digest, err)
+			}
+			netErr = err
+			continue
+		}
+		if have < d.Size {
+			netErr = io.ErrUnexpectedEOF
+		}
+	}
+	switch {
+	case have > d.Size:
+		return fmt.Errorf("blob %s: the registry sent more than its %d bytes: %w; nothing was stored", d.Digest, d.Size, oci.ErrSizeMismatch)
+	case have < d.Size:
+		return fmt.Errorf("blob %s: download broken off at %d of %d bytes (%v); run the pull again to resume", d.Digest, have, d.Size, netErr)
+	}
+	if got := h.Sum(nil); fmt.Sprintf("%x", got) != d.Digest.Encoded() {
+		return fmt.Errorf("blob %s from %s: the content has digest %s:%x: %w: the registry sent corrupt data; nothing was stored", d.Digest, repo.Name, d.Digest.Algorithm(), got, oci.ErrDigestMismatch)
+	}
+	return f.Sync()
+}
+
+type countingWriter struct {
+	w        io.Writer
+	n        int64
+	progress func(int64)
+}
+
+func (c *countingWriter) Write(p []byte) (int, error) {
+	n, err := c.w.Write(p)
+	c.n += int64(n)
+	c.progress(c.n)
+	return n, err
+}

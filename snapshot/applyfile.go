@@ -1,0 +1,48 @@
+package snapshot
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+)
+
+// DownloadsDir is the directory of the store where blobs being
+// downloaded are kept, so that ApplyFile can move them into blobs/
+// without a copy, and a broken download can resume.
+func (s *Store) DownloadsDir() string { return filepath.Join(s.root, downloadsDir) }
+
+const downloadsDir = "downloads"
+
+// ApplyFile is Apply of the layer blob kept in the file at path, a
+// file under DownloadsDir that the caller has verified and synced: on
+// success the file becomes the stored blob (moved, never copied), or is
+// left in place when that blob is kept already; the caller removes
+// what is left. On error the file is left as it was.
+func (s *Store) ApplyFile(ctx context.Context, path, parent string, opts ApplyOptions) (Info, error) {
+	if rel, err := filepath.Rel(s.DownloadsDir(), path); err != nil || rel != filepath.Base(path) {
+		return Info{}, errorf(ErrInvalid, "apply layer: %s is not in %s", path, s.DownloadsDir())
+	}
+	if opts.DiffID != "" {
+		if info, ok, err := s.findLayer(parent, opts.DiffID, opts.Lease); err != nil || ok {
+			return info, err
+		}
+	}
+	if parent != "" {
+		if _, err := s.ChainID(ctx, parent); err != nil {
+			return Info{}, fmt.Errorf("apply layer: %w", err)
+		}
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return Info{}, fmt.Errorf("apply layer: %w", err)
+	}
+	defer f.Close()
+	o, err := s.beginOp("apply")
+	if err != nil {
+		return Info{}, fmt.Errorf("apply layer: %w", err)
+	}
+	info, err := s.extract(ctx, o, f, func() error { return nil }, path, parent, opts)
+	return info, errors.Join(err, o.end())
+}
