@@ -27,10 +27,10 @@ type PushOptions struct {
 
 // PushResult describes a pushed image.
 type PushResult struct {
-	Ref    reference.Reference
-	Digest digest.Digest // the manifest's, as stored: pushing keeps it
-	Size   int64         // the manifest's
-	Image  Image
+	Ref                        reference.Reference
+	Digest                     digest.Digest // the manifest's, as stored: pushing keeps it
+	Size                       int64         // the manifest's
+	Image                      Image
 	Uploaded, Mounted, Existed int
 }
 
