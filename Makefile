@@ -7,7 +7,7 @@ PKGS      := ./...
 # Debian packages the tests and the benchmark use.
 TEST_DEBS := fuse3 attr fuse-overlayfs git tar gcc skopeo umoci busybox-static debootstrap podman buildah runc containerd
 
-.PHONY: all build test test-short demo bench lint fuzz deps clean
+.PHONY: all build test test-short demo bench bench-registry lint fuzz deps clean
 
 all: build
 
@@ -46,6 +46,11 @@ demo: deps build
 
 bench: deps build
 	$(GO) run ./bench -strata $(BIN)/strata-fuse $(BENCHFLAGS)
+	$(GO) run ./bench/registry -strata $(BIN)/strata
+
+# bench-registry times pull and push alone: strata beside skopeo and podman.
+bench-registry: deps build
+	$(GO) run ./bench/registry -strata $(BIN)/strata
 
 # fuzz runs every fuzzer for a short while. Minimizing is capped: by
 # default it may take a minute per new input, all of a short run.
