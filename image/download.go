@@ -209,3 +209,31 @@ func (c *countingWriter) Write(p []byte) (int, error) {
 	c.progress(c.n)
 	return n, err
 }
+
+// dropDownloads removes the downloads that no pull is working on (the
+// broken-off ones a later pull would resume) and returns their size.
+func (s *Store) dropDownloads() (int64, error) {
+	dir := s.snaps.DownloadsDir()
+	ents, err := os.ReadDir(dir)
+	if errors.Is(err, os.ErrNotExist) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, err
+	}
+	var freed int64
+	for _, ent := range ents {
+		p := filepath.Join(dir, ent.Name())
+		f, err := os.Open(p)
+		if err != nil {
+			continue
+		}
+		if unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB) == nil {
+			if fi, err := f.Stat(); err == nil && os.Remove(p) == nil {
+				freed += fi.Size()
+			}
+		}
+		f.Close()
+	}
+	return freed, nil
+}

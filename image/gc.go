@@ -47,6 +47,11 @@ func (s *Store) Prune(ctx context.Context, all bool) (PruneReport, error) {
 	}
 	layers, reclaimed, err := s.CollectLayers(ctx)
 	rep.Layers, rep.Reclaimed = layers, reclaimed
+	if err != nil {
+		return rep, err
+	}
+	n, err := s.dropDownloads()
+	rep.Reclaimed += n
 	return rep, err
 }
 
