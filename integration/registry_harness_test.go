@@ -508,6 +508,7 @@ func (ca *regCA) tlsConfig(t testing.TB, name string) *tls.Config {
 type tokenServer struct {
 	Realm string // https://127.0.0.1:PORT/token
 
+	t    testing.TB
 	srv  *httptest.Server
 	key  *ecdsa.PrivateKey
 	cert *x509.Certificate // signs tokens; signed by the CA in the registry's rootcertbundle
@@ -519,7 +520,7 @@ type tokenServer struct {
 // tokenRequest is one request the token server answered.
 type tokenRequest struct {
 	Method  string
-	User    string   // from the credentials; "" when anonymous
+	User    string   // the user name of the credentials, right or wrong; "" when anonymous
 	Scopes  []string // as asked, e.g. "repository:app:pull,push"
 	Granted []tokenAccess
 	Status  int
@@ -534,7 +535,7 @@ type tokenAccess struct {
 
 func startTokenServer(t testing.TB, ca *regCA) *tokenServer {
 	t.Helper()
-	ts := &tokenServer{}
+	ts := &tokenServer{t: t}
 	ts.cert, ts.key = ca.issueCert(t, "token signer")
 	ts.srv = httptest.NewUnstartedServer(http.HandlerFunc(ts.serve))
 	ts.srv.TLS = ca.tlsConfig(t, "token server")
@@ -566,6 +567,7 @@ func (ts *tokenServer) serve(w http.ResponseWriter, req *http.Request) {
 		ts.mu.Lock()
 		ts.requests = append(ts.requests, tr)
 		ts.mu.Unlock()
+		ts.t.Logf("token server: %s user=%q scopes=%q -> %d, granted %+v", tr.Method, tr.User, tr.Scopes, tr.Status, tr.Granted)
 	}()
 	fail := func(code int, msg string) {
 		tr.Status = code
@@ -608,15 +610,15 @@ func (ts *tokenServer) serve(w http.ResponseWriter, req *http.Request) {
 		fail(http.StatusBadRequest, fmt.Sprintf("service %q, want %q", service, regService))
 		return
 	}
+	tr.User = user
 	readOnly := false
 	switch {
 	case !hasCreds:
 		// Anonymous: a token with no access, as public registries give
 		// for private repositories.
 	case user == regUser && pass == regPassword:
-		tr.User = user
 	case user == regReader && pass == regReaderPassword:
-		tr.User, readOnly = user, true
+		readOnly = true
 	default:
 		fail(http.StatusUnauthorized, "bad credentials")
 		return
@@ -871,7 +873,14 @@ func startFaultyProxy(t *testing.T, upstream *testRegistry, fault proxyFault) *f
 	} else {
 		p.srv.Start()
 	}
-	t.Cleanup(p.srv.Close)
+	t.Cleanup(func() {
+		p.srv.Close()
+		if t.Failed() {
+			for _, r := range p.Requests() {
+				t.Logf("proxy: %+v", r)
+			}
+		}
+	})
 	p.Host = p.srv.Listener.Addr().String()
 	return p
 }
@@ -1254,7 +1263,7 @@ func checkTokenServer(t *testing.T, reg *testRegistry, img *imgFixture) {
 	var sawPull bool
 	for _, tr := range reg.Tokens.Requests() {
 		for _, s := range tr.Scopes {
-			if s == "repository:app:pull" && tr.User == regUser && len(tr.Granted) == 1 {
+			if s == "repository:app:pull" && tr.User == regUser && tr.Status == http.StatusOK && len(tr.Granted) == 1 {
 				sawPull = true
 			}
 		}
@@ -1275,6 +1284,25 @@ func checkTokenServer(t *testing.T, reg *testRegistry, img *imgFixture) {
 		t.Errorf("cross-repository mount: want one token request with two scopes, both granted; got %+v", reqs)
 	} else {
 		t.Logf("cross-repository mount asked %v", reqs[0].Scopes)
+	}
+	// The registry checks the signature: a token of the same form from
+	// a key its rootcertbundle does not vouch for is refused.
+	manifest := "/v2/app/manifests/" + img.manifestDesc.Digest.String()
+	access := []tokenAccess{{Type: "repository", Name: "app", Actions: []string{"pull"}}}
+	stranger := &tokenServer{}
+	stranger.cert, stranger.key = newRegCA(t, t.TempDir()).issueCert(t, "stranger")
+	for _, tc := range []struct {
+		ts   *tokenServer
+		want int
+	}{{reg.Tokens, http.StatusOK}, {stranger, http.StatusUnauthorized}} {
+		tok, err := tc.ts.sign(regUser, access)
+		if err != nil {
+			t.Fatal(err)
+		}
+		hdr := http.Header{"Authorization": {"Bearer " + tok}, "Accept": {v1.MediaTypeImageManifest}}
+		if resp, body := reg.do(t, http.MethodGet, reg.Host, manifest, hdr, nil, "", ""); resp.StatusCode != tc.want {
+			t.Errorf("GET manifest with a token signed by %s: %s %s, want %d", tc.ts.cert.Issuer.CommonName, resp.Status, body, tc.want)
+		}
 	}
 	// The reader may pull but not push.
 	if resp, _ := reg.do(t, http.MethodGet, reg.Host, "/v2/app/blobs/"+layer.String(), nil, nil, regReader, regReaderPassword); resp.StatusCode != http.StatusOK {
