@@ -5,7 +5,7 @@ BIN       := bin
 GOFLAGS   ?=
 PKGS      := ./...
 # Debian packages the tests and the benchmark use.
-TEST_DEBS := fuse3 attr fuse-overlayfs git tar gcc skopeo umoci busybox-static debootstrap podman buildah runc containerd
+TEST_DEBS := fuse3 attr fuse-overlayfs git tar gcc skopeo umoci busybox-static debootstrap podman buildah runc containerd docker-registry apache2-utils
 
 .PHONY: all build test test-short demo bench bench-registry lint fuzz deps clean
 
