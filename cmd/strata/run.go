@@ -66,22 +66,22 @@ type runFlags struct {
 	// globalRuntime is the global --runtime, resolved, which a new
 	// container records unless run's own --runtime is given.
 	globalRuntime string
-	name       *string
-	env        *[]string
-	envFiles   *[]string
-	workdir    *string
-	user       *string
-	entrypoint *string
-	volumes    *[]string
-	ports      *[]string
-	network    *string
-	hostname   *string
-	readOnly   *bool
-	stdin      *bool
-	tty        *bool
-	runtime    *string
-	autoRemove *bool
-	fs         *pflag.FlagSet
+	name          *string
+	env           *[]string
+	envFiles      *[]string
+	workdir       *string
+	user          *string
+	entrypoint    *string
+	volumes       *[]string
+	ports         *[]string
+	network       *string
+	hostname      *string
+	readOnly      *bool
+	stdin         *bool
+	tty           *bool
+	runtime       *string
+	autoRemove    *bool
+	fs            *pflag.FlagSet
 }
 
 func addRunFlags(fs *pflag.FlagSet) *runFlags {
