@@ -368,6 +368,8 @@ func TestCLIFormat(t *testing.T) {
 		{[]string{"ls", "--format", "{{nofunc .Name}}"}, []string{`function "nofunc" not defined`}},
 		{[]string{"inspect", "--format", "{{.Id", "app:1.0"}, []string{"unclosed action"}},
 		{[]string{"inspect", "--format", "table {{.Id}}", "app:1.0"}, []string{"no table"}},
+		{[]string{"images", "--format", "yaml"}, []string{`--format "yaml"`, "table, json, or a Go template"}},
+		{[]string{"inspect", "--format", "yaml", "app:1.0"}, []string{`--format "yaml"`, "json, or a Go template"}},
 	} {
 		r := s.global(c.args...)
 		wantUsage(t, r, c.want...)

@@ -2282,7 +2282,7 @@ func TestImageRemoveAndPrune(t *testing.T) {
 	}
 
 	tr.must("rmi", "-f", "app:1.0")
-	tr.must("ps")
+	tr.must("ps", "-a")
 	tr.must("image", "prune", "-a", "-f")
 	left := s.layerSizes()
 	for _, l := range app.chainIDs() {

@@ -187,6 +187,9 @@ func parseFormat(s string, view any) (outputFormat, error) {
 	if rest, ok := strings.CutPrefix(s, "table"); ok && (rest == "" || rest[0] == ' ' || rest[0] == '\t') {
 		f.table, text = true, strings.TrimLeft(rest, " \t")
 	}
+	if !strings.Contains(text, "{{") {
+		return f, usagef("--format %q: want table, json, or a Go template such as '{{.%s}}'", s, viewFields(view)[0])
+	}
 	t, err := parseTemplate(s, text)
 	if err != nil {
 		return f, err

@@ -22,7 +22,7 @@ var inspectCmd = &command{
 	args:    "[--format FORMAT] NAME...",
 	summary: "Show containers, stacks, layers or images in detail, as JSON",
 	flags: func(fs *pflag.FlagSet) func(context.Context, *env, []string) error {
-		format := fs.StringP("format", "f", "json", "print each with a Go template, `FORMAT`, on its JSON fields: '{{.Id}}', '{{json .Config}}' (default: all of them as a JSON array)")
+		format := fs.StringP("format", "f", "", "print each with a Go template, `FORMAT`, on its JSON fields: '{{.Id}}', '{{json .Config}}' (default: all of them as a JSON array, as json does)")
 		return func(ctx context.Context, e *env, args []string) error {
 			if len(args) == 0 {
 				return usagef("name at least one stack or layer")
@@ -31,6 +31,9 @@ var inspectCmd = &command{
 			if *format != "json" && *format != "" {
 				if strings.HasPrefix(*format, "table") {
 					return usagef("--format %q: inspect prints no table: give a template, as '{{.Id}}', or json", *format)
+				}
+				if !strings.Contains(*format, "{{") {
+					return usagef("--format %q: want json, or a Go template such as '{{.Id}}'", *format)
 				}
 				t, err := parseTemplate(*format, *format)
 				if err != nil {
