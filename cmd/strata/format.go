@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"reflect"
+	"regexp"
 	"strings"
 	"text/tabwriter"
 	"text/template"
@@ -215,8 +216,13 @@ func parseTemplate(format, text string) (*template.Template, error) {
 // templateErr drops the "template: :1:2: " noise of a template error but
 // keeps where it is.
 func templateErr(err error) string {
-	return strings.TrimPrefix(err.Error(), "template: ")
+	msg := strings.TrimPrefix(err.Error(), "template: ")
+	return goTypeRE.ReplaceAllString(msg, "")
 }
+
+// goTypeRE is the Go type a template error names ("in type
+// main.imageView"), which is no help to the user.
+var goTypeRE = regexp.MustCompile(` in type [\w.*\[\]]+`)
 
 // writeRows prints rows by the format f: views to the template, raw as
 // JSON, or the command's own table with def.
