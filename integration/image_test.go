@@ -2176,7 +2176,8 @@ func TestImageCommands(t *testing.T) {
 		{"create", "--name", "web", "app:1.0"},
 		{"create", "--name", "idle", "base:3.19"},
 		{"ps"},
-		{"ps", "-q"},
+		{"ps", "-a"},
+		{"ps", "-q", "-a"},
 		{"system", "df"},
 		{"system", "df", "-v"},
 	} {
@@ -2281,7 +2282,7 @@ func TestImageRemoveAndPrune(t *testing.T) {
 	}
 
 	tr.must("rmi", "-f", "app:1.0")
-	tr.must("ps")
+	tr.must("ps", "-a")
 	tr.must("image", "prune", "-a", "-f")
 	left := s.layerSizes()
 	for _, l := range app.chainIDs() {
@@ -2873,7 +2874,7 @@ func TestImagePruneSparesNewContainer(t *testing.T) {
 	if ri := s.imgRun("inspect", "many:img-0"); ri.code != 0 {
 		t.Errorf("image prune -a removed many:img-0 after the container late was created on it (it checked the containers it listed when it started): %v", ri)
 	}
-	if ps := s.imgMust("ps", "--format", "json"); !strings.Contains(ps, `"late"`) {
+	if ps := s.imgMust("ps", "-a", "--format", "json"); !strings.Contains(ps, `"late"`) {
 		t.Errorf("ps: the container late is gone:\n%s", ps)
 	}
 	s.mustCheck()

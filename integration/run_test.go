@@ -119,9 +119,9 @@ type psRow struct {
 func (s *runStore) ps() map[string]psRow {
 	s.t.Helper()
 	var rows []psRow
-	out := s.must("ps", "--format", "json")
+	out := s.must("ps", "-a", "--format", "json")
 	if err := json.Unmarshal([]byte(out), &rows); err != nil {
-		s.t.Fatalf("ps --format json: %v\n%s", err, out)
+		s.t.Fatalf("ps -a --format json: %v\n%s", err, out)
 	}
 	m := map[string]psRow{}
 	for _, r := range rows {
@@ -134,7 +134,7 @@ func (s *runStore) ps() map[string]psRow {
 // pids strata recorded: processes this test started) and removes every
 // container.
 func (s *runStore) removeAll() {
-	r := s.run("ps", "--format", "json")
+	r := s.run("ps", "-a", "--format", "json")
 	var rows []psRow
 	if r.code != 0 || json.Unmarshal([]byte(r.stdout), &rows) != nil {
 		s.t.Errorf("cleanup: %v", r)

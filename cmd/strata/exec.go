@@ -72,7 +72,7 @@ var execCmd = &command{
 // execProcess runs p in the container with runc exec and returns its
 // exit status.
 func execProcess(e *env, rec containerRecord, p *specs.Process, stdin bool) error {
-	rt, err := runtimePath(rec.cfg)
+	rt, err := runtimePath(e, rec.cfg)
 	if err != nil {
 		return err
 	}

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -15,18 +16,45 @@ import (
 
 var historyCmd = &command{
 	name:    "history",
-	args:    "[--no-trunc] [-H=false] [-q] IMAGE",
+	args:    "[--no-trunc] [-H=false] [-q] [--format FORMAT] IMAGE",
 	summary: "Show the history of an image: how each layer was made",
 	flags:   historyFlags,
+}
+
+// historyRow is one entry of an image's history, newest first, as
+// --format json prints it.
+type historyRow struct {
+	ID         string // the stored image that ends at this entry, or "<missing>"
+	Created    *time.Time
+	CreatedBy  string
+	Size       int64
+	Comment    string
+	EmptyLayer bool `json:",omitempty"`
+}
+
+// historyView is a history entry as --format templates see it: docker's
+// fields.
+type historyView struct {
+	ID           string `header:"IMAGE"`
+	CreatedSince string `header:"CREATED"`
+	CreatedAt    string
+	CreatedBy    string `header:"CREATED BY"`
+	Size         string
+	Comment      string
 }
 
 func historyFlags(fs *pflag.FlagSet) func(context.Context, *env, []string) error {
 	noTrunc := fs.Bool("no-trunc", false, "do not truncate output")
 	human := fs.BoolP("human", "H", true, "print sizes and dates in human-readable form")
 	quiet := fs.BoolP("quiet", "q", false, "print image IDs only")
+	format := fs.String("format", "table", "print with a Go template, `FORMAT`: 'table {{.ID}}\\t{{.CreatedBy}}', '{{json .}}', or json for a JSON array (fields: "+strings.Join(viewFields(historyView{}), ", ")+")")
 	return func(ctx context.Context, e *env, args []string) error {
 		if len(args) != 1 {
 			return usagef("name one image")
+		}
+		f, err := parseFormat(*format, historyView{})
+		if err != nil {
+			return err
 		}
 		im, err := e.images.Get(ctx, args[0])
 		if err != nil {
@@ -46,12 +74,8 @@ func historyFlags(fs *pflag.FlagSet) func(context.Context, *env, []string) error
 		}
 		chain := im.ChainIDs()
 		// Walk the history oldest first to pair entries with layers.
-		type row struct {
-			id, created, by, size, comment string
-		}
-		var rows []row
+		rows := []historyRow{}
 		li := 0
-		now := time.Now()
 		for hi, h := range im.Config.History {
 			var size int64
 			if !h.EmptyLayer && li < len(chain) {
@@ -60,38 +84,46 @@ func historyFlags(fs *pflag.FlagSet) func(context.Context, *env, []string) error
 			}
 			id := "<missing>"
 			if other := imageAt(all, im, hi, li); other != "" {
-				id = imageID(other.String(), *noTrunc)
+				id = other.String()
 			}
-			created := "N/A"
-			if h.Created != nil {
+			rows = append(rows, historyRow{id, h.Created, h.CreatedBy, size, h.Comment, h.EmptyLayer})
+		}
+		slices.Reverse(rows)
+		now := time.Now()
+		views := make([]historyView, 0, len(rows))
+		for _, r := range rows {
+			v := historyView{ID: r.ID, CreatedSince: "N/A", CreatedBy: strings.Join(strings.Fields(r.CreatedBy), " "), Size: fmt.Sprint(r.Size), Comment: r.Comment}
+			if r.ID != "<missing>" {
+				v.ID = imageID(r.ID, *noTrunc)
+			}
+			if r.Created != nil {
+				v.CreatedAt = r.Created.Format(time.RFC3339)
+				v.CreatedSince = v.CreatedAt
 				if *human {
-					created = humanAge(*h.Created, now)
-				} else {
-					created = h.Created.Format(time.RFC3339)
+					v.CreatedSince = humanAge(*r.Created, now)
 				}
 			}
-			by := strings.Join(strings.Fields(h.CreatedBy), " ")
 			if !*noTrunc {
-				by = ellipsis(by, 45)
+				v.CreatedBy = ellipsis(v.CreatedBy, 45)
 			}
-			sz := fmt.Sprint(size)
 			if *human {
-				sz = humanSize(size)
+				v.Size = humanSize(r.Size)
 			}
-			rows = append(rows, row{id, created, by, sz, h.Comment})
+			views = append(views, v)
 		}
 		if *quiet {
-			for i := len(rows) - 1; i >= 0; i-- {
-				fmt.Fprintln(e.stdout, rows[i].id)
+			for _, v := range views {
+				fmt.Fprintln(e.stdout, v.ID)
 			}
 			return nil
 		}
-		t := newTable(e.stdout, "IMAGE", "CREATED", "CREATED BY", "SIZE", "COMMENT")
-		for i := len(rows) - 1; i >= 0; i-- {
-			r := rows[i]
-			t.row(r.id, r.created, r.by, r.size, r.comment)
-		}
-		return t.flush()
+		return writeRows(e.stdout, f, views, rows, func() error {
+			t := newTable(e.stdout, "IMAGE", "CREATED", "CREATED BY", "SIZE", "COMMENT")
+			for _, v := range views {
+				t.row(v.ID, v.CreatedSince, v.CreatedBy, v.Size, v.Comment)
+			}
+			return t.flush()
+		})
 	}
 }
 

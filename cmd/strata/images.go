@@ -3,6 +3,8 @@ package main
 import (
 	"context"
 	"fmt"
+	"path"
+	"strings"
 	"time"
 
 	"github.com/spf13/pflag"
@@ -12,32 +14,60 @@ import (
 
 var imagesCmd = &command{
 	name:    "images",
-	args:    "[-q] [--no-trunc] [--format table|json]",
+	args:    "[-a] [-q] [--no-trunc] [--filter KEY=VALUE]... [--format FORMAT] [REPOSITORY[:TAG]]",
 	summary: "List images: repository, tag, ID, created, size",
 	flags: func(fs *pflag.FlagSet) func(context.Context, *env, []string) error {
+		fs.BoolP("all", "a", false, "accepted for docker's sake: strata has no intermediate images to hide, so every image is listed")
 		quiet := fs.BoolP("quiet", "q", false, "print image IDs only")
 		noTrunc := fs.Bool("no-trunc", false, "print full image IDs")
-		format := fs.String("format", "table", "output `FORMAT`: table or json")
+		filter := fs.StringArrayP("filter", "f", nil, "list only the images that match `KEY=VALUE`: dangling=true|false, reference=PATTERN, before=IMAGE, since=IMAGE, label=KEY[=VALUE]")
+		format := fs.String("format", "table", "print with a Go template, `FORMAT`: 'table {{.Repository}}\\t{{.Tag}}', '{{json .}}', or json for a JSON array (fields: "+strings.Join(viewFields(imageView{}), ", ")+")")
 		return func(ctx context.Context, e *env, args []string) error {
-			if len(args) > 0 {
-				return usagef("images takes no arguments")
+			if len(args) > 1 {
+				return usagef("images takes at most one REPOSITORY[:TAG]")
 			}
-			if err := oneOf("format", *format, "table", "json"); err != nil {
+			f, err := parseFormat(*format, imageView{})
+			if err != nil {
 				return err
 			}
-			return listImages(ctx, e, *quiet, *noTrunc, *format)
+			flt, err := parseFilters(*filter, "dangling", "reference", "before", "since", "label")
+			if err != nil {
+				return err
+			}
+			if len(args) == 1 {
+				if _, err := reference.Parse(args[0]); err != nil && !strings.ContainsAny(args[0], "*?[") {
+					return usagef("%v: give REPOSITORY or REPOSITORY:TAG", err)
+				}
+				flt["reference"] = append(flt["reference"], args[0])
+			}
+			return listImages(ctx, e, *quiet, *noTrunc, f, flt)
 		}
 	},
 }
 
 // imageRow is one line of `strata images`: an image once per tag, or
-// once untagged ("<none>").
+// once untagged ("<none>"). It is what --format json prints.
 type imageRow struct {
 	Repository string
 	Tag        string
 	ID         string
+	Digest     string `json:",omitempty"`
 	Created    time.Time
 	Size       int64
+	Labels     map[string]string `json:",omitempty"`
+
+	ref *reference.Reference // nil when untagged
+}
+
+// imageView is a row as --format templates see it: docker's fields.
+type imageView struct {
+	Repository   string
+	Tag          string
+	ID           string `header:"IMAGE ID"`
+	Digest       string
+	CreatedSince string `header:"CREATED"`
+	CreatedAt    string
+	Size         string
 }
 
 func imageRows(ctx context.Context, e *env) ([]imageRow, error) {
@@ -45,10 +75,14 @@ func imageRows(ctx context.Context, e *env) ([]imageRow, error) {
 	if err != nil {
 		return nil, err
 	}
-	var rows []imageRow
+	rows := []imageRow{}
 	for _, u := range du.Images {
+		row := imageRow{
+			Repository: "<none>", Tag: "<none>", ID: u.ID.String(),
+			Created: u.Created(), Size: u.Size, Labels: u.Config.Config.Labels,
+		}
 		if len(u.RepoTags) == 0 {
-			rows = append(rows, imageRow{"<none>", "<none>", u.ID.String(), u.Created(), u.Size})
+			rows = append(rows, row)
 			continue
 		}
 		for _, t := range u.RepoTags {
@@ -56,19 +90,111 @@ func imageRows(ctx context.Context, e *env) ([]imageRow, error) {
 			if err != nil {
 				continue
 			}
-			rows = append(rows, imageRow{r.FamiliarName(), r.Tag, u.ID.String(), u.Created(), u.Size})
+			row := row
+			row.Repository, row.Tag, row.ref = r.FamiliarName(), r.Tag, &r
+			row.Digest = repoDigest(u.RepoDigests, r)
+			rows = append(rows, row)
 		}
 	}
 	return rows, nil
 }
 
-func listImages(ctx context.Context, e *env, quiet, noTrunc bool, format string) error {
+// repoDigest is the manifest digest the image has in r's repository, as
+// docker's DIGEST column: "" when it has none.
+func repoDigest(digests []string, r reference.Reference) string {
+	for _, d := range digests {
+		if dr, err := reference.Parse(d); err == nil && dr.Name() == r.Name() {
+			return dr.Digest.String()
+		}
+	}
+	return ""
+}
+
+// filterImages keeps the rows that pass the filters.
+func filterImages(ctx context.Context, e *env, rows []imageRow, flt filters) ([]imageRow, error) {
+	var dangling *bool
+	for _, v := range flt["dangling"] {
+		b, err := boolFilter("dangling", v)
+		if err != nil {
+			return nil, err
+		}
+		dangling = &b
+	}
+	created := func(key string) ([]time.Time, error) {
+		var ts []time.Time
+		for _, v := range flt[key] {
+			im, err := e.images.Get(ctx, v)
+			if err != nil {
+				return nil, fmt.Errorf("--filter %s=%s: %w (see 'strata images')", key, v, err)
+			}
+			ts = append(ts, im.Created())
+		}
+		return ts, nil
+	}
+	before, err := created("before")
+	if err != nil {
+		return nil, err
+	}
+	since, err := created("since")
+	if err != nil {
+		return nil, err
+	}
+	for _, p := range flt["reference"] {
+		if _, err := path.Match(p, ""); err != nil {
+			return nil, usagef("--filter reference=%s: bad pattern: %v", p, err)
+		}
+	}
+	out := []imageRow{}
+	for _, r := range rows {
+		ok := (dangling == nil || *dangling == (r.ref == nil)) &&
+			flt.match("reference", func(p string) bool { return matchReference(p, r.ref) }) &&
+			flt.match("label", func(l string) bool { return matchLabel(r.Labels, l) })
+		for _, t := range before {
+			ok = ok && r.Created.Before(t)
+		}
+		for _, t := range since {
+			ok = ok && r.Created.After(t)
+		}
+		if ok {
+			out = append(out, r)
+		}
+	}
+	return out, nil
+}
+
+// matchReference tells whether the tag r matches a reference filter or
+// an images argument, as docker's: a pattern without a tag is matched
+// against the familiar name ("busybox", "library/*" does not match
+// "busybox"), one with a tag against "name:tag"; a plain name is also
+// matched in full ("docker.io/library/busybox").
+func matchReference(pattern string, r *reference.Reference) bool {
+	if r == nil {
+		return false
+	}
+	last := pattern[strings.LastIndex(pattern, "/")+1:]
+	if strings.Contains(last, ":") {
+		if ok, _ := path.Match(pattern, r.FamiliarName()+":"+r.Tag); ok {
+			return true
+		}
+		p, err := reference.Parse(pattern)
+		return err == nil && p.Name() == r.Name() && p.Tag == r.Tag
+	}
+	if ok, _ := path.Match(pattern, r.FamiliarName()); ok {
+		return true
+	}
+	p, err := reference.Parse(pattern)
+	return err == nil && p.Name() == r.Name()
+}
+
+func listImages(ctx context.Context, e *env, quiet, noTrunc bool, f outputFormat, flt filters) error {
 	rows, err := imageRows(ctx, e)
 	if err != nil {
 		return err
 	}
-	switch {
-	case quiet:
+	if rows, err = filterImages(ctx, e, rows, flt); err != nil {
+		return err
+	}
+	if quiet {
 		seen := map[string]bool{}
 		for _, r := range rows {
 			if !seen[r.ID] {
@@ -77,15 +203,30 @@ func listImages(ctx context.Context, e *env, quiet, noTrunc bool, format string)
 			}
 		}
 		return nil
-	case format == "json":
-		return writeJSON(e.stdout, rows)
 	}
-	t := newTable(e.stdout, "REPOSITORY", "TAG", "IMAGE ID", "CREATED", "SIZE")
 	now := time.Now()
+	views := make([]imageView, 0, len(rows))
 	for _, r := range rows {
-		t.row(r.Repository, r.Tag, imageID(r.ID, noTrunc), createdAgo(r.Created, now), humanSize(r.Size))
+		views = append(views, imageView{
+			Repository: r.Repository, Tag: r.Tag, ID: imageID(r.ID, noTrunc),
+			Digest: orNone(r.Digest), CreatedSince: createdAgo(r.Created, now),
+			CreatedAt: createdAt(r.Created), Size: humanSize(r.Size),
+		})
 	}
-	return t.flush()
+	return writeRows(e.stdout, f, views, rows, func() error {
+		t := newTable(e.stdout, "REPOSITORY", "TAG", "IMAGE ID", "CREATED", "SIZE")
+		for _, v := range views {
+			t.row(v.Repository, v.Tag, v.ID, v.CreatedSince, v.Size)
+		}
+		return t.flush()
+	})
+}
+
+func orNone(s string) string {
+	if s == "" {
+		return "<none>"
+	}
+	return s
 }
 
 // imageID prints an image ID as docker does: 12 hex digits, or the full

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"sort"
+	"strings"
 	"time"
 
 	"github.com/spf13/pflag"
@@ -13,51 +14,71 @@ import (
 
 var lsCmd = &command{
 	name:    "ls",
-	args:    "[-q] [--format table|json] [--no-trunc]",
+	args:    "[-q] [--no-trunc] [--format FORMAT]",
 	summary: "List stacks and layers: name, kind, parent, size, where mounted",
 	flags: func(fs *pflag.FlagSet) func(context.Context, *env, []string) error {
 		quiet := fs.BoolP("quiet", "q", false, "print names only")
-		format := fs.String("format", "table", "output `FORMAT`: table or json")
+		format := fs.String("format", "table", "print with a Go template, `FORMAT`: 'table {{.Name}}\\t{{.Kind}}', '{{json .}}', or json for a JSON array (fields: "+strings.Join(viewFields(lsView{}), ", ")+")")
 		noTrunc := fs.Bool("no-trunc", false, "print layer IDs in full")
 		return func(ctx context.Context, e *env, args []string) error {
 			if len(args) > 0 {
 				return usagef("ls takes no arguments")
 			}
-			if err := oneOf("format", *format, "table", "json"); err != nil {
+			f, err := parseFormat(*format, lsView{})
+			if err != nil {
 				return err
 			}
 			rows, err := listSnapshots(ctx, e.store)
 			if err != nil {
 				return err
 			}
-			switch {
-			case *quiet:
+			if *quiet {
 				for _, r := range rows {
 					fmt.Fprintln(e.stdout, shortID(r.Name, *noTrunc))
 				}
 				return nil
-			case *format == "json":
-				return writeJSON(e.stdout, rows)
 			}
-			t := newTable(e.stdout, "NAME", "KIND", "PARENT", "SIZE", "CREATED", "MOUNTED")
 			now := time.Now()
+			views := make([]lsView, 0, len(rows))
 			for _, r := range rows {
-				size := humanSize(r.Size)
-				switch {
-				case r.Size < 0:
-					size = "? (damaged: see 'strata check')"
-				case r.Kind != snapshot.KindCommitted.String() || r.Parent != "":
-					size = fmt.Sprintf("%s (virtual %s)", size, humanSize(r.Size+r.SharedSize))
-				}
-				parent := shortID(r.Parent, *noTrunc)
-				if parent == "" {
-					parent = "-"
-				}
-				t.row(shortID(r.Name, *noTrunc), r.Kind, parent, size, humanAge(r.Created, now), mountedCol(r.MountedAt, r.MountDead))
+				views = append(views, r.view(now, *noTrunc))
 			}
-			return t.flush()
+			return writeRows(e.stdout, f, views, rows, func() error {
+				t := newTable(e.stdout, "NAME", "KIND", "PARENT", "SIZE", "CREATED", "MOUNTED")
+				for _, v := range views {
+					t.row(v.Name, v.Kind, v.Parent, v.Size, v.CreatedSince, v.Mounted)
+				}
+				return t.flush()
+			})
 		}
 	},
+}
+
+// lsView is a stack or layer as --format templates see it.
+type lsView struct {
+	Name         string
+	Kind         string
+	Parent       string
+	ID           string
+	Size         string
+	CreatedSince string `header:"CREATED"`
+	CreatedAt    string
+	Mounted      string
+}
+
+func (r lsRow) view(now time.Time, noTrunc bool) lsView {
+	size := humanSize(r.Size)
+	switch {
+	case r.Size < 0:
+		size = "? (damaged: see 'strata check')"
+	case r.Kind != snapshot.KindCommitted.String() || r.Parent != "":
+		size = fmt.Sprintf("%s (virtual %s)", size, humanSize(r.Size+r.SharedSize))
+	}
+	return lsView{
+		Name: shortID(r.Name, noTrunc), Kind: r.Kind, Parent: orDash(shortID(r.Parent, noTrunc)),
+		ID: r.ID, Size: size, CreatedSince: humanAge(r.Created, now), CreatedAt: createdAt(r.Created),
+		Mounted: mountedCol(r.MountedAt, r.MountDead),
+	}
 }
 
 func orDash(s string) string {

@@ -52,13 +52,18 @@ func commands() []*command {
 
 // env is what every command gets.
 type env struct {
-	root   string
-	debug  bool
-	stdout io.Writer
-	stderr io.Writer
-	log    *log.Logger // --debug messages; discarded otherwise
-	store  *snapshot.Store
-	images *image.Store
+	root  string
+	debug bool
+	// runtime is --runtime: the OCI runtime of containers that did not
+	// record one; runtimeSet tells it was given, so that a new
+	// container records it.
+	runtime    string
+	runtimeSet bool
+	stdout     io.Writer
+	stderr     io.Writer
+	log        *log.Logger // --debug messages; discarded otherwise
+	store      *snapshot.Store
+	images     *image.Store
 }
 
 // usageError is a mistake in the command line: exit status 2.
@@ -73,9 +78,89 @@ func main() {
 }
 
 func run(args []string, stdout, stderr io.Writer) int {
+	g, rest, err := parseGlobals(args)
+	if err != nil {
+		fmt.Fprintf(stderr, "strata: %v (see 'strata --help')\n", err)
+		return 2
+	}
+	if g.version {
+		rest = []string{"version"}
+	}
+	if g.help {
+		rest = append([]string{"help"}, rest...) // `strata --help images` is `strata images --help`
+	}
+	return runCommand(g, rest, stdout, stderr)
+}
+
+// globals are the options of every command, given before the command
+// (`strata --root DIR images`, as podman and docker take them) or after
+// it (`strata images --root DIR`).
+type globals struct {
+	root, logLevel, runtime string
+	debug, help, version    bool
+	runtimeSet              bool // --runtime was given
+}
+
+// Log levels of --log-level, as podman's.
+var logLevels = []string{"debug", "info", "warn", "error"}
+
+// parseGlobals parses the global options before the command name and
+// returns them with the command line that follows.
+func parseGlobals(args []string) (globals, []string, error) {
+	g := globals{root: snapshot.DefaultRoot}
+	if r := os.Getenv("STRATA_ROOT"); r != "" {
+		g.root = r
+	}
+	fs := pflag.NewFlagSet("strata", pflag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	fs.SetInterspersed(false) // the command's own flags are its own
+	addGlobalFlags(fs, &g, true)
+	fs.BoolVarP(&g.help, "help", "h", false, "")
+	fs.BoolVar(&g.version, "version", false, "")
+	if err := fs.Parse(args); err != nil {
+		return g, nil, err
+	}
+	if err := checkGlobals(fs, &g, true); err != nil {
+		return g, nil, err
+	}
+	return g, fs.Args(), nil
+}
+
+// addGlobalFlags defines the global options in fs, with g's values as
+// defaults. A command that has a flag of the same name (run's
+// --runtime) keeps its own.
+func addGlobalFlags(fs *pflag.FlagSet, g *globals, runtime bool) {
+	fs.StringVar(&g.root, "root", g.root, "the store's `DIR` (or $STRATA_ROOT)")
+	fs.BoolVar(&g.debug, "debug", g.debug, "log what strata does to stderr (--log-level=debug)")
+	fs.StringVar(&g.logLevel, "log-level", g.logLevel, "`LEVEL` of the messages logged to stderr: "+strings.Join(logLevels, ", ")+" (default warn)")
+	if runtime {
+		fs.StringVar(&g.runtime, "runtime", g.runtime, "the OCI runtime `NAME` on $PATH, or PATH, for run, start and exec (default runc)")
+	}
+}
+
+// checkGlobals validates the global options fs parsed into g;
+// globalRuntime tells that fs's --runtime is the global one.
+func checkGlobals(fs *pflag.FlagSet, g *globals, globalRuntime bool) error {
+	if g.logLevel != "" {
+		if err := oneOf("log-level", g.logLevel, logLevels...); err != nil {
+			return err
+		}
+	}
+	if globalRuntime && fs.Changed("runtime") {
+		if g.runtime == "" {
+			return usagef("--runtime: name the OCI runtime (a program on $PATH, or a path)")
+		}
+		g.runtimeSet = true
+	}
+	return nil
+}
+
+// runCommand runs the command line args (the command name first) with
+// the global options g given before it.
+func runCommand(g globals, args []string, stdout, stderr io.Writer) int {
 	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
 		if len(args) > 1 {
-			return run([]string{args[1], "--help"}, stdout, stderr)
+			return runCommand(g, []string{args[1], "--help"}, stdout, stderr)
 		}
 		mainUsage(stdout)
 		return 0
@@ -88,7 +173,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return 0
 	}
 	if rewritten, ok := groupCommand(args); ok {
-		return run(rewritten, stdout, stderr)
+		return runCommand(g, rewritten, stdout, stderr)
 	}
 	var cmd *command
 	for _, c := range commands() {
@@ -105,12 +190,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.SortFlags = false
 	e := &env{stdout: stdout, stderr: stderr}
 	runCmd := cmd.flags(fs)
-	defRoot := snapshot.DefaultRoot
-	if r := os.Getenv("STRATA_ROOT"); r != "" {
-		defRoot = r
-	}
-	fs.StringVar(&e.root, "root", defRoot, "the store's `DIR` (or $STRATA_ROOT)")
-	fs.BoolVar(&e.debug, "debug", false, "log what strata does to stderr")
+	globalRuntime := fs.Lookup("runtime") == nil
+	addGlobalFlags(fs, &g, globalRuntime)
 	help := fs.BoolP("help", "h", false, "show this help")
 	failed, misused := 1, 2
 	if cmd.failStatus != 0 {
@@ -124,6 +205,12 @@ func run(args []string, stdout, stderr io.Writer) int {
 		commandUsage(stdout, cmd, fs)
 		return 0
 	}
+	if err := checkGlobals(fs, &g, globalRuntime); err != nil {
+		fmt.Fprintf(stderr, "strata %s: %v (see 'strata %s --help')\n", cmd.name, err, cmd.name)
+		return misused
+	}
+	e.root, e.runtime, e.runtimeSet = g.root, g.runtime, g.runtimeSet
+	e.debug = g.debug || g.logLevel == "debug"
 	e.log = log.New(io.Discard, "", 0)
 	if e.debug {
 		e.log = log.New(stderr, "strata: debug: ", log.Ltime|log.Lmicroseconds)
@@ -216,8 +303,14 @@ Commands:
 		}
 	}
 	fmt.Fprint(w, `
-Every command takes --root DIR (default /var/lib/strata, or $STRATA_ROOT),
---debug and --help. Run 'strata COMMAND --help' for a command's options.
+Global options, before or after the command:
+  --root DIR          the store (default /var/lib/strata, or $STRATA_ROOT)
+  --log-level LEVEL   debug, info, warn or error (default warn)
+  --debug             the same as --log-level=debug
+  --runtime RUNTIME   the OCI runtime for run, start and exec: a program on
+                      $PATH or a path (default runc)
+  -h, --help          show this help; 'strata COMMAND --help' shows a
+                      command's options
 `)
 }
 

@@ -63,22 +63,25 @@ var runCmd = &command{
 
 // runFlags are the flags run and create share: the container's config.
 type runFlags struct {
-	name       *string
-	env        *[]string
-	envFiles   *[]string
-	workdir    *string
-	user       *string
-	entrypoint *string
-	volumes    *[]string
-	ports      *[]string
-	network    *string
-	hostname   *string
-	readOnly   *bool
-	stdin      *bool
-	tty        *bool
-	runtime    *string
-	autoRemove *bool
-	fs         *pflag.FlagSet
+	// globalRuntime is the global --runtime, resolved, which a new
+	// container records unless run's own --runtime is given.
+	globalRuntime string
+	name          *string
+	env           *[]string
+	envFiles      *[]string
+	workdir       *string
+	user          *string
+	entrypoint    *string
+	volumes       *[]string
+	ports         *[]string
+	network       *string
+	hostname      *string
+	readOnly      *bool
+	stdin         *bool
+	tty           *bool
+	runtime       *string
+	autoRemove    *bool
+	fs            *pflag.FlagSet
 }
 
 func addRunFlags(fs *pflag.FlagSet) *runFlags {
@@ -139,6 +142,13 @@ func createFromImage(ctx context.Context, e *env, f *runFlags, ref string, cmdAr
 	if err := oneOf("network", *f.network, container.NetworkPrivate, container.NetworkNone, container.NetworkHost); err != nil {
 		return "", err
 	}
+	if e.runtimeSet && *f.runtime == "" {
+		rt, err := lookRuntime(e.runtime)
+		if err != nil {
+			return "", err
+		}
+		f.globalRuntime = rt
+	}
 	_, err := e.images.CreateContainer(ctx, name, ref, func(im image.Image) (map[string]string, error) {
 		c, err := f.config(im, cmdArgs)
 		if err != nil {
@@ -187,6 +197,8 @@ func (f *runFlags) config(im image.Image, cmdArgs []string) (container.Config, e
 			return c, err
 		}
 		c.Runtime = abs
+	} else if f.globalRuntime != "" {
+		c.Runtime = f.globalRuntime
 	}
 	if f.fs.Changed("entrypoint") {
 		// As docker: a new entrypoint drops the image's CMD.

@@ -100,16 +100,30 @@ func saveState(ctx context.Context, e *env, name string, st container.State) err
 	return err
 }
 
-// runtimePath is the OCI runtime the container runs with.
-func runtimePath(c container.Config) (string, error) {
+// runtimePath is the OCI runtime the container runs with: the one it
+// recorded when it was created, else the global --runtime, else runc.
+func runtimePath(e *env, c container.Config) (string, error) {
 	if c.Runtime != "" {
 		return c.Runtime, nil
+	}
+	if e.runtime != "" {
+		return lookRuntime(e.runtime)
 	}
 	p, err := exec.LookPath("runc")
 	if err != nil {
 		return "", errors.New("runc is not on $PATH: install it (apt-get install runc) or name a runtime with --runtime PATH")
 	}
 	return p, nil
+}
+
+// lookRuntime finds the runtime --runtime names: a program on $PATH, or
+// a path, made absolute so that a container records where it is.
+func lookRuntime(name string) (string, error) {
+	p, err := exec.LookPath(name)
+	if err != nil {
+		return "", fmt.Errorf("--runtime %q: %w: give a program on $PATH (runc, crun) or the runtime's path", name, errors.Unwrap(err))
+	}
+	return filepath.Abs(p)
 }
 
 func runcCommand(e *env, rt string, args ...string) *exec.Cmd {
@@ -176,7 +190,7 @@ func startContainer(ctx context.Context, e *env, name string, stdio procIO, logg
 	if c.ID == "" {
 		return nil, fmt.Errorf("%q has no container config (it was created on a layer, or by an older strata): create a container from an image", name)
 	}
-	rt, err := runtimePath(c)
+	rt, err := runtimePath(e, c)
 	if err != nil {
 		return nil, err
 	}
@@ -548,7 +562,7 @@ func settleLocked(ctx context.Context, e *env, name string) (containerRecord, er
 		rec.state = now
 	}
 	if _, err := os.Lstat(filepath.Join(e.store.Root(), runcRootDir, rec.cfg.ID)); err == nil {
-		rt, err := runtimePath(rec.cfg)
+		rt, err := runtimePath(e, rec.cfg)
 		if err == nil {
 			err = runcDelete(e, rt, rec.cfg.ID)
 		}
@@ -640,7 +654,7 @@ func removeStale(ctx context.Context, e *env) error {
 			continue
 		}
 		if rt == "" {
-			if rt, err = runtimePath(container.Config{}); err != nil {
+			if rt, err = runtimePath(e, container.Config{}); err != nil {
 				return errors.Join(append(errs, err)...)
 			}
 		}
