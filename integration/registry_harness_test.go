@@ -803,10 +803,14 @@ const (
 	// challenge, to a PATCH or PUT of a blob upload, without passing it
 	// on: the client must authenticate again and resend it.
 	faultUnauthorized
+	// faultStall sends CutAfter bytes of a blob GET's body, then sends
+	// nothing more until the client goes away: a transfer to kill
+	// mid-layer.
+	faultStall
 )
 
 func (k proxyFaultKind) String() string {
-	return [...]string{"none", "corrupt", "cut", "unauthorized"}[k]
+	return [...]string{"none", "corrupt", "cut", "unauthorized", "stall"}[k]
 }
 
 // proxyFault is a fault and how often it fires.
@@ -965,17 +969,27 @@ func (p *faultyProxy) serve(rp *httputil.ReverseProxy, w http.ResponseWriter, re
 		sw.Header().Set("Content-Type", "application/json")
 		sw.WriteHeader(http.StatusUnauthorized)
 		_, _ = io.WriteString(sw, `{"errors":[{"code":"UNAUTHORIZED","message":"authentication required (faulty proxy)"}]}`+"\n")
-	case (f.Kind == faultCorrupt || f.Kind == faultCut) && isBlobGet:
+	case (f.Kind == faultCorrupt || f.Kind == faultCut || f.Kind == faultStall) && isBlobGet:
 		// Only a body the registry serves is faulted (not a 401).
 		frp := *rp
 		frp.ModifyResponse = func(resp *http.Response) error {
-			if resp.StatusCode != http.StatusOK && resp.StatusCode != http.StatusPartialContent || !p.fire(f) {
+			if resp.StatusCode != http.StatusOK && resp.StatusCode != http.StatusPartialContent {
+				return nil
+			}
+			// A cut or a stall needs a body longer than what it lets through.
+			if (f.Kind == faultCut || f.Kind == faultStall) && resp.ContentLength >= 0 && resp.ContentLength <= f.CutAfter {
+				return nil
+			}
+			if !p.fire(f) {
 				return nil
 			}
 			rec.Fault = f.Kind.String()
-			if f.Kind == faultCorrupt {
+			switch f.Kind {
+			case faultCorrupt:
 				resp.Body = &corruptReader{r: resp.Body, c: resp.Body, at: max(resp.ContentLength/2, 0)}
-			} else {
+			case faultStall:
+				resp.Body = &stallReader{r: resp.Body, c: resp.Body, left: f.CutAfter, done: req.Context().Done()}
+			default:
 				resp.Body = &cutReader{r: resp.Body, c: resp.Body, left: f.CutAfter}
 			}
 			return nil
@@ -1428,3 +1442,26 @@ func checkFaultyProxy(t *testing.T, reg *testRegistry, img *imgFixture) {
 		}
 	}
 }
+
+// stallReader passes left bytes, then blocks until done is closed.
+type stallReader struct {
+	r    io.Reader
+	c    io.Closer
+	left int64
+	done <-chan struct{}
+}
+
+func (s *stallReader) Read(b []byte) (int, error) {
+	if s.left <= 0 {
+		<-s.done
+		return 0, io.ErrUnexpectedEOF
+	}
+	if int64(len(b)) > s.left {
+		b = b[:s.left]
+	}
+	n, err := s.r.Read(b)
+	s.left -= int64(n)
+	return n, err
+}
+
+func (s *stallReader) Close() error { return s.c.Close() }
