@@ -68,10 +68,8 @@ const applyXattrPrefix = "SCHILY.xattr."
 var (
 	errApplyEscape     = errors.New("path escapes the layer")
 	errApplyAbsolute   = errors.New("absolute path")
-	errApplyDuplicate  = errors.New("duplicate entry")
-	errApplyNotDir     = errors.New("not a directory")
-	errApplyReplaceDir = errors.New("replaces a directory holding earlier entries")
-	errApplyWhiteout   = errors.New("invalid whiteout")
+	errApplyNotDir   = errors.New("not a directory")
+	errApplyWhiteout = errors.New("invalid whiteout")
 )
 
 // Apply extracts the OCI layer read from r into dir, an existing empty
@@ -88,11 +86,17 @@ var (
 // whiteout of the layer becomes opaque. Implicit parents take the
 // metadata of the merged lower view (ApplyOptions.Lowers).
 //
+// A name the layer gives twice takes the last entry, as docker and
+// containerd apply it: an earlier entry of the layer is removed (with
+// what it held, for a directory), unless both are directories, when the
+// directory stays and takes the later entry's metadata. A directory that
+// replaces another entry of the layer is opaque. A hard link is to what
+// its target name holds when the link entry comes.
+//
 // Hostile input is refused with an error naming the entry: names that
 // are absolute or escape with "..", entries beneath a non-directory of
 // the layer, hard links to anything but an earlier non-directory entry,
-// duplicate names, invalid whiteouts, absurd sizes and counts, and
-// truncated streams. Every change is made relative to a directory fd of
+// invalid whiteouts, absurd sizes and counts, and truncated streams. Every change is made relative to a directory fd of
 // dir, through parents opened with openat2(RESOLVE_BENEATH|
 // RESOLVE_NO_SYMLINKS), so nothing is written outside dir even where
 // the checks on names would miss something. On error dir holds part of
@@ -337,7 +341,7 @@ func (x *extractor) applyOpaque(dir string) error {
 	}
 	defer x.closeDir(fd)
 	if n.opaqueSeen {
-		return errApplyDuplicate
+		return nil // given twice: once is enough
 	}
 	n.opaqueSeen = true
 	return x.markOpaque(fd, n)
@@ -358,7 +362,7 @@ func (x *extractor) applyWhiteout(dir, target string) error {
 	rel := path.Join(dir, target)
 	if n := x.nodes[rel]; n != nil {
 		if n.whiteoutSeen {
-			return errApplyDuplicate
+			return nil // given twice: once is enough
 		}
 		n.whiteoutSeen = true
 		if n.kind != applyDir {
@@ -414,6 +418,60 @@ func (x *extractor) removeWhiteout(pfd int, name string, n *applyNode) error {
 		return fmt.Errorf("remove whiteout: %w", err)
 	}
 	return nil
+}
+
+// removeEntry removes the earlier entry n of the layer at name, named
+// base in pfd, for a later entry of the same name: a directory with all
+// it holds. The records of what it held go too, so that nothing (a hard
+// link, an entry beneath) finds them.
+func (x *extractor) removeEntry(pfd int, name, base string, n *applyNode) error {
+	delete(x.nodes, name)
+	switch n.kind {
+	case applySkipped:
+		return nil // nothing on disk
+	case applyDir:
+		if err := x.removeTree(pfd, base, name); err != nil {
+			return fmt.Errorf("replace directory: %w", err)
+		}
+		return nil
+	}
+	if err := unix.Unlinkat(pfd, base, 0); err != nil {
+		return fmt.Errorf("replace: %w", err)
+	}
+	return nil
+}
+
+// removeTree removes the directory base in pfd, the layer's rel, and
+// everything beneath it, with the records of its entries. Only the
+// layer's own entries are there, written by this extractor, so nothing
+// else changes the tree meanwhile.
+func (x *extractor) removeTree(pfd int, base, rel string) error {
+	fd, err := unix.Openat(pfd, base, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return err
+	}
+	d := os.NewFile(uintptr(fd), base)
+	defer d.Close()
+	// All names first: removing while reading may skip some.
+	names, err := d.Readdirnames(-1)
+	if err != nil {
+		return err
+	}
+	for _, c := range names {
+		crel := rel + "/" + c
+		delete(x.nodes, crel)
+		if w, ok := strings.CutPrefix(c, cow.WhiteoutPrefix); ok {
+			delete(x.nodes, rel+"/"+w) // a whiteout file's record
+		}
+		err := unix.Unlinkat(fd, c, 0)
+		if errors.Is(err, unix.EISDIR) {
+			err = x.removeTree(fd, c, crel)
+		}
+		if err != nil {
+			return fmt.Errorf("remove %q: %w", crel, err)
+		}
+	}
+	return unix.Unlinkat(pfd, base, unix.AT_REMOVEDIR)
 }
 
 // markOpaque marks the directory fd, recorded as n, opaque: in the
@@ -562,25 +620,14 @@ func (x *extractor) applyEntry(name, dir, base string, hdr *tar.Header, data io.
 		if !isDir {
 			return fmt.Errorf("the layer root: type %q: %w", hdr.Typeflag, errApplyNotDir)
 		}
-		if old.explicit {
-			return errApplyDuplicate
-		}
-		old.explicit, old.meta = true, m
+		old.explicit, old.meta = true, m // the last entry of the root wins
 		return nil
 	}
-	if old != nil {
-		switch {
-		case old.kind == applyWhiteout:
-			// The whiteout came first: the entry takes its place.
-		case old.kind == applyDir && !old.explicit:
-			if !isDir {
-				return errApplyReplaceDir
-			}
-			old.explicit, old.meta = true, m
-			return nil
-		default:
-			return errApplyDuplicate
-		}
+	if old != nil && old.kind == applyDir && isDir {
+		// A directory again: it keeps what it holds and takes the
+		// last entry's metadata.
+		old.explicit, old.meta = true, m
+		return nil
 	}
 	pfd, _, err := x.ensureDir(dir)
 	if err != nil {
@@ -588,16 +635,24 @@ func (x *extractor) applyEntry(name, dir, base string, hdr *tar.Header, data io.
 	}
 	defer x.closeDir(pfd)
 	n := &applyNode{kind: applyNonDir}
+	// opaque: the lowers' entry of the name is gone, deleted by a
+	// whiteout of the layer or hidden by the entry replaced.
+	opaque := false
 	if old != nil {
-		if err := x.removeWhiteout(pfd, base, old); err != nil {
+		if old.kind == applyWhiteout {
+			err = x.removeWhiteout(pfd, base, old)
+		} else {
+			err = x.removeEntry(pfd, name, base, old)
+		}
+		if err != nil {
 			return err
 		}
-		n.whiteoutSeen = true
+		n.whiteoutSeen, opaque = old.whiteoutSeen, true
 	}
 	switch hdr.Typeflag {
 	case tar.TypeDir:
 		n.kind, n.explicit, n.meta = applyDir, true, m
-		err = x.createDir(pfd, base, n)
+		err = x.createDir(pfd, base, n, opaque)
 	case tar.TypeReg, tar.TypeCont, tar.TypeGNUSparse:
 		err = x.createFile(pfd, base, hdr, data, m)
 	case tar.TypeSymlink:
@@ -715,15 +770,15 @@ func (x *extractor) withNode(pfd int, name string, typ uint32, fn func(fd int) e
 }
 
 // createDir creates the explicit directory base in pfd; its metadata
-// waits for the last pass.
-func (x *extractor) createDir(pfd int, base string, n *applyNode) error {
+// waits for the last pass. opaque: it takes the place of a whiteout or
+// another entry of the layer, so the lowers' directory is deleted.
+func (x *extractor) createDir(pfd int, base string, n *applyNode, opaque bool) error {
 	if err := unix.Mkdirat(pfd, base, 0o700); err != nil {
 		return fmt.Errorf("mkdir: %w", err)
 	}
-	if !n.whiteoutSeen {
+	if !opaque {
 		return nil
 	}
-	// Over a whiteout of the layer: the lowers' directory is deleted.
 	n.deleted = true
 	return x.withNode(pfd, base, unix.S_IFDIR, func(fd int) error { return x.markOpaque(fd, n) })
 }
