@@ -32,7 +32,22 @@ type ApplyOptions struct {
 	// Warn, if set, is told of entries skipped by policy (a device node
 	// when not root, etc.).
 	Warn func(msg string)
+	// MaxApparentSize bounds the sizes of the layer's files added up,
+	// holes of sparse files included; 0 means DefaultMaxApparentSize.
+	MaxApparentSize int64
 }
+
+// DefaultMaxApparentSize is the default bound on the apparent size of
+// a layer (ApplyOptions.MaxApparentSize): 1 TiB, the largest single
+// entry Apply takes. Sparse files cost no time or room to apply, but
+// what reads the layer later (an export, a copy-up of the file, a
+// backup) may walk their holes; real layers hold tens of GiB at most,
+// and a sparse file of 1 TiB is rare but does occur.
+const DefaultMaxApparentSize = 1 << 40
+
+// ErrApparentSize is the error of a layer whose files add up to more
+// than ApplyOptions.MaxApparentSize.
+var ErrApparentSize = errors.New("apparent size of the layer over the limit")
 
 // ApplyResult describes the layer Apply read.
 type ApplyResult struct {
@@ -112,6 +127,8 @@ func Apply(ctx context.Context, dir string, r io.Reader, opts ApplyOptions) (res
 		return res, fmt.Errorf("apply layer: %w", err)
 	}
 	defer func() { err = errors.Join(err, s.close()) }()
+	maxSize := cmp.Or(opts.MaxApparentSize, DefaultMaxApparentSize)
+	var apparent int64
 	for {
 		if err := ctx.Err(); err != nil {
 			return res, fmt.Errorf("apply layer: %w", err)
@@ -123,7 +140,15 @@ func Apply(ctx context.Context, dir string, r io.Reader, opts ApplyOptions) (res
 		if err != nil {
 			return res, fmt.Errorf("apply layer: %w", err)
 		}
-		if err := x.apply(hdr, s.tr); err != nil {
+		if applyHasData(hdr) {
+			apparent += hdr.Size // each at most extractMaxSize: no overflow
+			if apparent > maxSize {
+				return res, fmt.Errorf("apply layer: entry %q: the layer's files add up to %d bytes (holes of sparse files included), more than the limit of %d: %w (raise ApplyOptions.MaxApparentSize if the layer is genuine)",
+					hdr.Name, apparent, maxSize, ErrApparentSize)
+			}
+		}
+		data, frags, sparse := s.data()
+		if err := x.apply(hdr, applyData{data, frags, sparse}); err != nil {
 			return res, fmt.Errorf("apply layer: entry %q: %w", hdr.Name, err)
 		}
 	}
@@ -140,6 +165,23 @@ func Apply(ctx context.Context, dir string, r io.Reader, opts ApplyOptions) (res
 		BlobSize:    s.blob.n,
 		Compression: s.comp,
 	}, nil
+}
+
+// applyHasData reports whether hdr is a file whose size counts.
+func applyHasData(hdr *tar.Header) bool {
+	switch hdr.Typeflag {
+	case tar.TypeReg, tar.TypeCont, tar.TypeGNUSparse:
+		return true
+	}
+	return false
+}
+
+// applyData is the data of an entry: r's bytes, or for a sparse file
+// the bytes of frags one after the other.
+type applyData struct {
+	r      io.Reader
+	frags  []sparseFrag
+	sparse bool
 }
 
 // What a name of the layer is, as far as the layer has written it.
@@ -254,7 +296,7 @@ func (x *extractor) warnf(name, format string, args ...any) {
 }
 
 // apply writes one entry; data is its contents.
-func (x *extractor) apply(hdr *tar.Header, data io.Reader) error {
+func (x *extractor) apply(hdr *tar.Header, data applyData) error {
 	if hdr.Typeflag == tar.TypeXGlobalHeader {
 		return nil // archive-wide PAX defaults: nothing strata reads
 	}
@@ -606,7 +648,7 @@ func (x *extractor) mkdirImplicit(pfd int, rel, name string) (int, *applyNode, e
 
 // applyEntry writes an entry that is not a whiteout: name is its clean
 // name, dir and base its parts.
-func (x *extractor) applyEntry(name, dir, base string, hdr *tar.Header, data io.Reader) error {
+func (x *extractor) applyEntry(name, dir, base string, hdr *tar.Header, data applyData) error {
 	isDir := hdr.Typeflag == tar.TypeDir
 	var m *applyMeta
 	if hdr.Typeflag != tar.TypeLink { // a hard link shares its target's
@@ -784,13 +826,17 @@ func (x *extractor) createDir(pfd int, base string, n *applyNode, opaque bool) e
 }
 
 // createFile creates the regular file base in pfd with the entry's data.
-func (x *extractor) createFile(pfd int, base string, hdr *tar.Header, data io.Reader, m *applyMeta) error {
+func (x *extractor) createFile(pfd int, base string, hdr *tar.Header, data applyData, m *applyMeta) error {
 	fd, err := unix.Openat(pfd, base, unix.O_CREAT|unix.O_EXCL|unix.O_WRONLY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
 	if err != nil {
 		return fmt.Errorf("create: %w", err)
 	}
 	f := os.NewFile(uintptr(fd), base)
-	err = x.copyData(f, hdr.Size, data)
+	if data.sparse {
+		err = x.copySparse(f, hdr.Size, data)
+	} else {
+		err = x.copyData(f, hdr.Size, data.r)
+	}
 	if err == nil {
 		err = x.setMeta(fd, m, false, hdr.Name)
 	}
@@ -801,12 +847,38 @@ func (x *extractor) createFile(pfd int, base string, hdr *tar.Header, data io.Re
 // left as holes: a sparse file in the tar stays sparse on disk, and a
 // hostile one declaring a terabyte of holes costs time, not space.
 func (x *extractor) copyData(f *os.File, size int64, data io.Reader) error {
+	if err := x.copyAt(f, 0, size, data); err != nil {
+		return err
+	}
+	// Holes at the end are not written: give the file its size.
+	if err := f.Truncate(size); err != nil {
+		return fmt.Errorf("truncate: %w", err)
+	}
+	return nil
+}
+
+// copySparse writes the fragments of a sparse file at their offsets and
+// gives f its size: the holes between are never read or written.
+func (x *extractor) copySparse(f *os.File, size int64, data applyData) error {
+	for _, fr := range data.frags {
+		if err := x.copyAt(f, fr.off, fr.length, data.r); err != nil {
+			return err
+		}
+	}
+	if err := f.Truncate(size); err != nil {
+		return fmt.Errorf("truncate: %w", err)
+	}
+	return nil
+}
+
+// copyAt copies exactly size bytes of data to f at offset off, zero
+// blocks left as holes.
+func (x *extractor) copyAt(f *os.File, off, size int64, data io.Reader) error {
 	if x.buf == nil && size > 0 {
 		x.buf, x.zero = make([]byte, 128<<10), make([]byte, applyBlock)
 	}
-	var off int64
-	for off < size {
-		b := x.buf[:min(int64(len(x.buf)), size-off)]
+	for end := off + size; off < end; {
+		b := x.buf[:min(int64(len(x.buf)), end-off)]
 		n, rerr := io.ReadFull(data, b)
 		if err := x.writeSparse(f, b[:n], off); err != nil {
 			return err
@@ -815,10 +887,6 @@ func (x *extractor) copyData(f *os.File, size int64, data io.Reader) error {
 		if rerr != nil {
 			return extractDataErr(rerr)
 		}
-	}
-	// Holes at the end are not written: give the file its size.
-	if err := f.Truncate(size); err != nil {
-		return fmt.Errorf("truncate: %w", err)
 	}
 	return nil
 }

@@ -1133,7 +1133,8 @@ func TestApplyOpenDirGuard(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		err = x.apply(hdr, s.tr)
+		data, frags, sparse := s.data()
+		err = x.apply(hdr, applyData{data, frags, sparse})
 		if !errors.Is(err, errApplyNotDir) {
 			t.Errorf("apply %q through a forged directory: %v, want %v", e.name, err, errApplyNotDir)
 		}
