@@ -81,8 +81,8 @@ const applyXattrPrefix = "SCHILY.xattr."
 
 // Reasons an entry is refused; Apply's errors name the entry before them.
 var (
-	errApplyEscape     = errors.New("path escapes the layer")
-	errApplyAbsolute   = errors.New("absolute path")
+	errApplyEscape   = errors.New("path escapes the layer")
+	errApplyAbsolute = errors.New("absolute path")
 	errApplyNotDir   = errors.New("not a directory")
 	errApplyWhiteout = errors.New("invalid whiteout")
 )
