@@ -30,6 +30,10 @@ type ApplyOptions struct {
 	// Lease, if set, keeps the layer (new or found) from garbage
 	// collection from the moment it is published or found.
 	Lease *Lease
+	// MaxApparentSize bounds the sizes of the layer's files added up,
+	// holes of sparse files included (layer.ApplyOptions); 0 means
+	// layer.DefaultMaxApparentSize.
+	MaxApparentSize int64
 }
 
 // ChainID returns the chain ID of the committed snapshot key: the
@@ -163,7 +167,9 @@ func (s *Store) extract(ctx context.Context, o *op, r io.Reader, syncBlob func()
 	if parent == "" {
 		lowers = nil
 	}
-	res, err := layer.Apply(ctx, m.Upper, r, layer.ApplyOptions{Lowers: lowers, Warn: opts.Warn})
+	res, err := layer.Apply(ctx, m.Upper, r, layer.ApplyOptions{
+		Lowers: lowers, Warn: opts.Warn, MaxApparentSize: opts.MaxApparentSize,
+	})
 	if err == nil && opts.DiffID != "" && res.DiffID != opts.DiffID {
 		err = fmt.Errorf("apply layer: diff ID mismatch: the layer is %s, want %s: the blob is corrupt or not this layer", res.DiffID, opts.DiffID)
 	}

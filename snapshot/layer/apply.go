@@ -32,7 +32,22 @@ type ApplyOptions struct {
 	// Warn, if set, is told of entries skipped by policy (a device node
 	// when not root, etc.).
 	Warn func(msg string)
+	// MaxApparentSize bounds the sizes of the layer's files added up,
+	// holes of sparse files included; 0 means DefaultMaxApparentSize.
+	MaxApparentSize int64
 }
+
+// DefaultMaxApparentSize is the default bound on the apparent size of
+// a layer (ApplyOptions.MaxApparentSize): 1 TiB, the largest single
+// entry Apply takes. Sparse files cost no time or room to apply, but
+// what reads the layer later (an export, a copy-up of the file, a
+// backup) may walk their holes; real layers hold tens of GiB at most,
+// and a sparse file of 1 TiB is rare but does occur.
+const DefaultMaxApparentSize = 1 << 40
+
+// ErrApparentSize is the error of a layer whose files add up to more
+// than ApplyOptions.MaxApparentSize.
+var ErrApparentSize = errors.New("apparent size of the layer over the limit")
 
 // ApplyResult describes the layer Apply read.
 type ApplyResult struct {
@@ -66,12 +81,10 @@ const applyXattrPrefix = "SCHILY.xattr."
 
 // Reasons an entry is refused; Apply's errors name the entry before them.
 var (
-	errApplyEscape     = errors.New("path escapes the layer")
-	errApplyAbsolute   = errors.New("absolute path")
-	errApplyDuplicate  = errors.New("duplicate entry")
-	errApplyNotDir     = errors.New("not a directory")
-	errApplyReplaceDir = errors.New("replaces a directory holding earlier entries")
-	errApplyWhiteout   = errors.New("invalid whiteout")
+	errApplyEscape   = errors.New("path escapes the layer")
+	errApplyAbsolute = errors.New("absolute path")
+	errApplyNotDir   = errors.New("not a directory")
+	errApplyWhiteout = errors.New("invalid whiteout")
 )
 
 // Apply extracts the OCI layer read from r into dir, an existing empty
@@ -88,11 +101,17 @@ var (
 // whiteout of the layer becomes opaque. Implicit parents take the
 // metadata of the merged lower view (ApplyOptions.Lowers).
 //
+// A name the layer gives twice takes the last entry, as docker and
+// containerd apply it: an earlier entry of the layer is removed (with
+// what it held, for a directory), unless both are directories, when the
+// directory stays and takes the later entry's metadata. A directory that
+// replaces another entry of the layer is opaque. A hard link is to what
+// its target name holds when the link entry comes.
+//
 // Hostile input is refused with an error naming the entry: names that
 // are absolute or escape with "..", entries beneath a non-directory of
 // the layer, hard links to anything but an earlier non-directory entry,
-// duplicate names, invalid whiteouts, absurd sizes and counts, and
-// truncated streams. Every change is made relative to a directory fd of
+// invalid whiteouts, absurd sizes and counts, and truncated streams. Every change is made relative to a directory fd of
 // dir, through parents opened with openat2(RESOLVE_BENEATH|
 // RESOLVE_NO_SYMLINKS), so nothing is written outside dir even where
 // the checks on names would miss something. On error dir holds part of
@@ -108,6 +127,8 @@ func Apply(ctx context.Context, dir string, r io.Reader, opts ApplyOptions) (res
 		return res, fmt.Errorf("apply layer: %w", err)
 	}
 	defer func() { err = errors.Join(err, s.close()) }()
+	maxSize := cmp.Or(opts.MaxApparentSize, DefaultMaxApparentSize)
+	var apparent int64
 	for {
 		if err := ctx.Err(); err != nil {
 			return res, fmt.Errorf("apply layer: %w", err)
@@ -119,7 +140,15 @@ func Apply(ctx context.Context, dir string, r io.Reader, opts ApplyOptions) (res
 		if err != nil {
 			return res, fmt.Errorf("apply layer: %w", err)
 		}
-		if err := x.apply(hdr, s.tr); err != nil {
+		if applyHasData(hdr) {
+			apparent += hdr.Size // each at most extractMaxSize: no overflow
+			if apparent > maxSize {
+				return res, fmt.Errorf("apply layer: entry %q: the layer's files add up to %d bytes (holes of sparse files included), more than the limit of %d: %w (raise ApplyOptions.MaxApparentSize if the layer is genuine)",
+					hdr.Name, apparent, maxSize, ErrApparentSize)
+			}
+		}
+		data, frags, sparse := s.data()
+		if err := x.apply(hdr, applyData{data, frags, sparse}); err != nil {
 			return res, fmt.Errorf("apply layer: entry %q: %w", hdr.Name, err)
 		}
 	}
@@ -136,6 +165,23 @@ func Apply(ctx context.Context, dir string, r io.Reader, opts ApplyOptions) (res
 		BlobSize:    s.blob.n,
 		Compression: s.comp,
 	}, nil
+}
+
+// applyHasData reports whether hdr is a file whose size counts.
+func applyHasData(hdr *tar.Header) bool {
+	switch hdr.Typeflag {
+	case tar.TypeReg, tar.TypeCont, tar.TypeGNUSparse:
+		return true
+	}
+	return false
+}
+
+// applyData is the data of an entry: r's bytes, or for a sparse file
+// the bytes of frags one after the other.
+type applyData struct {
+	r      io.Reader
+	frags  []sparseFrag
+	sparse bool
 }
 
 // What a name of the layer is, as far as the layer has written it.
@@ -250,7 +296,7 @@ func (x *extractor) warnf(name, format string, args ...any) {
 }
 
 // apply writes one entry; data is its contents.
-func (x *extractor) apply(hdr *tar.Header, data io.Reader) error {
+func (x *extractor) apply(hdr *tar.Header, data applyData) error {
 	if hdr.Typeflag == tar.TypeXGlobalHeader {
 		return nil // archive-wide PAX defaults: nothing strata reads
 	}
@@ -337,7 +383,7 @@ func (x *extractor) applyOpaque(dir string) error {
 	}
 	defer x.closeDir(fd)
 	if n.opaqueSeen {
-		return errApplyDuplicate
+		return nil // given twice: once is enough
 	}
 	n.opaqueSeen = true
 	return x.markOpaque(fd, n)
@@ -358,7 +404,7 @@ func (x *extractor) applyWhiteout(dir, target string) error {
 	rel := path.Join(dir, target)
 	if n := x.nodes[rel]; n != nil {
 		if n.whiteoutSeen {
-			return errApplyDuplicate
+			return nil // given twice: once is enough
 		}
 		n.whiteoutSeen = true
 		if n.kind != applyDir {
@@ -414,6 +460,60 @@ func (x *extractor) removeWhiteout(pfd int, name string, n *applyNode) error {
 		return fmt.Errorf("remove whiteout: %w", err)
 	}
 	return nil
+}
+
+// removeEntry removes the earlier entry n of the layer at name, named
+// base in pfd, for a later entry of the same name: a directory with all
+// it holds. The records of what it held go too, so that nothing (a hard
+// link, an entry beneath) finds them.
+func (x *extractor) removeEntry(pfd int, name, base string, n *applyNode) error {
+	delete(x.nodes, name)
+	switch n.kind {
+	case applySkipped:
+		return nil // nothing on disk
+	case applyDir:
+		if err := x.removeTree(pfd, base, name); err != nil {
+			return fmt.Errorf("replace directory: %w", err)
+		}
+		return nil
+	}
+	if err := unix.Unlinkat(pfd, base, 0); err != nil {
+		return fmt.Errorf("replace: %w", err)
+	}
+	return nil
+}
+
+// removeTree removes the directory base in pfd, the layer's rel, and
+// everything beneath it, with the records of its entries. Only the
+// layer's own entries are there, written by this extractor, so nothing
+// else changes the tree meanwhile.
+func (x *extractor) removeTree(pfd int, base, rel string) error {
+	fd, err := unix.Openat(pfd, base, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return err
+	}
+	d := os.NewFile(uintptr(fd), base)
+	defer d.Close()
+	// All names first: removing while reading may skip some.
+	names, err := d.Readdirnames(-1)
+	if err != nil {
+		return err
+	}
+	for _, c := range names {
+		crel := rel + "/" + c
+		delete(x.nodes, crel)
+		if w, ok := strings.CutPrefix(c, cow.WhiteoutPrefix); ok {
+			delete(x.nodes, rel+"/"+w) // a whiteout file's record
+		}
+		err := unix.Unlinkat(fd, c, 0)
+		if errors.Is(err, unix.EISDIR) {
+			err = x.removeTree(fd, c, crel)
+		}
+		if err != nil {
+			return fmt.Errorf("remove %q: %w", crel, err)
+		}
+	}
+	return unix.Unlinkat(pfd, base, unix.AT_REMOVEDIR)
 }
 
 // markOpaque marks the directory fd, recorded as n, opaque: in the
@@ -548,7 +648,7 @@ func (x *extractor) mkdirImplicit(pfd int, rel, name string) (int, *applyNode, e
 
 // applyEntry writes an entry that is not a whiteout: name is its clean
 // name, dir and base its parts.
-func (x *extractor) applyEntry(name, dir, base string, hdr *tar.Header, data io.Reader) error {
+func (x *extractor) applyEntry(name, dir, base string, hdr *tar.Header, data applyData) error {
 	isDir := hdr.Typeflag == tar.TypeDir
 	var m *applyMeta
 	if hdr.Typeflag != tar.TypeLink { // a hard link shares its target's
@@ -562,25 +662,14 @@ func (x *extractor) applyEntry(name, dir, base string, hdr *tar.Header, data io.
 		if !isDir {
 			return fmt.Errorf("the layer root: type %q: %w", hdr.Typeflag, errApplyNotDir)
 		}
-		if old.explicit {
-			return errApplyDuplicate
-		}
-		old.explicit, old.meta = true, m
+		old.explicit, old.meta = true, m // the last entry of the root wins
 		return nil
 	}
-	if old != nil {
-		switch {
-		case old.kind == applyWhiteout:
-			// The whiteout came first: the entry takes its place.
-		case old.kind == applyDir && !old.explicit:
-			if !isDir {
-				return errApplyReplaceDir
-			}
-			old.explicit, old.meta = true, m
-			return nil
-		default:
-			return errApplyDuplicate
-		}
+	if old != nil && old.kind == applyDir && isDir {
+		// A directory again: it keeps what it holds and takes the
+		// last entry's metadata.
+		old.explicit, old.meta = true, m
+		return nil
 	}
 	pfd, _, err := x.ensureDir(dir)
 	if err != nil {
@@ -588,16 +677,24 @@ func (x *extractor) applyEntry(name, dir, base string, hdr *tar.Header, data io.
 	}
 	defer x.closeDir(pfd)
 	n := &applyNode{kind: applyNonDir}
+	// opaque: the lowers' entry of the name is gone, deleted by a
+	// whiteout of the layer or hidden by the entry replaced.
+	opaque := false
 	if old != nil {
-		if err := x.removeWhiteout(pfd, base, old); err != nil {
+		if old.kind == applyWhiteout {
+			err = x.removeWhiteout(pfd, base, old)
+		} else {
+			err = x.removeEntry(pfd, name, base, old)
+		}
+		if err != nil {
 			return err
 		}
-		n.whiteoutSeen = true
+		n.whiteoutSeen, opaque = old.whiteoutSeen, true
 	}
 	switch hdr.Typeflag {
 	case tar.TypeDir:
 		n.kind, n.explicit, n.meta = applyDir, true, m
-		err = x.createDir(pfd, base, n)
+		err = x.createDir(pfd, base, n, opaque)
 	case tar.TypeReg, tar.TypeCont, tar.TypeGNUSparse:
 		err = x.createFile(pfd, base, hdr, data, m)
 	case tar.TypeSymlink:
@@ -715,27 +812,31 @@ func (x *extractor) withNode(pfd int, name string, typ uint32, fn func(fd int) e
 }
 
 // createDir creates the explicit directory base in pfd; its metadata
-// waits for the last pass.
-func (x *extractor) createDir(pfd int, base string, n *applyNode) error {
+// waits for the last pass. opaque: it takes the place of a whiteout or
+// another entry of the layer, so the lowers' directory is deleted.
+func (x *extractor) createDir(pfd int, base string, n *applyNode, opaque bool) error {
 	if err := unix.Mkdirat(pfd, base, 0o700); err != nil {
 		return fmt.Errorf("mkdir: %w", err)
 	}
-	if !n.whiteoutSeen {
+	if !opaque {
 		return nil
 	}
-	// Over a whiteout of the layer: the lowers' directory is deleted.
 	n.deleted = true
 	return x.withNode(pfd, base, unix.S_IFDIR, func(fd int) error { return x.markOpaque(fd, n) })
 }
 
 // createFile creates the regular file base in pfd with the entry's data.
-func (x *extractor) createFile(pfd int, base string, hdr *tar.Header, data io.Reader, m *applyMeta) error {
+func (x *extractor) createFile(pfd int, base string, hdr *tar.Header, data applyData, m *applyMeta) error {
 	fd, err := unix.Openat(pfd, base, unix.O_CREAT|unix.O_EXCL|unix.O_WRONLY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
 	if err != nil {
 		return fmt.Errorf("create: %w", err)
 	}
 	f := os.NewFile(uintptr(fd), base)
-	err = x.copyData(f, hdr.Size, data)
+	if data.sparse {
+		err = x.copySparse(f, hdr.Size, data)
+	} else {
+		err = x.copyData(f, hdr.Size, data.r)
+	}
 	if err == nil {
 		err = x.setMeta(fd, m, false, hdr.Name)
 	}
@@ -746,12 +847,38 @@ func (x *extractor) createFile(pfd int, base string, hdr *tar.Header, data io.Re
 // left as holes: a sparse file in the tar stays sparse on disk, and a
 // hostile one declaring a terabyte of holes costs time, not space.
 func (x *extractor) copyData(f *os.File, size int64, data io.Reader) error {
+	if err := x.copyAt(f, 0, size, data); err != nil {
+		return err
+	}
+	// Holes at the end are not written: give the file its size.
+	if err := f.Truncate(size); err != nil {
+		return fmt.Errorf("truncate: %w", err)
+	}
+	return nil
+}
+
+// copySparse writes the fragments of a sparse file at their offsets and
+// gives f its size: the holes between are never read or written.
+func (x *extractor) copySparse(f *os.File, size int64, data applyData) error {
+	for _, fr := range data.frags {
+		if err := x.copyAt(f, fr.off, fr.length, data.r); err != nil {
+			return err
+		}
+	}
+	if err := f.Truncate(size); err != nil {
+		return fmt.Errorf("truncate: %w", err)
+	}
+	return nil
+}
+
+// copyAt copies exactly size bytes of data to f at offset off, zero
+// blocks left as holes.
+func (x *extractor) copyAt(f *os.File, off, size int64, data io.Reader) error {
 	if x.buf == nil && size > 0 {
 		x.buf, x.zero = make([]byte, 128<<10), make([]byte, applyBlock)
 	}
-	var off int64
-	for off < size {
-		b := x.buf[:min(int64(len(x.buf)), size-off)]
+	for end := off + size; off < end; {
+		b := x.buf[:min(int64(len(x.buf)), end-off)]
 		n, rerr := io.ReadFull(data, b)
 		if err := x.writeSparse(f, b[:n], off); err != nil {
 			return err
@@ -760,10 +887,6 @@ func (x *extractor) copyData(f *os.File, size int64, data io.Reader) error {
 		if rerr != nil {
 			return extractDataErr(rerr)
 		}
-	}
-	// Holes at the end are not written: give the file its size.
-	if err := f.Truncate(size); err != nil {
-		return fmt.Errorf("truncate: %w", err)
 	}
 	return nil
 }

@@ -629,6 +629,124 @@ func TestApply(t *testing.T) {
 				"d/f": `file 0644 0:0 "" ` + atTDef,
 			},
 		},
+		// A name given twice: the last entry wins (docker, containerd).
+		{
+			name:     "file twice: the second content wins",
+			needRoot: true,
+			entries:  []atEntry{atFile("x", "first").at(atT1), atFile("./y/../x", "second").mod(0o600).at(atT2)},
+			want:     map[string]string{".": "dir 0755 0:0 t=?", "x": `file 0600 0:0 "second" ` + atTs(atT2)},
+		},
+		{
+			name:     "directory twice: its entries stay, the last metadata wins",
+			needRoot: true,
+			entries:  []atEntry{atDir("d").mod(0o700).at(atT1), atFile("d/f", "f"), atDir("d/").mod(0o750).own(3, 4).at(atT2)},
+			want: map[string]string{
+				".":   "dir 0755 0:0 t=?",
+				"d":   "dir 0750 3:4 " + atTs(atT2),
+				"d/f": `file 0644 0:0 "f" ` + atTDef,
+			},
+		},
+		{
+			name:     "root twice: the last metadata wins",
+			needRoot: true,
+			entries:  []atEntry{atDir("./").mod(0o700).at(atT1), atFile("f", ""), atDir(".").mod(0o751).at(atT2)},
+			want:     map[string]string{".": "dir 0751 0:0 " + atTs(atT2), "f": `file 0644 0:0 "" ` + atTDef},
+		},
+		{
+			name:     "directory then file: the directory's entries go",
+			needRoot: true,
+			entries: []atEntry{
+				atDir("d"), atFile("d/f", "f"), atDir("d/e"), atFile("d/e/g", "g"), atWh("d/w"), atLink("h", "d/e/g"),
+				atFile("d", "now a file").at(atT1),
+			},
+			want: map[string]string{
+				".": "dir 0755 0:0 t=?",
+				"d": `file 0644 0:0 "now a file" ` + atTs(atT1),
+				"h": `file 0644 0:0 "g" ` + atTDef, // a link to what d/e/g was
+			},
+		},
+		{
+			name:     "implicit directory then file",
+			needRoot: true,
+			entries:  []atEntry{atFile("d/f", "f"), atFile("d", "file")},
+			want:     map[string]string{".": "dir 0755 0:0 t=?", "d": `file 0644 0:0 "file" ` + atTDef},
+		},
+		{
+			name:     "file then directory with entries: opaque",
+			needRoot: true,
+			lowers:   [][]atNode{{{path: "d", kind: unix.S_IFDIR, mode: 0o755}, {path: "d/lower", kind: unix.S_IFREG}}},
+			entries:  []atEntry{atFile("d", "file"), atDir("d").at(atT1), atFile("d/f", "f")},
+			want: map[string]string{
+				".":   "dir 0755 0:0 t=?",
+				"d":   "dir 0755 0:0 " + atTs(atT1) + ` trusted.overlay.opaque="y"`,
+				"d/f": `file 0644 0:0 "f" ` + atTDef,
+			},
+		},
+		{
+			name:     "file, directory with entries, then file again",
+			needRoot: true,
+			entries:  []atEntry{atFile("d", "file"), atDir("d"), atFile("d/f", "f"), atFile("d", "again")},
+			want:     map[string]string{".": "dir 0755 0:0 t=?", "d": `file 0644 0:0 "again" ` + atTDef},
+		},
+		{
+			name:     "symlink then file",
+			needRoot: true,
+			entries:  []atEntry{atSym("l", "/etc/passwd"), atFile("l", "file")},
+			want:     map[string]string{".": "dir 0755 0:0 t=?", "l": `file 0644 0:0 "file" ` + atTDef},
+		},
+		{
+			name:     "file then symlink",
+			needRoot: true,
+			entries:  []atEntry{atFile("l", "file"), atSym("l", "target")},
+			want:     map[string]string{".": "dir 0755 0:0 t=?", "l": "symlink 0:0 ->target " + atTDef},
+		},
+		{
+			name:     "hard link, then its target replaced",
+			needRoot: true,
+			entries:  []atEntry{atFile("f", "old"), atLink("h", "f"), atFile("f", "new")},
+			want: map[string]string{
+				".": "dir 0755 0:0 t=?",
+				"f": `file 0644 0:0 "new" ` + atTDef,
+				"h": `file 0644 0:0 "old" ` + atTDef, // what f held at the link entry
+			},
+		},
+		{
+			name:     "target replaced, then a hard link to it",
+			needRoot: true,
+			entries:  []atEntry{atFile("f", "old"), atFile("f", "new"), atLink("h", "f")},
+			want: map[string]string{
+				".": "dir 0755 0:0 t=?",
+				"f": `file 0644 0:0 "new" nlink=2 ` + atTDef,
+				"h": `file 0644 0:0 "new" nlink=2 ` + atTDef,
+			},
+		},
+		{
+			name:     "hard link replaced by a file",
+			needRoot: true,
+			entries:  []atEntry{atFile("f", "f"), atLink("h", "f"), atFile("h", "h")},
+			want: map[string]string{
+				".": "dir 0755 0:0 t=?",
+				"f": `file 0644 0:0 "f" ` + atTDef,
+				"h": `file 0644 0:0 "h" ` + atTDef,
+			},
+		},
+		{
+			name:     "whiteout, file, file: the last file over the whiteout",
+			needRoot: true,
+			lowers:   [][]atNode{{{path: "x", kind: unix.S_IFREG}}},
+			entries:  []atEntry{atWh("x"), atFile("x", "1"), atFile("x", "2"), atWh("x")},
+			want:     map[string]string{".": "dir 0755 0:0 t=?", "x": `file 0644 0:0 "2" ` + atTDef},
+		},
+		{
+			name:     "whiteout and opaque marker twice",
+			needRoot: true,
+			entries:  []atEntry{atWh("x"), atWh("x"), atFile("d/.wh..wh..opq", ""), atFile("d/.wh..wh..opq", "")},
+			want: map[string]string{
+				".": "dir 0755 0:0 t=?",
+				"x": "whiteout",
+				"d": `dir 0755 0:0 t=? trusted.overlay.opaque="y"`,
+			},
+		},
 		{
 			name:     "implicit parents take the lowers' merged metadata",
 			needRoot: true,
@@ -926,13 +1044,6 @@ func atHostile(t testing.TB) []struct {
 		{"hard link to dir", atTar(t, atDir("d"), atLink("h", "d")), `entry "h": hard link to directory "d"`},
 		{"hard link to root", atTar(t, atLink("h", ".")), `entry "h": hard link to directory "."`},
 		{"hard link through symlink", atTar(t, atSym("l", "../outside"), atLink("h", "l/file")), `entry "h": hard link to missing target "l/file"`},
-		{"duplicate file", atTar(t, atFile("x", "1"), atFile("x", "2")), `entry "x": duplicate entry`},
-		{"duplicate dir", atTar(t, atDir("d"), atDir("d/")), `entry "d/": duplicate entry`},
-		{"duplicate cleaned", atTar(t, atFile("x", "1"), atFile("./y/../x", "2")), `entry "./y/../x": duplicate entry`},
-		{"duplicate root", atTar(t, atDir("./"), atDir(".")), `entry ".": duplicate entry`},
-		{"file replacing dir", atTar(t, atDir("d"), atFile("d", "")), `entry "d": duplicate entry`},
-		{"file replacing dir and back", atTar(t, atDir("d"), atFile("d/f", ""), atFile("d", ""), atDir("d")), `entry "d": duplicate entry`},
-		{"file replacing implicit dir", atTar(t, atFile("d/f", ""), atFile("d", "")), `entry "d": replaces a directory holding earlier entries`},
 		{"file as parent", atTar(t, atFile("f", ""), atFile("f/x", "")), `entry "f/x": parent "f": not a directory`},
 		{"root not a dir", atTar(t, atFile(".", "")), `entry ".": the layer root`},
 		{"whiteout of dotdot", atTar(t, atFile(".wh...", "")), `entry ".wh...": invalid whiteout: it names ".."`},
@@ -943,9 +1054,6 @@ func atHostile(t testing.TB) []struct {
 		{"whiteout of dot below", atTar(t, atFile("d/.wh..", "")), `entry "d/.wh..": invalid whiteout: it names "d/."`},
 		{"whiteout as parent", atTar(t, atFile(".wh.x/y", "")), `entry ".wh.x/y": parent ".wh.x": invalid whiteout`},
 		{"whiteout dotdot dir", atTar(t, atFile(".wh.../x", "")), `entry ".wh.../x": parent ".wh...": invalid whiteout`},
-		{"duplicate whiteout", atTar(t, atWh("x"), atWh("x")), `entry ".wh.x": duplicate entry`},
-		{"duplicate whiteout of an entry", atTar(t, atFile("x", ""), atWh("x"), atWh("x")), `entry ".wh.x": duplicate entry`},
-		{"duplicate opaque", atTar(t, atFile("d/.wh..wh..opq", ""), atFile("d/.wh..wh..opq", "")), `entry "d/.wh..wh..opq": duplicate entry`},
 		{"huge size", atTar(t, atEntry{name: "big", typ: tar.TypeReg, headerOnly: true, size: 1 << 41}), `entry "big": size 2199023255552 out of range`},
 		{"truncated body", atTruncatable(t)[:1200], `entry "a": truncated data: unexpected EOF`},
 		{"truncated header", atTruncatable(t)[:2560+200], `truncated tar after entry "a": unexpected EOF`},
@@ -1025,7 +1133,8 @@ func TestApplyOpenDirGuard(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		err = x.apply(hdr, s.tr)
+		data, frags, sparse := s.data()
+		err = x.apply(hdr, applyData{data, frags, sparse})
 		if !errors.Is(err, errApplyNotDir) {
 			t.Errorf("apply %q through a forged directory: %v, want %v", e.name, err, errApplyNotDir)
 		}

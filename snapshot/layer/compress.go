@@ -103,6 +103,11 @@ type extractStream struct {
 	last       string // name of the last header read, for messages
 	mark       int64  // tar.n once the last entry's data was read
 	closed     bool
+
+	// The last entry is a sparse file (sparse.go): frags are its data
+	// fragments, read beneath archive/tar.
+	sparse bool
+	frags  []sparseFrag
 }
 
 func openExtractStream(r io.Reader) (*extractStream, error) {
@@ -132,13 +137,18 @@ func (s *extractStream) where() string {
 // data of the previous entry that was not read is read and discarded
 // first.
 func (s *extractStream) next() (*tar.Header, error) {
-	if s.entries > 0 {
+	// A sparse file's data is not read through archive/tar, which would
+	// walk its holes: its Next seeks over it.
+	if s.entries > 0 && !s.sparse {
 		if _, err := io.Copy(io.Discard, s.tr); err != nil {
 			return nil, fmt.Errorf("entry %q: %w", s.last, extractDataErr(err))
 		}
 	}
+	s.sparse, s.frags = false, nil
 	s.mark = s.tar.n
+	s.tar.record(true)
 	hdr, err := s.tr.Next()
+	s.tar.record(false)
 	switch {
 	case err == io.EOF:
 		// archive/tar also reports io.EOF when the stream stops on a
@@ -162,7 +172,31 @@ func (s *extractStream) next() (*tar.Header, error) {
 	if hdr.Size < 0 || hdr.Size > extractMaxSize {
 		return nil, fmt.Errorf("entry %q: size %d out of range (at most %d)", hdr.Name, hdr.Size, int64(extractMaxSize))
 	}
+	if isSparseHeader(hdr) {
+		if s.tar.recOver {
+			return nil, fmt.Errorf("entry %q: sparse file: headers of more than %d bytes", hdr.Name, extractMaxRecord)
+		}
+		frags, err := parseSparse(hdr, s.tar.rec, s.tar.recStart)
+		if err != nil {
+			return nil, fmt.Errorf("entry %q: %w", hdr.Name, err)
+		}
+		s.sparse, s.frags = true, frags
+	}
 	return hdr, nil
+}
+
+// data returns the reader of the last entry's data and, for a sparse
+// file, its fragments (sparse is set even when there are none): the
+// reader then gives the fragments' bytes one after the other.
+func (s *extractStream) data() (r io.Reader, frags []sparseFrag, sparse bool) {
+	if !s.sparse {
+		return s.tr, nil, false
+	}
+	var n int64
+	for _, f := range s.frags {
+		n += f.length
+	}
+	return &sparseReader{s: &s.tar, left: n}, s.frags, true
 }
 
 // extractDataErr names a short read of entry data as a truncation.
@@ -211,15 +245,46 @@ func (s *extractStream) blobDigest() digest.Digest {
 
 // extractHashReader hashes and counts what is read through it, and
 // keeps the last extractEndSize bytes when keepTail is set.
+//
+// Beneath archive/tar it also keeps the raw header bytes of an entry
+// (record), and answers archive/tar's skip of a sparse entry's data
+// (Seek, then a Read of the last byte) from its credit: the bytes of the
+// entry that sparseReader read already.
 type extractHashReader struct {
 	r        io.Reader
 	h        hash.Hash
 	n        int64
 	keepTail bool
 	tail     []byte
+
+	credit    int64
+	recording bool
+	recOver   bool   // rec would have grown past extractMaxRecord
+	rec       []byte // read while recording, since the last Seek
+	recStart  int64  // n where rec starts
 }
 
+// record starts (clearing what was kept) or stops keeping what is read.
+func (c *extractHashReader) record(on bool) {
+	c.recording = on
+	if on {
+		c.rec, c.recOver, c.recStart = c.rec[:0], false, c.n
+	}
+}
+
+// Read reads the credit first (zeros: archive/tar reads to discard).
 func (c *extractHashReader) Read(p []byte) (int, error) {
+	if c.credit > 0 {
+		n := int(min(int64(len(p)), c.credit))
+		clear(p[:n])
+		c.credit -= int64(n)
+		return n, nil
+	}
+	return c.read(p)
+}
+
+// read reads from r, hashing.
+func (c *extractHashReader) read(p []byte) (int, error) {
 	n, err := c.r.Read(p)
 	if n > 0 {
 		c.h.Write(p[:n])
@@ -227,9 +292,43 @@ func (c *extractHashReader) Read(p []byte) (int, error) {
 		if c.keepTail {
 			c.addTail(p[:n])
 		}
+		if c.recording {
+			if len(c.rec)+n > extractMaxRecord {
+				c.recOver = true
+			} else {
+				c.rec = append(c.rec, p[:n]...)
+			}
+		}
 	}
 	return n, err
 }
+
+// Seek skips forward from the current position only: archive/tar skips
+// entry data so. The credit goes first, the rest is read and hashed.
+func (c *extractHashReader) Seek(off int64, whence int) (int64, error) {
+	if whence != io.SeekCurrent || off < 0 {
+		return 0, errors.New("extract stream: only forward seeks")
+	}
+	skip := min(off, c.credit)
+	c.credit -= skip
+	if rest := off - skip; rest > 0 {
+		_, err := io.CopyN(io.Discard, readerFunc(c.read), rest)
+		if err == io.EOF {
+			err = io.ErrUnexpectedEOF
+		}
+		if err != nil {
+			return c.n - c.credit, err
+		}
+	}
+	if c.recording {
+		c.record(true) // what follows is the padding and the next header
+	}
+	return c.n - c.credit, nil
+}
+
+type readerFunc func([]byte) (int, error)
+
+func (f readerFunc) Read(p []byte) (int, error) { return f(p) }
 
 func (c *extractHashReader) addTail(b []byte) {
 	if len(b) >= extractEndSize {
