@@ -209,11 +209,17 @@ func TestTarLayerSparse(t *testing.T) {
 	bad := buildImage(t, imgSpec{layers: []imgLayerSpec{{raw: two}}})
 	r := s2.imgRun("import", writeLayout(t, filepath.Join(t.TempDir(), "bad"), bad, "1"), "bad:1")
 	if r.code == 0 || !strings.Contains(r.stderr, `entry "b": the layer's files add up to 2199023255552 bytes`) ||
-		!strings.Contains(r.stderr, "more than the limit of 1099511627776") || !strings.Contains(r.stderr, "MaxApparentSize") {
+		!strings.Contains(r.stderr, "more than the limit of 1099511627776") || !strings.Contains(r.stderr, "STRATA_MAX_LAYER_SIZE=BYTES") {
 		t.Errorf("import of a layer of 2 TiB: %v\nwant a refusal naming the entry and the limit", r)
 	}
 	if after := s2.imgState(); after != before {
 		t.Errorf("a refused import changed the store:\nbefore:\n%s\nafter:\n%s", before, after)
+	}
+	s2.mustCheck()
+	// Raised as the message says, the same layer is taken.
+	layout := writeLayout(t, filepath.Join(t.TempDir(), "raised"), bad, "1")
+	if r := s2.imgRunWith(cliOpts{env: []string{"STRATA_MAX_LAYER_SIZE=3298534883328"}}, "import", layout, "big:1"); r.code != 0 {
+		t.Errorf("import with the limit raised to 3 TiB: %v", r)
 	}
 	s2.mustCheck()
 }

@@ -11,6 +11,7 @@ import (
 	"os"
 	"path"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -48,6 +49,18 @@ const DefaultMaxApparentSize = 1 << 40
 // ErrApparentSize is the error of a layer whose files add up to more
 // than ApplyOptions.MaxApparentSize.
 var ErrApparentSize = errors.New("apparent size of the layer over the limit")
+
+// MaxApparentSizeEnv names the environment variable that, when set to a
+// number of bytes, replaces DefaultMaxApparentSize.
+const MaxApparentSizeEnv = "STRATA_MAX_LAYER_SIZE"
+
+func envMaxApparentSize() int64 {
+	n, err := strconv.ParseInt(os.Getenv(MaxApparentSizeEnv), 10, 64)
+	if err != nil || n <= 0 {
+		return 0
+	}
+	return n
+}
 
 // ApplyResult describes the layer Apply read.
 type ApplyResult struct {
@@ -127,7 +140,7 @@ func Apply(ctx context.Context, dir string, r io.Reader, opts ApplyOptions) (res
 		return res, fmt.Errorf("apply layer: %w", err)
 	}
 	defer func() { err = errors.Join(err, s.close()) }()
-	maxSize := cmp.Or(opts.MaxApparentSize, DefaultMaxApparentSize)
+	maxSize := cmp.Or(opts.MaxApparentSize, envMaxApparentSize(), DefaultMaxApparentSize)
 	var apparent int64
 	for {
 		if err := ctx.Err(); err != nil {
@@ -143,8 +156,8 @@ func Apply(ctx context.Context, dir string, r io.Reader, opts ApplyOptions) (res
 		if applyHasData(hdr) {
 			apparent += hdr.Size // each at most extractMaxSize: no overflow
 			if apparent > maxSize {
-				return res, fmt.Errorf("apply layer: entry %q: the layer's files add up to %d bytes (holes of sparse files included), more than the limit of %d: %w (raise ApplyOptions.MaxApparentSize if the layer is genuine)",
-					hdr.Name, apparent, maxSize, ErrApparentSize)
+				return res, fmt.Errorf("apply layer: entry %q: the layer's files add up to %d bytes (holes of sparse files included), more than the limit of %d: %w (if the layer is genuine, raise the limit with %s=BYTES)",
+					hdr.Name, apparent, maxSize, ErrApparentSize, MaxApparentSizeEnv)
 			}
 		}
 		data, frags, sparse := s.data()

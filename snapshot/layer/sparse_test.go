@@ -312,7 +312,7 @@ func TestApplyApparentSize(t *testing.T) {
 				t.Fatalf("Apply: %v", err)
 			case tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want) || !errors.Is(err, ErrApparentSize)):
 				t.Fatalf("Apply error = %v; want ErrApparentSize containing %s", err, tc.want)
-			case tc.want != "" && !strings.Contains(err.Error(), "raise ApplyOptions.MaxApparentSize"):
+			case tc.want != "" && !strings.Contains(err.Error(), "raise the limit with "+MaxApparentSizeEnv+"=BYTES"):
 				t.Errorf("Apply error = %v; want it to say how to raise the limit", err)
 			}
 		})
