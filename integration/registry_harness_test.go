@@ -316,6 +316,9 @@ func (p *regProcess) start() error {
 	fmt.Fprintf(logw, "=== strata test: docker-registry serve on %s at %s\n", p.host, time.Now().Format(time.RFC3339Nano))
 	cmd := exec.Command("docker-registry", "serve", p.config)
 	cmd.Stdout, cmd.Stderr = logw, logw
+	// A test binary killed by its timeout runs no cleanup: the registry
+	// goes with it rather than staying on as an orphan.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	// REGISTRY_* variables override the config file.
 	for _, e := range os.Environ() {
 		if !strings.HasPrefix(e, "REGISTRY_") {
@@ -332,33 +335,40 @@ func (p *regProcess) start() error {
 	}()
 	p.cmd, p.done = cmd, done
 	client := p.httpClient()
+	client.Timeout = time.Second
+	// This run's part of the log: the registry logs "listening on" once
+	// it holds the port. Until then, whatever answers there is not it.
+	thisRun := func() string {
+		b, _ := os.ReadFile(p.logFile)
+		return string(b[max(bytes.LastIndex(b, []byte("=== strata test:")), 0):])
+	}
 	deadline := time.Now().Add(regStartTimeout)
-	for {
+	for ; time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
 		select {
 		case <-done:
-			b, _ := os.ReadFile(p.logFile)
-			last := string(b[max(bytes.LastIndex(b, []byte("=== strata test:")), 0):])
-			if strings.Contains(last, "address already in use") {
+			if strings.Contains(thisRun(), "address already in use") {
 				return fmt.Errorf("%s: %w", p.host, errAddrInUse)
 			}
 			return fmt.Errorf("docker-registry exited before answering: %v", p.waitErr)
 		default:
 		}
-		resp, err := client.Get(p.scheme + "://" + p.host + "/v2/")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == p.wantCode {
-				return nil
-			}
-			p.killLocked()
-			return fmt.Errorf("GET /v2/: %s, want %d", resp.Status, p.wantCode)
+		if !strings.Contains(thisRun(), "listening on "+p.host) {
+			err = errors.New("it has not logged that it listens")
+			continue
 		}
-		if time.Now().After(deadline) {
-			p.killLocked()
-			return fmt.Errorf("GET /v2/ did not answer within %v: %v", regStartTimeout, err)
+		var resp *http.Response
+		if resp, err = client.Get(p.scheme + "://" + p.host + "/v2/"); err != nil {
+			continue
 		}
-		time.Sleep(20 * time.Millisecond)
+		resp.Body.Close()
+		if resp.StatusCode == p.wantCode {
+			return nil
+		}
+		p.killLocked()
+		return fmt.Errorf("GET /v2/: %s, want %d", resp.Status, p.wantCode)
 	}
+	p.killLocked()
+	return fmt.Errorf("GET /v2/ did not answer within %v: %v", regStartTimeout, err)
 }
 
 // httpClient trusts the test CA.
