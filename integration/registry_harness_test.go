@@ -755,6 +755,42 @@ func (r *testRegistry) doErr(method, host, path string, hdr http.Header, body []
 	return send(auth)
 }
 
+// manifestAccept is every manifest type a pull accepts.
+var manifestAccept = strings.Join([]string{
+	v1.MediaTypeImageManifest, v1.MediaTypeImageIndex,
+	"application/vnd.docker.distribution.manifest.v2+json",
+	"application/vnd.docker.distribution.manifest.list.v2+json",
+}, ", ")
+
+// Manifest returns the manifest or index ref (a tag or a digest) of
+// repo, read as User, and its media type. It fails the test unless
+// the registry has it (with that digest, for a digest).
+func (r *testRegistry) Manifest(t testing.TB, repo, ref string) ([]byte, string) {
+	t.Helper()
+	resp, b := r.do(t, http.MethodGet, r.Host, "/v2/"+repo+"/manifests/"+ref, http.Header{"Accept": {manifestAccept}}, nil, r.User, r.Password)
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("manifest %s:%s: %s %s", repo, ref, resp.Status, b)
+	}
+	if d, err := digest.Parse(ref); err == nil && digest.FromBytes(b) != d {
+		t.Fatalf("manifest %s@%s: got content of digest %s", repo, ref, digest.FromBytes(b))
+	}
+	return b, resp.Header.Get("Content-Type")
+}
+
+// Blob returns the blob d of repo, read as User. It fails the test
+// unless the registry has it with that digest.
+func (r *testRegistry) Blob(t testing.TB, repo string, d digest.Digest) []byte {
+	t.Helper()
+	resp, b := r.do(t, http.MethodGet, r.Host, "/v2/"+repo+"/blobs/"+d.String(), nil, nil, r.User, r.Password)
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("blob %s@%s: %s %s", repo, d, resp.Status, b)
+	}
+	if got := digest.FromBytes(b); got != d {
+		t.Fatalf("blob %s@%s: got content of digest %s", repo, d, got)
+	}
+	return b
+}
+
 var challengeParam = regexp.MustCompile(`(\w+)="([^"]*)"`)
 
 // answerChallenge returns the Authorization value for a challenge.
@@ -1255,6 +1291,13 @@ func TestRegistryHarness(t *testing.T) {
 				if err != nil || digest.FromBytes(raw) != f.manifestDesc.Digest {
 					t.Errorf("multi@%s (%s): %v %s", f.manifestDesc.Digest, p, err, raw)
 				}
+			}
+			if b, mt := reg.Manifest(t, "multi", "1"); digest.FromBytes(b) != m.index.Digest || mt != v1.MediaTypeImageIndex {
+				t.Errorf("multi:1 by net/http: %s of type %q, want %s of type %q", digest.FromBytes(b), mt, m.index.Digest, v1.MediaTypeImageIndex)
+			}
+			arm := m.images["linux/arm64"]
+			if b := reg.Blob(t, "multi", arm.configDesc.Digest); !bytes.Equal(b, arm.configBytes) {
+				t.Errorf("multi: the arm64 config differs from the one pushed")
 			}
 			if m.images["linux/amd64"].layers[0].desc.Digest == m.images["linux/arm64"].layers[0].desc.Digest {
 				t.Error("the two platforms' images share their first layer; they should differ")
