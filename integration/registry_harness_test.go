@@ -278,13 +278,22 @@ func (r *testRegistry) Log() string {
 func (r *testRegistry) Stop() { r.proc.stop() }
 
 // Restart starts the stopped registry again, on the same port and
-// storage. It fails the test if the port was taken in between.
+// storage. It fails the test that started the registry if the port was
+// taken in between; from another goroutine or subtest, use RestartErr.
 func (r *testRegistry) Restart() {
 	r.proc.t.Helper()
+	if err := r.RestartErr(); err != nil {
+		r.proc.t.Fatal(err)
+	}
+}
+
+// RestartErr is Restart returning the error.
+func (r *testRegistry) RestartErr() error {
 	r.proc.stop()
 	if err := r.proc.start(); err != nil {
-		r.proc.t.Fatalf("restart docker-registry on %s: %v; log:\n%s", r.proc.host, err, r.Log())
+		return fmt.Errorf("restart docker-registry on %s: %w; log:\n%s", r.proc.host, err, r.Log())
 	}
+	return nil
 }
 
 // Running reports whether the registry process runs.
