@@ -278,13 +278,22 @@ func (r *testRegistry) Log() string {
 func (r *testRegistry) Stop() { r.proc.stop() }
 
 // Restart starts the stopped registry again, on the same port and
-// storage. It fails the test if the port was taken in between.
+// storage. It fails the test that started the registry if the port was
+// taken in between; from another goroutine or subtest, use RestartErr.
 func (r *testRegistry) Restart() {
 	r.proc.t.Helper()
+	if err := r.RestartErr(); err != nil {
+		r.proc.t.Fatal(err)
+	}
+}
+
+// RestartErr is Restart returning the error.
+func (r *testRegistry) RestartErr() error {
 	r.proc.stop()
 	if err := r.proc.start(); err != nil {
-		r.proc.t.Fatalf("restart docker-registry on %s: %v; log:\n%s", r.proc.host, err, r.Log())
+		return fmt.Errorf("restart docker-registry on %s: %w; log:\n%s", r.proc.host, err, r.Log())
 	}
+	return nil
 }
 
 // Running reports whether the registry process runs.
@@ -316,6 +325,9 @@ func (p *regProcess) start() error {
 	fmt.Fprintf(logw, "=== strata test: docker-registry serve on %s at %s\n", p.host, time.Now().Format(time.RFC3339Nano))
 	cmd := exec.Command("docker-registry", "serve", p.config)
 	cmd.Stdout, cmd.Stderr = logw, logw
+	// A test binary killed by its timeout runs no cleanup: the registry
+	// goes with it rather than staying on as an orphan.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	// REGISTRY_* variables override the config file.
 	for _, e := range os.Environ() {
 		if !strings.HasPrefix(e, "REGISTRY_") {
@@ -332,33 +344,40 @@ func (p *regProcess) start() error {
 	}()
 	p.cmd, p.done = cmd, done
 	client := p.httpClient()
+	client.Timeout = time.Second
+	// This run's part of the log: the registry logs "listening on" once
+	// it holds the port. Until then, whatever answers there is not it.
+	thisRun := func() string {
+		b, _ := os.ReadFile(p.logFile)
+		return string(b[max(bytes.LastIndex(b, []byte("=== strata test:")), 0):])
+	}
 	deadline := time.Now().Add(regStartTimeout)
-	for {
+	for ; time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
 		select {
 		case <-done:
-			b, _ := os.ReadFile(p.logFile)
-			last := string(b[max(bytes.LastIndex(b, []byte("=== strata test:")), 0):])
-			if strings.Contains(last, "address already in use") {
+			if strings.Contains(thisRun(), "address already in use") {
 				return fmt.Errorf("%s: %w", p.host, errAddrInUse)
 			}
 			return fmt.Errorf("docker-registry exited before answering: %v", p.waitErr)
 		default:
 		}
-		resp, err := client.Get(p.scheme + "://" + p.host + "/v2/")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == p.wantCode {
-				return nil
-			}
-			p.killLocked()
-			return fmt.Errorf("GET /v2/: %s, want %d", resp.Status, p.wantCode)
+		if !strings.Contains(thisRun(), "listening on "+p.host) {
+			err = errors.New("it has not logged that it listens")
+			continue
 		}
-		if time.Now().After(deadline) {
-			p.killLocked()
-			return fmt.Errorf("GET /v2/ did not answer within %v: %v", regStartTimeout, err)
+		var resp *http.Response
+		if resp, err = client.Get(p.scheme + "://" + p.host + "/v2/"); err != nil {
+			continue
 		}
-		time.Sleep(20 * time.Millisecond)
+		resp.Body.Close()
+		if resp.StatusCode == p.wantCode {
+			return nil
+		}
+		p.killLocked()
+		return fmt.Errorf("GET /v2/: %s, want %d", resp.Status, p.wantCode)
 	}
+	p.killLocked()
+	return fmt.Errorf("GET /v2/ did not answer within %v: %v", regStartTimeout, err)
 }
 
 // httpClient trusts the test CA.
@@ -743,6 +762,42 @@ func (r *testRegistry) doErr(method, host, path string, hdr http.Header, body []
 		return resp, b, err
 	}
 	return send(auth)
+}
+
+// manifestAccept is every manifest type a pull accepts.
+var manifestAccept = strings.Join([]string{
+	v1.MediaTypeImageManifest, v1.MediaTypeImageIndex,
+	"application/vnd.docker.distribution.manifest.v2+json",
+	"application/vnd.docker.distribution.manifest.list.v2+json",
+}, ", ")
+
+// Manifest returns the manifest or index ref (a tag or a digest) of
+// repo, read as User, and its media type. It fails the test unless
+// the registry has it (with that digest, for a digest).
+func (r *testRegistry) Manifest(t testing.TB, repo, ref string) ([]byte, string) {
+	t.Helper()
+	resp, b := r.do(t, http.MethodGet, r.Host, "/v2/"+repo+"/manifests/"+ref, http.Header{"Accept": {manifestAccept}}, nil, r.User, r.Password)
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("manifest %s:%s: %s %s", repo, ref, resp.Status, b)
+	}
+	if d, err := digest.Parse(ref); err == nil && digest.FromBytes(b) != d {
+		t.Fatalf("manifest %s@%s: got content of digest %s", repo, ref, digest.FromBytes(b))
+	}
+	return b, resp.Header.Get("Content-Type")
+}
+
+// Blob returns the blob d of repo, read as User. It fails the test
+// unless the registry has it with that digest.
+func (r *testRegistry) Blob(t testing.TB, repo string, d digest.Digest) []byte {
+	t.Helper()
+	resp, b := r.do(t, http.MethodGet, r.Host, "/v2/"+repo+"/blobs/"+d.String(), nil, nil, r.User, r.Password)
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("blob %s@%s: %s %s", repo, d, resp.Status, b)
+	}
+	if got := digest.FromBytes(b); got != d {
+		t.Fatalf("blob %s@%s: got content of digest %s", repo, d, got)
+	}
+	return b
 }
 
 var challengeParam = regexp.MustCompile(`(\w+)="([^"]*)"`)
@@ -1259,6 +1314,13 @@ func TestRegistryHarness(t *testing.T) {
 				if err != nil || digest.FromBytes(raw) != f.manifestDesc.Digest {
 					t.Errorf("multi@%s (%s): %v %s", f.manifestDesc.Digest, p, err, raw)
 				}
+			}
+			if b, mt := reg.Manifest(t, "multi", "1"); digest.FromBytes(b) != m.index.Digest || mt != v1.MediaTypeImageIndex {
+				t.Errorf("multi:1 by net/http: %s of type %q, want %s of type %q", digest.FromBytes(b), mt, m.index.Digest, v1.MediaTypeImageIndex)
+			}
+			arm := m.images["linux/arm64"]
+			if b := reg.Blob(t, "multi", arm.configDesc.Digest); !bytes.Equal(b, arm.configBytes) {
+				t.Errorf("multi: the arm64 config differs from the one pushed")
 			}
 			if m.images["linux/amd64"].layers[0].desc.Digest == m.images["linux/arm64"].layers[0].desc.Digest {
 				t.Error("the two platforms' images share their first layer; they should differ")
