@@ -61,12 +61,20 @@ var createCmd = &command{
 				parent = info.Name
 			}
 			if _, err := e.store.Prepare(ctx, name, parent, nil); err != nil {
+				if errors.Is(err, snapshot.ErrExists) {
+					return nameInUse(name)
+				}
 				return notFoundHint(err)
 			}
 			fmt.Fprintln(e.stdout, name)
 			return nil
 		}
 	},
+}
+
+// nameInUse is the error of a create or run --name that is taken.
+func nameInUse(name string) error {
+	return fmt.Errorf("a container named %q already exists: remove it ('strata rm %s') or choose another --name", name, name)
 }
 
 // Stack names are docker's container names.
