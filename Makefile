@@ -7,7 +7,13 @@ PKGS      := ./...
 # Debian packages the tests and the benchmark use.
 TEST_DEBS := fuse3 attr fuse-overlayfs git tar gcc skopeo umoci busybox-static debootstrap podman buildah runc containerd docker-registry apache2-utils
 
-.PHONY: all build test test-short demo bench bench-registry lint fuzz deps clean
+# install puts the binaries, the manual pages and the shell completions
+# under $(DESTDIR)$(PREFIX).
+PREFIX    ?= /usr/local
+DESTDIR   ?=
+MANDIR    := $(BIN)/man
+
+.PHONY: all build test test-short demo bench bench-registry lint fuzz deps clean man install
 
 all: build
 
@@ -62,6 +68,24 @@ fuzz:
 			$(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) -fuzzminimizetime 2s $$pkg || exit 1; \
 		done; \
 	done
+
+# man writes the manual pages, from the commands' help, into $(MANDIR).
+man: build
+	rm -rf $(MANDIR)
+	$(BIN)/strata man $(MANDIR)
+
+install: build man
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/man/man1 \
+		$(DESTDIR)$(PREFIX)/share/bash-completion/completions \
+		$(DESTDIR)$(PREFIX)/share/zsh/site-functions \
+		$(DESTDIR)$(PREFIX)/share/fish/vendor_completions.d
+	for f in $(BIN)/*; do \
+		if [ -f "$$f" ] && [ -x "$$f" ]; then install -m 0755 "$$f" $(DESTDIR)$(PREFIX)/bin/ || exit 1; fi; \
+	done
+	install -m 0644 $(MANDIR)/*.1 $(DESTDIR)$(PREFIX)/share/man/man1/
+	$(BIN)/strata completion bash > $(DESTDIR)$(PREFIX)/share/bash-completion/completions/strata
+	$(BIN)/strata completion zsh > $(DESTDIR)$(PREFIX)/share/zsh/site-functions/_strata
+	$(BIN)/strata completion fish > $(DESTDIR)$(PREFIX)/share/fish/vendor_completions.d/strata.fish
 
 clean:
 	rm -rf $(BIN)

@@ -32,6 +32,15 @@ type ImportOptions struct {
 	Progress func(r io.Reader, i, n int, d v1.Descriptor) io.Reader
 	// Warn is told of entries skipped while applying layers.
 	Warn func(string)
+	// Transport, when set, is the kind of source the path must be:
+	// oci.TransportLayout (a directory), oci.TransportArchive or
+	// oci.TransportDockerArchive (a file).
+	Transport string
+	// Pick, when set, imports only the image of that name: for an OCI
+	// layout or archive its ref name (a tag like "v2", or the full name
+	// it gives), for a docker archive a reference matched against its
+	// RepoTags ("busybox" is busybox:latest).
+	Pick string
 }
 
 // ImportResult describes one imported image.
@@ -59,8 +68,11 @@ func (s *Store) Import(ctx context.Context, path string, opts ImportOptions) ([]
 		}
 		tags = append(tags, r)
 	}
+	if err := checkTransport(path, opts.Transport); err != nil {
+		return nil, err
+	}
 	src, err := oci.OpenWith(path, oci.OpenOptions{TempDir: filepath.Join(s.snaps.Root(), "tmp")})
-	if errors.Is(err, oci.ErrUnknownFormat) {
+	if errors.Is(err, oci.ErrUnknownFormat) && opts.Transport == "" {
 		fi, serr := os.Stat(path)
 		if serr == nil && fi.Mode().IsRegular() {
 			r, err := s.importRootfs(ctx, path, tags, opts)
@@ -81,8 +93,13 @@ func (s *Store) Import(ctx context.Context, path string, opts ImportOptions) ([]
 	if len(images) == 0 {
 		return nil, fmt.Errorf("%s holds no image", path)
 	}
+	if opts.Pick != "" {
+		if images, err = pick(images, path, opts); err != nil {
+			return nil, err
+		}
+	}
 	if len(tags) > 0 && len(images) > 1 {
-		return nil, fmt.Errorf("%s holds %d images: import it without a name, then tag the one you want", path, len(images))
+		return nil, fmt.Errorf("%s holds %d images: pick one (oci:DIR:TAG, oci-archive:FILE:TAG, docker-archive:FILE:REF), or import them all without a name and tag the one you want", path, len(images))
 	}
 	var out []ImportResult
 	for _, im := range images {
@@ -99,6 +116,74 @@ func (s *Store) Import(ctx context.Context, path string, opts ImportOptions) ([]
 		out = append(out, res)
 	}
 	return out, nil
+}
+
+// checkTransport checks that path is what the transport reads.
+func checkTransport(path, transport string) error {
+	if transport == "" {
+		return nil
+	}
+	fi, err := os.Stat(path)
+	if err != nil {
+		return err
+	}
+	switch {
+	case transport == oci.TransportLayout && !fi.IsDir():
+		return fmt.Errorf("oci:%s: not a directory: an OCI layout is a directory (for an archive, use oci-archive:%s)", path, path)
+	case transport != oci.TransportLayout && fi.IsDir():
+		return fmt.Errorf("%s:%s: a directory, not an archive file (for an OCI layout, use oci:%s)", transport, path, path)
+	}
+	return nil
+}
+
+// pick keeps the images of images that opts.Pick names.
+func pick(images []oci.Image, path string, opts ImportOptions) ([]oci.Image, error) {
+	var want string // a normalized reference, for docker archives
+	if opts.Transport == oci.TransportDockerArchive {
+		r, err := reference.Parse(opts.Pick)
+		if err != nil {
+			return nil, err
+		}
+		want = r.String()
+	}
+	var out []oci.Image
+	var names []string
+	for _, im := range images {
+		name := im.RefName
+		if im.Tag != "" && opts.Transport != oci.TransportDockerArchive {
+			name = im.Tag
+		}
+		if name != "" {
+			names = append(names, name)
+		}
+		switch {
+		case im.Tag == opts.Pick || im.RefName == opts.Pick:
+		case want != "" && im.RefName != "":
+			r, err := reference.Parse(im.RefName)
+			if err != nil || r.String() != want {
+				continue
+			}
+		default:
+			continue
+		}
+		out = append(out, im)
+	}
+	if len(out) == 0 {
+		has := "no named image"
+		if len(names) > 0 {
+			has = "only " + quoteList(names)
+		}
+		return nil, fmt.Errorf("%s has no image named %q: it has %s", path, opts.Pick, has)
+	}
+	return out, nil
+}
+
+func quoteList(s []string) string {
+	q := make([]string, len(s))
+	for i, x := range s {
+		q[i] = fmt.Sprintf("%q", x)
+	}
+	return strings.Join(q, ", ")
 }
 
 // nameFromSource turns a source's name for an image into a reference:

@@ -241,13 +241,24 @@ func (s *Store) Get(ctx context.Context, ref string) (Image, error) {
 	return im, err
 }
 
+// DisplayRef is ref as messages show it: with the ":latest" that a
+// lookup assumed when ref has no tag ("mybase" is "mybase:latest"), and
+// otherwise as the user typed it.
+func DisplayRef(ref string) string {
+	r, err := reference.Parse(ref)
+	if err != nil || r.Digest != "" || reference.IsDigestID(ref) || r.Tag != "latest" || strings.HasSuffix(ref, ":latest") {
+		return ref
+	}
+	return ref + ":latest"
+}
+
 // resolve finds the ID of the image ref names.
 func (s *Store) resolve(tx *snapshot.Tx, ref string) (digest.Digest, error) {
 	ib, err := tx.Bucket(bucketImages)
 	if err != nil {
 		return "", err
 	}
-	notFound := fmt.Errorf("no image %q: %w (see 'strata images')", ref, ErrNotFound)
+	notFound := fmt.Errorf("no image %q: %w (see 'strata images')", DisplayRef(ref), ErrNotFound)
 	hex := strings.TrimPrefix(ref, "sha256:")
 	if ib != nil && len(hex) >= 4 && len(hex) <= 64 && strings.Trim(hex, "0123456789abcdef") == "" {
 		var found []digest.Digest

@@ -2265,14 +2265,18 @@ func TestImageRemoveAndPrune(t *testing.T) {
 	}
 	tr.must("images")
 
-	// image prune: asks first; only the dangling image goes, with its
-	// layer.
-	tr.runWith(cliOpts{stdin: strings.NewReader("n\n")}, "image", "prune")
+	// image prune: without a terminal to ask on, it needs -f (the
+	// question on a terminal: TestCLIIOPruneConfirm); only the dangling
+	// image goes, with its layer.
+	r = tr.runWith(cliOpts{stdin: strings.NewReader("y\n")}, "image", "prune")
+	if r.code != 1 || !strings.Contains(r.stderr, "-f") {
+		t.Errorf("image prune without -f nor a terminal: want exit 1 saying -f; got %v", r)
+	}
 	if rows := s.imagesJSON(); len(rows) != 3 {
-		t.Errorf("image prune answered no: %d image rows, want still 3", len(rows))
+		t.Errorf("image prune refused: %d image rows, want still 3", len(rows))
 	}
 	sizes := s.layerSizes()
-	r = tr.runWith(cliOpts{stdin: strings.NewReader("y\n")}, "image", "prune")
+	r = tr.run("image", "prune", "-f")
 	if !strings.Contains(r.stdout, "deleted: "+toolsOld.id()) || !strings.Contains(r.stdout, "deleted: "+toolsOld.chainIDs()[0]) ||
 		!strings.HasSuffix(r.stdout, "Total reclaimed space: "+dockerSize(sizes[toolsOld.chainIDs()[0]])+"\n") {
 		t.Errorf("image prune: want the dangling image %s and its layer deleted, and its layer's size reclaimed (%s); got %v", toolsOld.shortID(), dockerSize(sizes[toolsOld.chainIDs()[0]]), r)

@@ -38,7 +38,7 @@ var createCmd = &command{
 				return usagef("%s: only a container on an image runs", strings.Join(changed, ", "))
 			}
 			if len(args) > 1 {
-				return usagef("too many arguments: a command runs in a container on an image, and %q is none", args[0])
+				return usagef("too many arguments: a command runs in a container on an image, and there is no image %q", image.DisplayRef(args[0]))
 			}
 			name := *f.name
 			if name == "" {
@@ -51,6 +51,9 @@ var createCmd = &command{
 				info, err := e.store.Resolve(ctx, args[0])
 				if err != nil {
 					if errors.Is(err, snapshot.ErrNotFound) {
+						if d := image.DisplayRef(args[0]); d != args[0] {
+							return fmt.Errorf("no image %q nor layer %q (see 'strata images' and 'strata ls')", d, args[0])
+						}
 						return fmt.Errorf("no image or layer %q (see 'strata images' and 'strata ls')", args[0])
 					}
 					return fmt.Errorf("parent: %w", err)
@@ -61,12 +64,20 @@ var createCmd = &command{
 				parent = info.Name
 			}
 			if _, err := e.store.Prepare(ctx, name, parent, nil); err != nil {
+				if errors.Is(err, snapshot.ErrExists) {
+					return nameInUse(name)
+				}
 				return notFoundHint(err)
 			}
 			fmt.Fprintln(e.stdout, name)
 			return nil
 		}
 	},
+}
+
+// nameInUse is the error of a create or run --name that is taken.
+func nameInUse(name string) error {
+	return fmt.Errorf("a container named %q already exists: remove it ('strata rm %s') or choose another --name", name, name)
 }
 
 // Stack names are docker's container names.

@@ -3,6 +3,9 @@ package main
 import (
 	"context"
 	"fmt"
+	"strings"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/spf13/pflag"
 
@@ -39,9 +42,42 @@ var diffCmd = &command{
 				return err
 			}
 			for _, c := range changes {
-				fmt.Fprintf(e.stdout, "%c %s\n", c.Kind, c.Path)
+				fmt.Fprintf(e.stdout, "%c %s\n", c.Kind, escapePath(c.Path))
 			}
 			return nil
 		}
 	},
+}
+
+// escapePath makes a file name of a container safe to print one to a
+// line: a backslash becomes \\, a control character a Go escape (\n,
+// \t, \r, \xNN, or \uNNNN for the C1 controls) and a byte that is not
+// UTF-8 \xNN. Everything else, spaces included, is printed as it is, so
+// a name without those characters reads as itself and any name can be
+// told back from its line.
+func escapePath(s string) string {
+	var b strings.Builder
+	for i := 0; i < len(s); {
+		r, n := utf8.DecodeRuneInString(s[i:])
+		switch {
+		case r == utf8.RuneError && n == 1:
+			fmt.Fprintf(&b, `\x%02x`, s[i])
+		case r == '\\':
+			b.WriteString(`\\`)
+		case r == '\n':
+			b.WriteString(`\n`)
+		case r == '\t':
+			b.WriteString(`\t`)
+		case r == '\r':
+			b.WriteString(`\r`)
+		case r < 0x20 || r == 0x7f:
+			fmt.Fprintf(&b, `\x%02x`, r)
+		case unicode.IsControl(r):
+			fmt.Fprintf(&b, `\u%04x`, r)
+		default:
+			b.WriteString(s[i : i+n])
+		}
+		i += n
+	}
+	return b.String()
 }

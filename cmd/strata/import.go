@@ -2,9 +2,11 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -12,12 +14,13 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/strata-fs/strata/image"
+	"github.com/strata-fs/strata/image/oci"
 )
 
 var importCmd = &command{
 	name:    "import",
 	args:    "[-q] [--platform OS/ARCH] SRC [NAME[:TAG]]",
-	summary: "Import images: an OCI layout or archive, a docker save archive, or a root filesystem tarball",
+	summary: "Import images: oci:DIR[:TAG], oci-archive:FILE[:TAG], docker-archive:FILE[:REF], a path (- for stdin) or a root filesystem tarball",
 	changes: true,
 	flags: func(fs *pflag.FlagSet) func(context.Context, *env, []string) error {
 		quiet := fs.BoolP("quiet", "q", false, "no progress, print image IDs only")
@@ -26,7 +29,27 @@ var importCmd = &command{
 			if len(args) < 1 || len(args) > 2 {
 				return usagef("name a source, and optionally the image's NAME[:TAG]")
 			}
-			opts := image.ImportOptions{Warn: func(m string) { fmt.Fprintf(e.stderr, "strata import: warning: %s\n", m) }}
+			loc, err := parseLocation(args[0])
+			if err != nil {
+				return err
+			}
+			opts := image.ImportOptions{
+				Warn:      func(m string) { fmt.Fprintf(e.stderr, "strata import: warning: %s\n", m) },
+				Transport: loc.Transport,
+				Pick:      loc.Ref,
+			}
+			path := loc.Path
+			if path == "-" {
+				if isTerminal(os.Stdin) {
+					return usagef("standard input is a terminal: pipe an archive in (strata import - < FILE), or name a file")
+				}
+				tmp, err := stdinToTemp(e)
+				if err != nil {
+					return err
+				}
+				defer os.Remove(tmp)
+				path = tmp
+			}
 			if len(args) == 2 {
 				opts.Tag = args[1]
 			}
@@ -42,7 +65,7 @@ var importCmd = &command{
 					return &progress{r: r, w: e.stderr, label: fmt.Sprintf("layer %d/%d %s", i+1, n, shortID(d.Digest.String(), false)), total: d.Size, start: time.Now()}
 				}
 			}
-			res, err := e.images.Import(ctx, args[0], opts)
+			res, err := e.images.Import(ctx, path, opts)
 			for _, r := range res {
 				if *quiet {
 					fmt.Fprintln(e.stdout, r.ID)
@@ -107,16 +130,57 @@ func (p *progress) draw(final bool) {
 	}
 }
 
+// stdinToTemp copies standard input to a file in the store's tmp
+// directory: an archive is read in place.
+func stdinToTemp(e *env) (string, error) {
+	f, err := os.CreateTemp(filepath.Join(e.root, "tmp"), "import-stdin-*.tar")
+	if err != nil {
+		return "", err
+	}
+	_, err = io.Copy(f, stdin)
+	if err := errors.Join(err, f.Close()); err != nil {
+		return "", errors.Join(fmt.Errorf("read standard input: %w", err), os.Remove(f.Name()))
+	}
+	return f.Name(), nil
+}
+
 var exportCmd = &command{
 	name:    "export",
 	args:    "IMAGE DEST",
-	summary: "Export an image as an OCI image layout directory, or an OCI archive if DEST ends in .tar",
+	summary: "Export an image: oci:DIR[:TAG], oci-archive:FILE[:TAG], docker-archive:FILE[:REF], a directory, FILE.tar, FILE.tar.gz or - for stdout",
 	flags: func(fs *pflag.FlagSet) func(context.Context, *env, []string) error {
 		return func(ctx context.Context, e *env, args []string) error {
 			if len(args) != 2 {
 				return usagef("name the image and the destination")
 			}
-			return e.images.Export(ctx, args[0], args[1])
+			loc, err := parseLocation(args[1])
+			if err != nil {
+				return err
+			}
+			opts := image.ExportOptions{Format: loc.Transport, Name: loc.Ref}
+			switch {
+			case loc.Transport == oci.TransportLayout:
+			case loc.Transport == "" && loc.Path == "-":
+				opts.Format = oci.TransportArchive
+			case loc.Transport == "" && strings.HasSuffix(loc.Path, ".tar"):
+				opts.Format = oci.TransportArchive
+			case loc.Transport == "" && (strings.HasSuffix(loc.Path, ".tar.gz") || strings.HasSuffix(loc.Path, ".tgz")):
+				opts.Format, opts.Gzip = oci.TransportArchive, true
+			case loc.Transport == "":
+				opts.Format = oci.TransportLayout
+			default: // an archive transport
+				opts.Gzip = strings.HasSuffix(loc.Path, ".gz") || strings.HasSuffix(loc.Path, ".tgz")
+			}
+			if loc.Path != "-" {
+				return e.images.Export(ctx, args[0], loc.Path, opts)
+			}
+			if opts.Format == oci.TransportLayout {
+				return usagef("an OCI layout is a directory: it cannot go to standard output (export to - for an OCI archive)")
+			}
+			if f, ok := e.stdout.(*os.File); ok && isTerminal(f) {
+				return fmt.Errorf("refusing to write an archive to a terminal: redirect standard output (strata export %s - > FILE.tar) or name a file", args[0])
+			}
+			return e.images.ExportArchive(ctx, args[0], e.stdout, opts)
 		}
 	},
 }

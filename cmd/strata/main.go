@@ -33,6 +33,8 @@ type command struct {
 	// store's repair step runs.
 	changes bool
 	hidden  bool
+	// noStore marks commands that do not open the store (completion, man).
+	noStore bool
 	// failStatus, when not 0, is the exit status of a failure of strata
 	// itself, usage errors included (docker run's 125).
 	failStatus int
@@ -46,7 +48,7 @@ func commands() []*command {
 		importCmd, exportCmd, imagesCmd, historyCmd, tagCmd, rmiCmd,
 		imagePruneCmd, systemPruneCmd, systemDfCmd, psCmd,
 		runCmd, startCmd, stopCmd, execCmd, logsCmd, shimCmd,
-		pullCmd, pushCmd, loginCmd, logoutCmd,
+		pullCmd, pushCmd, loginCmd, logoutCmd, completionCmd, manCmd,
 	}
 }
 
@@ -218,7 +220,7 @@ func runCommand(g globals, args []string, stdout, stderr io.Writer) int {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	err := func() error {
-		if cmd.name != serveCmd.name {
+		if cmd.name != serveCmd.name && !cmd.noStore {
 			st, err := snapshot.Open(e.root, snapshot.Options{})
 			if err != nil {
 				return fmt.Errorf("%w (is --root right, and are you root?)", err)

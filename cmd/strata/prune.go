@@ -30,8 +30,10 @@ var imagePruneCmd = &command{
 			if *all {
 				warning = "This will remove all images without at least one container associated to them."
 			}
-			if !*force && !confirm(e, warning) {
-				return nil
+			if !*force {
+				if ok, err := confirm(e, "image prune", warning); !ok {
+					return err
+				}
 			}
 			rep, err := e.images.Prune(ctx, *all)
 			printPrune(e, rep)
@@ -57,8 +59,10 @@ var systemPruneCmd = &command{
 				what = "all images without at least one container associated to them"
 			}
 			warning := "This will remove:\n  - all stopped (unmounted) containers\n  - " + what + "\n  - all layers no image, container or layer needs"
-			if !*force && !confirm(e, warning) {
-				return nil
+			if !*force {
+				if ok, err := confirm(e, "system prune", warning); !ok {
+					return err
+				}
 			}
 			cs, err := e.images.Containers(ctx)
 			if err != nil {
@@ -124,16 +128,27 @@ func printPrune(e *env, rep image.PruneReport) {
 	fmt.Fprintf(e.stdout, "Total reclaimed space: %s\n", humanSize(rep.Reclaimed))
 }
 
-// confirm asks as docker does; anything but y or yes is no.
-func confirm(e *env, warning string) bool {
+// confirm asks as docker does, on a terminal; anything but y or yes is
+// no. Without a terminal on stdin it asks nothing and fails: a script
+// must say -f.
+func confirm(e *env, cmd, warning string) (bool, error) {
+	if !stdinIsTerminal() {
+		return false, fmt.Errorf("standard input is not a terminal to ask for confirmation on: run 'strata %s -f' to remove without asking", cmd)
+	}
 	fmt.Fprintf(e.stdout, "WARNING! %s\nAre you sure you want to continue? [y/N] ", warning)
 	line, err := bufio.NewReader(stdin).ReadString('\n')
 	if err != nil && err != io.EOF {
-		return false
+		return false, err
 	}
 	a := strings.ToLower(strings.TrimSpace(line))
-	return a == "y" || a == "yes"
+	return a == "y" || a == "yes", nil
 }
 
 // stdin is where confirm reads answers.
 var stdin io.Reader = os.Stdin
+
+// stdinIsTerminal reports whether stdin is a terminal to ask on.
+var stdinIsTerminal = func() bool {
+	f, ok := stdin.(*os.File)
+	return ok && isTerminal(f)
+}

@@ -160,11 +160,8 @@ func createFromImage(ctx context.Context, e *env, f *runFlags, ref string, cmdAr
 		}
 		return map[string]string{container.LabelConfig: v}, nil
 	})
-	if errors.Is(err, image.ErrNotFound) {
-		return "", fmt.Errorf("%w (see 'strata images')", err)
-	}
 	if errors.Is(err, snapshot.ErrExists) {
-		return "", fmt.Errorf("the name %q is in use by a container or stack: remove it ('strata rm %s') or choose another --name", name, name)
+		return "", nameInUse(name)
 	}
 	return name, err
 }

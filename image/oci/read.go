@@ -127,6 +127,9 @@ type Image struct {
 	// "io.containerd.image.name" if the OCI one is only a tag, or a
 	// docker RepoTags entry; "" if none.
 	RefName string
+	// Tag is the OCI "org.opencontainers.image.ref.name" annotation as it
+	// is (an OCI layout or archive only; "" if none).
+	Tag string
 	// Manifest is the image manifest. For a docker save archive it is
 	// synthesized: an OCI manifest with an OCI config media type, and
 	// layers of media type application/vnd.oci.image.layer.v1.tar, or
@@ -473,6 +476,7 @@ func (s *layoutSource) Images(platform *v1.Platform) ([]Image, error) {
 	type entry struct {
 		desc    v1.Descriptor
 		refName string
+		tag     string
 	}
 	var manifests []entry
 	byRef := map[string][]int{} // top-level manifests with a platform, by ref name
@@ -487,13 +491,13 @@ func (s *layoutSource) Images(platform *v1.Platform) ([]Image, error) {
 			if d.Platform != nil {
 				byRef[ref] = append(byRef[ref], len(manifests))
 			}
-			manifests = append(manifests, entry{d, ref})
+			manifests = append(manifests, entry{d, ref, d.Annotations[v1.AnnotationRefName]})
 		case isIndexType(d.MediaType):
 			md, err := s.resolveIndex(d, want, 1)
 			if err != nil {
 				return nil, fmt.Errorf("%s (%q): %w", what, ref, err)
 			}
-			manifests = append(manifests, entry{md, ref})
+			manifests = append(manifests, entry{md, ref, d.Annotations[v1.AnnotationRefName]})
 		default:
 			return nil, fmt.Errorf("%s (%q): unsupported media type %q", what, ref, d.MediaType)
 		}
@@ -524,6 +528,7 @@ func (s *layoutSource) Images(platform *v1.Platform) ([]Image, error) {
 			continue
 		}
 		img, err := s.image(e.desc, e.refName)
+		img.Tag = e.tag
 		if err != nil {
 			return nil, fmt.Errorf("image %q: %w", e.refName, err)
 		}
