@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"sort"
 	"strings"
 	"testing"
@@ -146,17 +147,6 @@ func TestCLIIOImportTransports(t *testing.T) {
 		})
 	}
 
-	t.Run("docker:// is pull's", func(t *testing.T) {
-		s := newCLIStore(t)
-		r := s.imgRun("import", "docker://busybox:latest")
-		if r.code != 2 || !strings.Contains(r.stderr, "docker:// needs 'strata pull'/'strata push'") {
-			t.Errorf("import docker://: want exit 2 pointing at pull; got %v", r)
-		}
-		r = s.imgRun("export", "x", "docker://busybox:latest")
-		if r.code != 2 || !strings.Contains(r.stderr, "docker:// needs 'strata pull'/'strata push'") {
-			t.Errorf("export docker://: want exit 2 pointing at push; got %v", r)
-		}
-	})
 }
 
 // ioIndex reads a layout's index.json.
@@ -602,12 +592,12 @@ done`
 	for i, c := range cases {
 		got := strings.Fields(lines[i+1])
 		for _, w := range c.want {
-			if !contains(got, w) {
+			if !slices.Contains(got, w) {
 				t.Errorf("completing %q: %q, want %q among them", c.line, got, w)
 			}
 		}
 		for _, w := range c.not {
-			if contains(got, w) {
+			if slices.Contains(got, w) {
 				t.Errorf("completing %q: %q, want no %q", c.line, got, w)
 			}
 		}
@@ -615,7 +605,7 @@ done`
 	// Every command of --help is offered after "strata ".
 	top := strings.Fields(lines[len(lines)-1])
 	for _, c := range ioHelpCommands(t) {
-		if f := strings.Fields(c)[0]; !contains(top, f) {
+		if f := strings.Fields(c)[0]; !slices.Contains(top, f) {
 			t.Errorf("completing %q: no %q", "strata ", f)
 		}
 	}
@@ -635,15 +625,6 @@ done`
 			}
 		}
 	}
-}
-
-func contains(list []string, s string) bool {
-	for _, x := range list {
-		if x == s {
-			return true
-		}
-	}
-	return false
 }
 
 func TestCLIIOManPages(t *testing.T) {

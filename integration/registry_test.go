@@ -7,6 +7,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -162,7 +163,7 @@ func TestRegistryRoundTrip(t *testing.T) {
 				t.Errorf("second push: want 3 'Layer already exists':\n%s", out)
 			}
 			in = c.inspectImage(reg.Ref("app:1"))
-			if !contains(in.RepoDigests, reg.Ref("copy/app")+"@"+img.manifestDesc.Digest.String()) {
+			if !slices.Contains(in.RepoDigests, reg.Ref("copy/app")+"@"+img.manifestDesc.Digest.String()) {
 				t.Errorf("after push, RepoDigests %q lack the pushed repository", in.RepoDigests)
 			}
 
@@ -191,15 +192,6 @@ func equalTrees(a, b map[string]string) bool {
 		}
 	}
 	return true
-}
-
-func contains(list []string, s string) bool {
-	for _, x := range list {
-		if x == s {
-			return true
-		}
-	}
-	return false
 }
 
 // TestRegistryUserStory is a user's day with strata alone: log in,
@@ -351,7 +343,7 @@ func TestRegistryResume(t *testing.T) {
 		p := startFaultyProxy(t, reg, proxyFault{Kind: faultCut, CutAfter: cut, Times: 1})
 		c := newRegClient(t, p.Registry(t))
 		c.regMust("pull", p.Registry(t).Ref("big:1"))
-		if !contains(p.Ranges(), fmt.Sprintf("bytes=%d-", cut)) {
+		if !slices.Contains(p.Ranges(), fmt.Sprintf("bytes=%d-", cut)) {
 			t.Errorf("the broken download was not resumed from byte %d: ranges asked %q", cut, p.Ranges())
 		}
 		if in := c.inspectImage(p.Registry(t).Ref("big:1")); in.Id != img.id() {
@@ -406,7 +398,7 @@ func TestRegistryResume(t *testing.T) {
 		p.SetFault(proxyFault{})
 		c.regMust("pull", preg.Ref("big:1"))
 		want := fmt.Sprintf("bytes=%d-", held)
-		if !contains(p.Ranges(), want) {
+		if !slices.Contains(p.Ranges(), want) {
 			t.Errorf("the pull after the kill did not resume with %q: ranges asked %q", want, p.Ranges())
 		}
 		full := 0
@@ -704,4 +696,26 @@ func walkNoSecret(t *testing.T, root, secret string) {
 		}
 		return nil
 	})
+}
+
+// TestRegistryTransports: import docker://REF is a pull, export to
+// docker://REF a push, as skopeo spells them.
+func TestRegistryTransports(t *testing.T) {
+	needRegistryTool(t, "docker-registry", "skopeo")
+	reg := startRegistry(t, registryPlain)
+	img, dir := regImageLayout(t, 100)
+	pushWithSkopeo(t, reg, dir, "app:1")
+	c := newRegClient(t, reg)
+	c.regMust("import", "docker://"+reg.Ref("app:1"), "mine:1")
+	if in := c.inspectImage("mine:1"); in.Id != img.id() {
+		t.Errorf("import docker:// then tag: %s, want %s", in.Id, img.id())
+	}
+	out := c.regMust("export", "mine:1", "docker://"+reg.Ref("again:2"))
+	if got := matchDigest(t, pushDigestRE, out); got != img.manifestDesc.Digest.String() {
+		t.Errorf("export to docker:// pushed %s, want %s", got, img.manifestDesc.Digest)
+	}
+	raw, err := skopeoInspectRaw(t, reg, "again:2", "")
+	if err != nil || digest.FromBytes(raw) != img.manifestDesc.Digest {
+		t.Errorf("again:2 in the registry: %v, digest %s, want %s", err, digest.FromBytes(raw), img.manifestDesc.Digest)
+	}
 }

@@ -20,14 +20,18 @@ import (
 var importCmd = &command{
 	name:    "import",
 	args:    "[-q] [--platform OS/ARCH] SRC [NAME[:TAG]]",
-	summary: "Import images: oci:DIR[:TAG], oci-archive:FILE[:TAG], docker-archive:FILE[:REF], a path (- for stdin) or a root filesystem tarball",
+	summary: "Import images: docker://REF (a pull), oci:DIR[:TAG], oci-archive:FILE[:TAG], docker-archive:FILE[:REF], a path (- for stdin) or a root filesystem tarball",
 	changes: true,
 	flags: func(fs *pflag.FlagSet) func(context.Context, *env, []string) error {
 		quiet := fs.BoolP("quiet", "q", false, "no progress, print image IDs only")
 		platform := fs.String("platform", "", "pick `OS/ARCH[/VARIANT]` from a multi-platform image (default: this machine's)")
+		rf := addRegistryFlags(fs)
 		return func(ctx context.Context, e *env, args []string) error {
 			if len(args) < 1 || len(args) > 2 {
 				return usagef("name a source, and optionally the image's NAME[:TAG]")
+			}
+			if isRegistryRef(args[0]) {
+				return importRegistry(ctx, e, rf, args, *platform, *quiet)
 			}
 			loc, err := parseLocation(args[0])
 			if err != nil {
@@ -147,11 +151,23 @@ func stdinToTemp(e *env) (string, error) {
 var exportCmd = &command{
 	name:    "export",
 	args:    "IMAGE DEST",
-	summary: "Export an image: oci:DIR[:TAG], oci-archive:FILE[:TAG], docker-archive:FILE[:REF], a directory, FILE.tar, FILE.tar.gz or - for stdout",
+	summary: "Export an image: docker://REF (a push), oci:DIR[:TAG], oci-archive:FILE[:TAG], docker-archive:FILE[:REF], a directory, FILE.tar, FILE.tar.gz or - for stdout",
 	flags: func(fs *pflag.FlagSet) func(context.Context, *env, []string) error {
+		rf := addRegistryFlags(fs)
 		return func(ctx context.Context, e *env, args []string) error {
 			if len(args) != 2 {
 				return usagef("name the image and the destination")
+			}
+			if isRegistryRef(args[1]) {
+				dst, err := parseRemote(args[1])
+				if err != nil {
+					return usagef("%v", err)
+				}
+				c, err := rf.client(e, false)
+				if err != nil {
+					return err
+				}
+				return push(ctx, e, c, args[0], dst, false, 5)
 			}
 			loc, err := parseLocation(args[1])
 			if err != nil {
@@ -183,4 +199,38 @@ var exportCmd = &command{
 			return e.images.ExportArchive(ctx, args[0], e.stdout, opts)
 		}
 	},
+}
+
+// importRegistry is import of docker://REF: a pull, then the tag NAME
+// if given.
+func importRegistry(ctx context.Context, e *env, rf *registryFlags, args []string, platform string, quiet bool) error {
+	ref, err := parseRemote(args[0])
+	if err != nil {
+		return usagef("%v", err)
+	}
+	opts := image.PullOptions{Warn: func(m string) { fmt.Fprintf(e.stderr, "strata import: warning: %s\n", m) }}
+	if platform != "" {
+		p, err := parsePlatform(platform)
+		if err != nil {
+			return err
+		}
+		opts.Platform = &p
+	}
+	c, err := rf.client(e, false)
+	if err != nil {
+		return err
+	}
+	if err := pull(ctx, e, c, args[0], ref, false, quiet, opts); err != nil {
+		return err
+	}
+	if len(args) == 2 {
+		from := ref.String()
+		if ref.Digest != "" {
+			from = ref.Name() + "@" + ref.Digest.String()
+		}
+		if _, err := e.images.Tag(ctx, from, args[1]); err != nil {
+			return err
+		}
+	}
+	return nil
 }
