@@ -388,6 +388,9 @@ func TestCLIIOMessages(t *testing.T) {
 				t.Errorf("strata %s: want a failure saying no image \"mybase:latest\"; got %v", strings.Join(args, " "), r)
 			}
 		}
+		if r := s.imgRun("inspect", "mybase"); r.code != 1 || !strings.Contains(r.stderr, `nor image "mybase:latest"`) {
+			t.Errorf("strata inspect mybase: want a failure naming image \"mybase:latest\"; got %v", r)
+		}
 		r := s.imgRun("rmi", "mybase:2")
 		if !strings.Contains(r.stderr, `no image "mybase:2"`) {
 			t.Errorf("rmi mybase:2: %v", r)

@@ -13,6 +13,7 @@ import (
 
 	"github.com/spf13/pflag"
 
+	"github.com/strata-fs/strata/image"
 	"github.com/strata-fs/strata/snapshot"
 	"github.com/strata-fs/strata/snapshot/layer"
 )
@@ -60,7 +61,7 @@ var inspectCmd = &command{
 						}
 						continue
 					}
-					errs = append(errs, fmt.Errorf("no container, stack, layer or image %q (see 'strata ps', 'strata ls' and 'strata images')", a))
+					errs = append(errs, fmt.Errorf("no container, stack, layer %q nor image %q (see 'strata ps', 'strata ls' and 'strata images')", a, image.DisplayRef(a)))
 					continue
 				}
 				o := inspectOut{Layer: info.Layer, Updated: info.Updated}
