@@ -264,7 +264,11 @@ func (s *Store) pullLayers(ctx context.Context, repo *remote.Repository, im pull
 				func() bool { return stored(i) },
 				func() { report(LayerProgress{Index: i, Digest: d.Digest, State: Waiting, Total: d.Size}) },
 				func(done int64) {
-					report(LayerProgress{Index: i, Digest: d.Digest, State: Downloading, Done: done, Total: d.Size})
+					st := Downloading
+					if done == d.Size {
+						st = Verifying // the digest of what came
+					}
+					report(LayerProgress{Index: i, Digest: d.Digest, State: st, Done: done, Total: d.Size})
 				})
 			if err == nil && dl != nil {
 				report(LayerProgress{Index: i, Digest: d.Digest, State: DownloadComplete, Done: d.Size, Total: d.Size})

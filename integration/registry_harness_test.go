@@ -1005,11 +1005,17 @@ func (p *faultyProxy) serve(rp *httputil.ReverseProxy, w http.ResponseWriter, re
 	rec := proxyRequest{Method: req.Method, Path: req.URL.Path, Query: req.URL.RawQuery, Range: req.Header.Get("Range")}
 	rec.Auth, _, _ = strings.Cut(req.Header.Get("Authorization"), " ")
 	sw := &statusWriter{ResponseWriter: w}
+	// Logged before it is served, so that a client that has its answer
+	// finds its request in the log; the status and fault follow.
+	p.mu.Lock()
+	at := len(p.log)
+	p.log = append(p.log, rec)
+	p.mu.Unlock()
 	defer func() {
 		// Runs on the panic with which ReverseProxy ends a cut body too.
 		rec.Status = sw.status
 		p.mu.Lock()
-		p.log = append(p.log, rec)
+		p.log[at] = rec
 		p.mu.Unlock()
 	}()
 	f := p.current()
@@ -1018,6 +1024,9 @@ func (p *faultyProxy) serve(rp *httputil.ReverseProxy, w http.ResponseWriter, re
 	switch {
 	case f.Kind == faultUnauthorized && isUpload && p.fire(f):
 		rec.Fault = f.Kind.String()
+		p.mu.Lock()
+		p.log[at].Fault = rec.Fault
+		p.mu.Unlock()
 		if c := p.challenge(req); c != "" {
 			sw.Header().Set("Www-Authenticate", c)
 		}

@@ -487,6 +487,23 @@ func TestRegistryErrors(t *testing.T) {
 		if r.code != 1 || !strings.Contains(r.stderr, "not found") {
 			t.Errorf("pull with --tls-verify=false reaches the registry, and finds no such image: %v", r)
 		}
+		// The CA where podman keeps it, for this registry's host only.
+		certs := filepath.Join("/etc/containers/certs.d", reg.Host)
+		if err := os.MkdirAll(certs, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { os.RemoveAll(certs) })
+		ca, err := os.ReadFile(reg.CAFile)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(certs, "ca.crt"), ca, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		r = c.runWith(cliOpts{env: c.env()}, "pull", "--creds", regCreds(reg), reg.Ref("app:1"))
+		if r.code != 1 || !strings.Contains(r.stderr, "not found") {
+			t.Errorf("pull with the CA in /etc/containers/certs.d/HOST reaches the registry, and finds no such image: %v", r)
+		}
 	})
 	t.Run("plain HTTP without --tls-verify=false", func(t *testing.T) {
 		reg := startRegistry(t, registryPlain)
@@ -494,6 +511,15 @@ func TestRegistryErrors(t *testing.T) {
 		r := c.runWith(cliOpts{env: c.env()}, "pull", reg.Ref("app:1"))
 		if r.code != 1 || !strings.Contains(r.stderr, "plain HTTP") || !strings.Contains(r.stderr, "--tls-verify=false") {
 			t.Errorf("pull from a plain HTTP registry: %v", r)
+		}
+		// Named insecure, by flag or in the environment, it is used.
+		r = c.runWith(cliOpts{env: c.env()}, "pull", "--insecure-registry", reg.Host, reg.Ref("app:1"))
+		if r.code != 1 || !strings.Contains(r.stderr, "not found") {
+			t.Errorf("pull --insecure-registry HOST reaches the registry, and finds no such image: %v", r)
+		}
+		r = c.runWith(cliOpts{env: append(c.env(), "STRATA_INSECURE_REGISTRIES=example.com,"+reg.Host)}, "pull", reg.Ref("app:1"))
+		if r.code != 1 || !strings.Contains(r.stderr, "not found") {
+			t.Errorf("pull with HOST in $STRATA_INSECURE_REGISTRIES reaches the registry, and finds no such image: %v", r)
 		}
 	})
 }

@@ -71,6 +71,13 @@ func (r *Repository) Host() string { return r.host }
 // the registry's Docker-Content-Digest when it gives one.
 func (r *Repository) Manifest(ctx context.Context, tagOrDigest string) (v1.Descriptor, []byte, error) {
 	desc, rc, err := r.repo.FetchReference(ctx, tagOrDigest)
+	if errors.Is(err, errdef.ErrNotFound) {
+		sep := ":"
+		if strings.Contains(tagOrDigest, ":") {
+			sep = "@"
+		}
+		return v1.Descriptor{}, nil, fmt.Errorf("%s%s%s: %w: the registry has no such repository, tag or digest", r.Name, sep, tagOrDigest, ErrNotFound)
+	}
 	if err != nil {
 		return v1.Descriptor{}, nil, r.explain(err, "manifest "+tagOrDigest)
 	}
