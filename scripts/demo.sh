@@ -3,7 +3,8 @@
 # fresh temporary directory, mounted read-write with an upper directory:
 # reads, a copy-up, whiteouts and an opaque directory. Part 2 (strata): a
 # layer store, two stacks sharing one base layer, a program run in a
-# container (runc), a commit, and the committed layer's changes.
+# container (runc), a commit, the committed layer's changes, and a push to
+# and a pull from a registry (Debian's docker-registry) on loopback.
 #
 # Usage: sudo ./scripts/demo.sh [BINDIR]   (BINDIR holds strata and strata-fuse; default bin)
 # Needs root (FUSE mount, whiteout device nodes, trusted.* xattrs),
@@ -31,6 +32,7 @@ busybox=$(command -v busybox || true)
 [ -n "$busybox" ] && file -L "$busybox" 2>/dev/null | grep -q 'statically linked' || busybox=/bin/busybox
 [ -x "$busybox" ] || die "needs a static busybox: run 'sudo make deps' (Debian package busybox-static)"
 command -v runc >/dev/null || die "needs runc to run a container: run 'sudo make deps' (Debian package runc)"
+command -v docker-registry >/dev/null || die "needs docker-registry to push and pull: run 'sudo make deps' (Debian package docker-registry)"
 
 demo=$(mktemp -d "${TMPDIR:-/tmp}/strata-demo.XXXXXX")
 mnt=$demo/merged
@@ -42,6 +44,10 @@ cleanup() {
 	local rc=$?
 	trap - EXIT INT TERM HUP
 	cd /
+	if [ -n "${registry_pid:-}" ]; then
+		kill "$registry_pid" 2>/dev/null || true
+		wait "$registry_pid" 2>/dev/null || true
+	fi
 	if mountpoint -q "$mnt" 2>/dev/null; then
 		umount "$mnt" 2>/dev/null || umount -l "$mnt" || true
 	fi
@@ -226,6 +232,34 @@ run "strata system df -v | sed -n '1,6p'"
 section "Export it as an OCI archive (skopeo, umoci and podman read it)"
 run "strata export webapp:v1 webapp.tar && tar -tf webapp.tar | sort"
 
+section "Push it to a registry, and pull it into another store"
+note "Debian's docker-registry, on a free loopback port, for this demo only"
+registry_port=
+for p in $(seq 5100 5199); do
+	if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
+		registry_port=$p
+		break
+	fi
+done
+[ -n "$registry_port" ] || die "no free port in 5100-5199 for the demo's registry"
+registry=127.0.0.1:$registry_port
+printf 'version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: %s\nhttp:\n  addr: %s\n' "$demo/registry" "$registry" >registry.yml
+docker-registry serve registry.yml >registry.log 2>&1 &
+registry_pid=$!
+for _ in $(seq 100); do
+	(exec 3<>"/dev/tcp/127.0.0.1/$registry_port") 2>/dev/null && break
+	sleep 0.1
+done
+run "strata push --tls-verify=false webapp:v1 $registry/demo/webapp:v1"
+note "a second store, empty: the pull brings both layers, and the image runs there"
+run "strata --root store2 pull --tls-verify=false $registry/demo/webapp:v1"
+run "strata --root store2 run --rm $registry/demo/webapp:v1 cat /srv/www/index.html"
+note "the digest is the one the push printed: nothing was rewritten on the way"
+run "strata --root store2 inspect --format '{{index .RepoDigests 0}}' $registry/demo/webapp:v1"
+run "strata --root store2 check"
+kill "$registry_pid" && wait "$registry_pid" 2>/dev/null || true
+registry_pid=
+
 section "Prune: removing the last reference frees a layer"
 run "strata unmount web && strata unmount api"
 run "strata rm web api"
@@ -234,4 +268,4 @@ run "strata image prune -a -f"
 run "strata system df"
 run "strata check"
 echo
-echo "Done: two containers shared one image, a commit made a new image on it, and prune freed what no one needed."
+echo "Done: two containers shared one image, a commit made a new image on it, a registry carried it to another store, and prune freed what no one needed."
