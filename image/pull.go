@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"sync"
 
 	"github.com/opencontainers/go-digest"
@@ -232,8 +233,15 @@ func (s *Store) pullLayers(ctx context.Context, repo *remote.Repository, im pull
 		p, _ := s.snaps.BlobPath(layers[i].Digest)
 		return exists(p)
 	}
+	// blobKept tells whether the blob of layer i is in the store (for
+	// another chain, or from an earlier layer of this image): it is
+	// applied from there, not downloaded.
+	blobKept := func(i int) bool {
+		p, _ := s.snaps.BlobPath(layers[i].Digest)
+		return exists(p)
+	}
 	type result struct {
-		dl  *download
+		dl  *download // nil: the layer is stored, or its blob is
 		err error
 	}
 	ready := make([]chan result, n)
@@ -243,12 +251,16 @@ func (s *Store) pullLayers(ctx context.Context, repo *remote.Repository, im pull
 	}
 	sem := make(chan struct{}, max)
 	var wg sync.WaitGroup
+	first := map[digest.Digest]int{} // the first layer of each blob
 	for i, d := range layers {
 		ready[i] = make(chan result, 1)
-		if stored(i) {
+		if _, dup := first[d.Digest]; dup || stored(i) || blobKept(i) {
+			// A blob given twice is downloaded once: by the time its
+			// second layer is applied, the first has put it in the store.
 			ready[i] <- result{}
 			continue
 		}
+		first[d.Digest] = i
 		report(LayerProgress{Index: i, Digest: d.Digest, State: Waiting, Total: d.Size})
 		wg.Add(1)
 		go func() {
@@ -261,7 +273,7 @@ func (s *Store) pullLayers(ctx context.Context, repo *remote.Repository, im pull
 			}
 			defer func() { <-sem }()
 			dl, err := s.fetch(ctx, repo, d,
-				func() bool { return stored(i) },
+				func() bool { return stored(i) || blobKept(i) },
 				func() { report(LayerProgress{Index: i, Digest: d.Digest, State: Waiting, Total: d.Size}) },
 				func(done int64) {
 					st := Downloading
@@ -279,6 +291,7 @@ func (s *Store) pullLayers(ctx context.Context, repo *remote.Repository, im pull
 			ready[i] <- result{dl, err}
 		}()
 	}
+	var held []*download // released once the image is recorded
 	defer func() {
 		cancel()
 		wg.Wait()
@@ -291,6 +304,9 @@ func (s *Store) pullLayers(ctx context.Context, repo *remote.Repository, im pull
 			default:
 			}
 		}
+		for _, dl := range held {
+			dl.release()
+		}
 	}()
 	var extra []blobFile
 	parent := ""
@@ -301,45 +317,74 @@ func (s *Store) pullLayers(ctx context.Context, repo *remote.Repository, im pull
 		}
 		diffID := im.config.RootFS.DiffIDs[i]
 		_, statErr := s.snaps.Stat(ctx, chains[i])
+		layerErr := func(err error) error { return fmt.Errorf("layer %d of %d (%s): %w", i+1, n, d.Digest, err) }
 		var info snapshot.Info
-		if r.dl == nil {
+		switch {
+		case statErr == nil:
 			// Stored already, or by another process meanwhile.
 			info, err = s.snaps.Apply(ctx, eofReader{}, parent, snapshot.ApplyOptions{DiffID: diffID, Lease: lease})
 			if err != nil {
-				return Image{}, applied, reused, fmt.Errorf("layer %d of %d (%s): %w", i+1, n, d.Digest, err)
+				if r.dl != nil {
+					r.dl.release()
+				}
+				return Image{}, applied, reused, layerErr(err)
 			}
 			reused++
-			report(LayerProgress{Index: i, Digest: d.Digest, State: AlreadyExists, Total: d.Size})
-		} else {
-			report(LayerProgress{Index: i, Digest: d.Digest, State: Extracting, Done: d.Size, Total: d.Size})
-			if statErr == nil {
-				// The layer is stored from another blob: keep this one too.
-				info, err = s.snaps.Apply(ctx, eofReader{}, parent, snapshot.ApplyOptions{DiffID: diffID, Lease: lease})
-				if err == nil {
-					extra = append(extra, blobFile{r.dl.path, d.Digest})
-				}
-			} else {
-				info, err = s.snaps.ApplyFile(ctx, r.dl.path, parent, snapshot.ApplyOptions{
-					DiffID: diffID, Labels: map[string]string{LabelGC: "image"}, Warn: opts.Warn, Lease: lease,
-				})
-			}
-			if err != nil {
+			if r.dl != nil && !blobKept(i) {
+				// The layer is stored from another blob: keep this one too,
+				// so that a push gives back these digests.
+				extra = append(extra, blobFile{r.dl.path, d.Digest})
+				held = append(held, r.dl)
+			} else if r.dl != nil {
 				r.dl.release()
-				return Image{}, applied, reused, fmt.Errorf("layer %d of %d (%s): %w", i+1, n, d.Digest, err)
 			}
-			if statErr == nil {
-				reused++
-			} else {
-				applied++
-				created = append(created, info.Name)
+			report(LayerProgress{Index: i, Digest: d.Digest, State: AlreadyExists, Total: d.Size})
+		case r.dl != nil:
+			report(LayerProgress{Index: i, Digest: d.Digest, State: Extracting, Done: d.Size, Total: d.Size})
+			info, err = s.snaps.ApplyFile(ctx, r.dl.path, parent, snapshot.ApplyOptions{
+				DiffID: diffID, Labels: map[string]string{LabelGC: "image"}, Warn: opts.Warn, Lease: lease,
+			})
+			// Released at once, so that a pull in another process that
+			// waits for this blob goes on.
+			r.dl.release()
+			if err != nil {
+				return Image{}, applied, reused, layerErr(err)
 			}
+			applied++
+			created = append(created, info.Name)
 			report(LayerProgress{Index: i, Digest: d.Digest, State: PullComplete, Done: d.Size, Total: d.Size})
-			defer r.dl.release()
+		default:
+			// The blob is in the store, for another chain or an earlier
+			// layer of this image: applied from there.
+			report(LayerProgress{Index: i, Digest: d.Digest, State: Extracting, Done: d.Size, Total: d.Size})
+			info, err = s.applyStored(ctx, d, parent, snapshot.ApplyOptions{
+				DiffID: diffID, Labels: map[string]string{LabelGC: "image"}, Warn: opts.Warn, Lease: lease,
+			})
+			if err != nil {
+				return Image{}, applied, reused, layerErr(err)
+			}
+			applied++
+			created = append(created, info.Name)
+			report(LayerProgress{Index: i, Digest: d.Digest, State: PullComplete, Done: d.Size, Total: d.Size})
 		}
 		parent = info.Name
 	}
 	img, err := s.record(ctx, lease, im, extra, tags)
 	return img, applied, reused, err
+}
+
+// applyStored applies the layer d from its blob in the store.
+func (s *Store) applyStored(ctx context.Context, d v1.Descriptor, parent string, opts snapshot.ApplyOptions) (snapshot.Info, error) {
+	p, err := s.snaps.BlobPath(d.Digest)
+	if err != nil {
+		return snapshot.Info{}, err
+	}
+	f, err := os.Open(p)
+	if err != nil {
+		return snapshot.Info{}, fmt.Errorf("blob %s: %w", d.Digest, err)
+	}
+	defer f.Close()
+	return s.snaps.Apply(ctx, f, parent, opts)
 }
 
 // eofReader is an empty layer reader, for Apply of a layer that is

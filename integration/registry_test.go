@@ -745,3 +745,51 @@ func TestRegistryTransports(t *testing.T) {
 		t.Errorf("again:2 in the registry: %v, digest %s, want %s", err, digest.FromBytes(raw), img.manifestDesc.Digest)
 	}
 }
+
+// TestRegistrySharedBlobs pulls an image that gives one layer blob
+// twice (as images with repeated empty layers do), then an image with
+// the same blobs in another order: each blob is downloaded once, and a
+// blob the store has is applied from the store.
+func TestRegistrySharedBlobs(t *testing.T) {
+	needRegistryTool(t, "docker-registry", "skopeo")
+	reg := startRegistry(t, registryPlain)
+	p := startFaultyProxy(t, reg, proxyFault{})
+	preg := p.Registry(t)
+	a := imgLayerSpec{files: map[string]string{"a/file": imgData(110, 64<<10)}, comp: "gzip"}
+	b := imgLayerSpec{files: map[string]string{"b/file": imgData(111, 64<<10), "a/file": "replaced by b\n"}, comp: "gzip"}
+	aba := buildImage(t, imgSpec{layers: []imgLayerSpec{a, b, a}})
+	ba := buildImage(t, imgSpec{layers: []imgLayerSpec{b, a}})
+	if aba.manifest.Layers[0].Digest != aba.manifest.Layers[2].Digest || ba.manifest.Layers[1].Digest != aba.manifest.Layers[0].Digest {
+		t.Fatal("the fixture's equal layers have different blobs")
+	}
+	pushWithSkopeo(t, reg, writeLayout(t, filepath.Join(t.TempDir(), "aba"), aba, "latest"), "aba:1")
+	pushWithSkopeo(t, reg, writeLayout(t, filepath.Join(t.TempDir(), "ba"), ba, "latest"), "ba:1")
+	c := newRegClient(t, preg)
+	blobGets := func() map[string]int {
+		n := map[string]int{}
+		for _, rq := range p.Requests() {
+			if rq.Method == "GET" && strings.Contains(rq.Path, "/blobs/") {
+				n[rq.Path[strings.LastIndex(rq.Path, "/")+1:]]++
+			}
+		}
+		return n
+	}
+	c.regMust("pull", preg.Ref("aba:1"))
+	if got, want := c.imageTree(preg.Ref("aba:1")), aba.tree(); !equalTrees(got, want) {
+		t.Errorf("aba's tree differs:\n%s", strings.Join(diffSnapshots(want, got), "\n"))
+	}
+	if n := blobGets()[aba.manifest.Layers[0].Digest.String()]; n != 1 {
+		t.Errorf("the blob given twice was downloaded %d times, want once", n)
+	}
+	c.regMust("pull", preg.Ref("ba:1"))
+	if got, want := c.imageTree(preg.Ref("ba:1")), ba.tree(); !equalTrees(got, want) {
+		t.Errorf("ba's tree differs:\n%s", strings.Join(diffSnapshots(want, got), "\n"))
+	}
+	gets := blobGets()
+	for _, l := range ba.manifest.Layers {
+		if gets[l.Digest.String()] != 1 {
+			t.Errorf("blob %s downloaded %d times in all, want once: the second image has it in the store", l.Digest, gets[l.Digest.String()])
+		}
+	}
+	c.mustCheck()
+}
