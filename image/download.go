@@ -176,6 +176,9 @@ func fill(ctx context.Context, repo *remote.Repository, d v1.Descriptor, f *os.F
 		if err != nil {
 			var pe *os.PathError
 			if errors.As(err, &pe) && pe.Op == "write" {
+				if errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT) {
+					return fmt.Errorf("blob %s: %w: free some space under the store, then pull again: the download resumes at byte %d", d.Digest, err, have)
+				}
 				return fmt.Errorf("blob %s: %w", d.Digest, err)
 			}
 			netErr = err

@@ -793,3 +793,24 @@ func TestRegistrySharedBlobs(t *testing.T) {
 	}
 	c.mustCheck()
 }
+
+// TestRegistryPullAllTags: pull -a pulls every tag of a repository, and
+// refuses a reference with a tag.
+func TestRegistryPullAllTags(t *testing.T) {
+	needRegistryTool(t, "docker-registry", "skopeo")
+	reg := startRegistry(t, registryPlain)
+	one, dir1 := regImageLayout(t, 120)
+	two, dir2 := regImageLayout(t, 121)
+	pushWithSkopeo(t, reg, dir1, "app:one")
+	pushWithSkopeo(t, reg, dir2, "app:two")
+	c := newRegClient(t, reg)
+	out := c.regMust("pull", "-a", reg.Ref("app"))
+	for tag, img := range map[string]*imgFixture{"one": one, "two": two} {
+		if in := c.inspectImage(reg.Ref("app:" + tag)); in.Id != img.id() {
+			t.Errorf("app:%s is %s, want %s\n%s", tag, in.Id, img.id(), out)
+		}
+	}
+	if r := c.regRun("", "pull", "-a", reg.Ref("app:one")); r.code != 2 || !strings.Contains(r.stderr, "--all-tags") {
+		t.Errorf("pull -a with a tag: want a usage error: %v", r)
+	}
+}

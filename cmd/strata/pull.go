@@ -118,7 +118,7 @@ func pull(ctx context.Context, e *env, c *remote.Client, arg string, ref referen
 	}
 	refs := []reference.Reference{ref}
 	if all {
-		if ref.Digest != "" || strings.Contains(strings.TrimPrefix(arg, "docker://"), ":") && ref.Tag != reference.DefaultTag {
+		if ref.Digest != "" || hasTag(arg) {
 			return usagef("--all-tags takes a repository name without a tag or digest")
 		}
 		tags, err := repo.Tags(ctx)
