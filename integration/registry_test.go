@@ -814,3 +814,45 @@ func TestRegistryPullAllTags(t *testing.T) {
 		t.Errorf("pull -a with a tag: want a usage error: %v", r)
 	}
 }
+
+// TestRegistryDiskFull pulls into a store on a small tmpfs: the pull
+// fails saying the disk is full and what to do, the store stays
+// consistent, and once there is room the pull resumes where it stopped.
+func TestRegistryDiskFull(t *testing.T) {
+	needRegistryTool(t, "docker-registry", "skopeo")
+	reg := startRegistry(t, registryPlain)
+	img := buildImage(t, imgSpec{layers: []imgLayerSpec{{files: map[string]string{"big": imgData(130, 6<<20)}, comp: "gzip"}}})
+	pushWithSkopeo(t, reg, writeLayout(t, filepath.Join(t.TempDir(), "layout"), img, "latest"), "big:1")
+	p := startFaultyProxy(t, reg, proxyFault{})
+	c := newRegClient(t, p.Registry(t))
+	if err := os.MkdirAll(c.root, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Mount("tmpfs", c.root, "tmpfs", 0, "size=4m"); err != nil {
+		t.Fatalf("mount a small tmpfs: %v", err)
+	}
+	t.Cleanup(func() { syscall.Unmount(c.root, syscall.MNT_DETACH) })
+	r := c.regRun("", "pull", p.Registry(t).Ref("big:1"))
+	if r.code != 1 || !strings.Contains(r.stderr, "no space left on device") || !strings.Contains(r.stderr, "free some space") {
+		t.Fatalf("pull onto a full disk: want exit 1 saying so: %v", r)
+	}
+	if rows := c.imagesJSON(); len(rows) != 0 {
+		t.Errorf("a failed pull recorded images: %+v", rows)
+	}
+	c.mustCheck()
+	fi, err := os.Stat(filepath.Join(c.root, "downloads", img.manifest.Layers[0].Digest.Encoded()))
+	if err != nil || fi.Size() == 0 {
+		t.Fatalf("the broken download is not kept to resume: %v", err)
+	}
+	if err := syscall.Mount("tmpfs", c.root, "tmpfs", syscall.MS_REMOUNT, "size=64m"); err != nil {
+		t.Fatalf("grow the tmpfs: %v", err)
+	}
+	c.regMust("pull", p.Registry(t).Ref("big:1"))
+	if want := fmt.Sprintf("bytes=%d-", fi.Size()); !slices.Contains(p.Ranges(), want) {
+		t.Errorf("the pull after freeing space did not resume with %q: %q", want, p.Ranges())
+	}
+	if in := c.inspectImage(p.Registry(t).Ref("big:1")); in.Id != img.id() {
+		t.Errorf("image %s, want %s", in.Id, img.id())
+	}
+	c.mustCheck()
+}
