@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"sync"
 	"syscall"
 	"time"
 
@@ -21,17 +22,95 @@ import (
 // network is resumed, with a range request, within one pull.
 const downloadRetries = 3
 
-// A download is a verified blob in the store's downloads directory,
-// locked against other processes until released.
+// A download is a blob being written into the store's downloads
+// directory, locked against other processes until released. It can be
+// read while it grows (reader): what is read is verified at the end, as
+// the reader returns EOF only once the whole blob has its digest, and
+// the download's error otherwise.
 type download struct {
 	path string
 	f    *os.File
+
+	mu   sync.Mutex
+	cond *sync.Cond
+	size int64 // bytes in the file
+	done bool
+	err  error // when done: nil for a verified blob
+	// applying is set once the layer is being applied from the reader.
+	applying bool
 }
 
-// release unlocks the download and removes what is left of its file
-// (nothing, when ApplyFile moved it into the blobs).
+func newDownload(path string, f *os.File) *download {
+	d := &download{path: path, f: f}
+	d.cond = sync.NewCond(&d.mu)
+	return d
+}
+
+func (d *download) grew(n int64) {
+	d.mu.Lock()
+	d.size = n
+	d.mu.Unlock()
+	d.cond.Broadcast()
+}
+
+func (d *download) finish(err error) {
+	d.mu.Lock()
+	d.done, d.err = true, err
+	d.mu.Unlock()
+	d.cond.Broadcast()
+}
+
+// wait waits for the download to end and returns its error.
+func (d *download) wait() error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for !d.done {
+		d.cond.Wait()
+	}
+	return d.err
+}
+
+// reader reads the blob from its start as it is written.
+func (d *download) reader() io.Reader { return &follower{d: d} }
+
+type follower struct {
+	d   *download
+	off int64
+}
+
+func (r *follower) Read(p []byte) (int, error) {
+	d := r.d
+	d.mu.Lock()
+	for r.off >= d.size && !d.done {
+		d.cond.Wait()
+	}
+	size, done, err := d.size, d.done, d.err
+	d.mu.Unlock()
+	if r.off >= size {
+		if done && err != nil {
+			return 0, err
+		}
+		return 0, io.EOF
+	}
+	if int64(len(p)) > size-r.off {
+		p = p[:size-r.off]
+	}
+	n, rerr := d.f.ReadAt(p, r.off)
+	r.off += int64(n)
+	if rerr == io.EOF {
+		rerr = nil // more may come: the size said so
+	}
+	return n, rerr
+}
+
+// release unlocks the download. Of a verified blob it removes what is
+// left of the file (nothing, when ApplyFile moved it into the blobs);
+// a broken-off download stays, for the next pull to resume.
 func (d *download) release() {
-	if fi, err := os.Lstat(d.path); err == nil {
+	d.mu.Lock()
+	ok := d.done && d.err == nil
+	d.mu.Unlock()
+	if fi, err := os.Lstat(d.path); ok && err == nil {
 		if own, err := d.f.Stat(); err == nil && os.SameFile(fi, own) {
 			os.Remove(d.path)
 		}
@@ -39,14 +118,15 @@ func (d *download) release() {
 	d.f.Close()
 }
 
-// fetch makes the blob d of repo a verified file of the downloads
+// fetch starts the download of blob d of repo into the downloads
 // directory, resuming what an earlier pull left there with a range
 // request. Processes pulling the same blob take turns by an flock on
-// the file: the second finds it done. skip, asked once the lock is
-// held, returns true when the blob is no longer needed (another process
-// stored the layer meanwhile): fetch returns nil, nil then. progress
-// is told the bytes held so far.
-func (s *Store) fetch(ctx context.Context, repo *remote.Repository, d v1.Descriptor, skip func() bool, waiting func(), progress func(int64)) (*download, error) {
+// the file: the second finds the layer stored. skip, asked once the
+// lock is held, returns true when the blob is no longer needed (another
+// process stored it meanwhile): fetch returns nil, nil then. Otherwise
+// the caller runs fill, which finishes the download; progress is told
+// the bytes held so far.
+func (s *Store) fetch(ctx context.Context, d v1.Descriptor, skip func() bool, waiting func()) (*download, error) {
 	dir := s.snaps.DownloadsDir()
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, err
@@ -56,20 +136,22 @@ func (s *Store) fetch(ctx context.Context, repo *remote.Repository, d v1.Descrip
 	if err != nil {
 		return nil, err
 	}
-	dl := &download{path: path, f: f}
 	if skip() {
-		dl.release()
+		f.Close()
 		return nil, nil
 	}
-	if err := fill(ctx, repo, d, f, progress); err != nil {
-		if errors.Is(err, oci.ErrDigestMismatch) || errors.Is(err, oci.ErrSizeMismatch) {
-			// Nothing of a corrupt blob is kept.
-			os.Remove(path)
-		}
-		f.Close()
-		return nil, err
+	return newDownload(path, f), nil
+}
+
+// run completes the download: see fill. A corrupt blob is removed.
+func (dl *download) run(ctx context.Context, repo *remote.Repository, d v1.Descriptor, progress func(int64)) error {
+	err := fill(ctx, repo, d, dl, func(n int64) { dl.grew(n); progress(n) })
+	if errors.Is(err, oci.ErrDigestMismatch) || errors.Is(err, oci.ErrSizeMismatch) {
+		// Nothing of a corrupt blob is kept.
+		os.Remove(dl.path)
 	}
-	return dl, nil
+	dl.finish(err)
+	return err
 }
 
 // lockDownload opens path, creating it, and takes its lock; a file
@@ -110,10 +192,11 @@ func lockDownload(ctx context.Context, path string, waiting func()) (*os.File, e
 	}
 }
 
-// fill completes f as the blob d: it checks what f holds, asks for the
-// rest, retries a broken transfer from where it stopped, and verifies
-// the whole against d's digest and size.
-func fill(ctx context.Context, repo *remote.Repository, d v1.Descriptor, f *os.File, progress func(int64)) error {
+// fill completes the file of dl as the blob d: it hashes what the file
+// holds, asks for the rest, retries a broken transfer from where it
+// stopped, and verifies the whole against d's digest and size.
+func fill(ctx context.Context, repo *remote.Repository, d v1.Descriptor, dl *download, progress func(int64)) error {
+	f := dl.f
 	h := d.Digest.Algorithm().Hash()
 	fi, err := f.Stat()
 	if err != nil {
@@ -156,12 +239,13 @@ func fill(ctx context.Context, repo *remote.Repository, d v1.Descriptor, f *os.F
 			continue
 		}
 		if !ranged && have > 0 {
-			// The registry sent it all again: start over.
-			have = 0
-			h.Reset()
-			if err := f.Truncate(0); err != nil {
+			// The registry sent it all again: skip what the file holds
+			// (a reader may have it already); the digest at the end
+			// covers the file as a whole.
+			if _, err := io.CopyN(io.Discard, rc, have); err != nil {
 				rc.Close()
-				return err
+				netErr = err
+				continue
 			}
 		}
 		w := &countingWriter{w: io.MultiWriter(h, f), n: have, progress: progress}

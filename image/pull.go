@@ -272,23 +272,34 @@ func (s *Store) pullLayers(ctx context.Context, repo *remote.Repository, im pull
 				return
 			}
 			defer func() { <-sem }()
-			dl, err := s.fetch(ctx, repo, d,
+			dl, err := s.fetch(ctx, d,
 				func() bool { return stored(i) || blobKept(i) },
-				func() { report(LayerProgress{Index: i, Digest: d.Digest, State: Waiting, Total: d.Size}) },
-				func(done int64) {
-					st := Downloading
-					if done == d.Size {
-						st = Verifying // the digest of what came
-					}
-					report(LayerProgress{Index: i, Digest: d.Digest, State: st, Done: done, Total: d.Size})
-				})
-			if err == nil && dl != nil {
-				report(LayerProgress{Index: i, Digest: d.Digest, State: DownloadComplete, Done: d.Size, Total: d.Size})
+				func() { report(LayerProgress{Index: i, Digest: d.Digest, State: Waiting, Total: d.Size}) })
+			if err != nil || dl == nil {
+				if err != nil {
+					err = fmt.Errorf("layer %d of %d (%s): %w", i+1, n, d.Digest, err)
+				}
+				ready[i] <- result{err: err}
+				return
 			}
-			if err != nil {
-				err = fmt.Errorf("layer %d of %d (%s): %w", i+1, n, d.Digest, err)
+			// The layer may be applied as it comes, once its parent is.
+			ready[i] <- result{dl: dl}
+			err = dl.run(ctx, repo, d, func(done int64) {
+				st := Downloading
+				if done == d.Size {
+					st = Verifying // the digest of what came
+				}
+				report(LayerProgress{Index: i, Digest: d.Digest, State: st, Done: done, Total: d.Size})
+			})
+			if err == nil {
+				st := DownloadComplete
+				dl.mu.Lock()
+				if dl.applying {
+					st = Extracting
+				}
+				dl.mu.Unlock()
+				report(LayerProgress{Index: i, Digest: d.Digest, State: st, Done: d.Size, Total: d.Size})
 			}
-			ready[i] <- result{dl, err}
 		}()
 	}
 	var held []*download // released once the image is recorded
@@ -322,6 +333,12 @@ func (s *Store) pullLayers(ctx context.Context, repo *remote.Repository, im pull
 		switch {
 		case statErr == nil:
 			// Stored already, or by another process meanwhile.
+			if r.dl != nil {
+				if err := r.dl.wait(); err != nil {
+					r.dl.release()
+					return Image{}, applied, reused, layerErr(err)
+				}
+			}
 			info, err = s.snaps.Apply(ctx, eofReader{}, parent, snapshot.ApplyOptions{DiffID: diffID, Lease: lease})
 			if err != nil {
 				if r.dl != nil {
@@ -340,10 +357,23 @@ func (s *Store) pullLayers(ctx context.Context, repo *remote.Repository, im pull
 			}
 			report(LayerProgress{Index: i, Digest: d.Digest, State: AlreadyExists, Total: d.Size})
 		case r.dl != nil:
-			report(LayerProgress{Index: i, Digest: d.Digest, State: Extracting, Done: d.Size, Total: d.Size})
-			info, err = s.snaps.ApplyFile(ctx, r.dl.path, parent, snapshot.ApplyOptions{
+			r.dl.mu.Lock()
+			r.dl.applying = true
+			downloaded := r.dl.done
+			r.dl.mu.Unlock()
+			if downloaded {
+				report(LayerProgress{Index: i, Digest: d.Digest, State: Extracting, Done: d.Size, Total: d.Size})
+			}
+			// Applied as it downloads: the reader ends in the download's
+			// error unless the whole blob has its digest, and the layer
+			// is published only after that end.
+			info, err = s.snaps.ApplyFileFrom(ctx, r.dl.path, r.dl.reader(), parent, snapshot.ApplyOptions{
 				DiffID: diffID, Labels: map[string]string{LabelGC: "image"}, Warn: opts.Warn, Lease: lease,
 			})
+			if derr := r.dl.wait(); derr != nil {
+				// What went wrong is the download's.
+				err = derr
+			}
 			// Released at once, so that a pull in another process that
 			// waits for this blob goes on.
 			r.dl.release()

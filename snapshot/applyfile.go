@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 )
@@ -21,6 +22,14 @@ const downloadsDir = "downloads"
 // left in place when that blob is kept already; the caller removes
 // what is left. On error the file is left as it was.
 func (s *Store) ApplyFile(ctx context.Context, path, parent string, opts ApplyOptions) (Info, error) {
+	return s.ApplyFileFrom(ctx, path, nil, parent, opts)
+}
+
+// ApplyFileFrom is ApplyFile reading the blob from r (nil: the file at
+// path), which may be a reader of the file as another goroutine writes
+// it: the layer is published only once r has returned io.EOF, and
+// nothing is if r fails.
+func (s *Store) ApplyFileFrom(ctx context.Context, path string, r io.Reader, parent string, opts ApplyOptions) (Info, error) {
 	if rel, err := filepath.Rel(s.DownloadsDir(), path); err != nil || rel != filepath.Base(path) {
 		return Info{}, errorf(ErrInvalid, "apply layer: %s is not in %s", path, s.DownloadsDir())
 	}
@@ -34,15 +43,18 @@ func (s *Store) ApplyFile(ctx context.Context, path, parent string, opts ApplyOp
 			return Info{}, fmt.Errorf("apply layer: %w", err)
 		}
 	}
-	f, err := os.Open(path)
-	if err != nil {
-		return Info{}, fmt.Errorf("apply layer: %w", err)
+	if r == nil {
+		f, err := os.Open(path)
+		if err != nil {
+			return Info{}, fmt.Errorf("apply layer: %w", err)
+		}
+		defer f.Close()
+		r = f
 	}
-	defer f.Close()
 	o, err := s.beginOp("apply")
 	if err != nil {
 		return Info{}, fmt.Errorf("apply layer: %w", err)
 	}
-	info, err := s.extract(ctx, o, f, func() error { return nil }, path, parent, opts)
+	info, err := s.extract(ctx, o, r, func() error { return nil }, path, parent, opts)
 	return info, errors.Join(err, o.end())
 }
