@@ -149,7 +149,7 @@ func (s *Store) Pull(ctx context.Context, repo *remote.Repository, ref reference
 	if ref.Digest == "" {
 		tags = []reference.Reference{ref}
 	}
-	im := pulled{man: man, manBytes: mb, manDigest: desc.Digest, config: cfg, configBytes: cb, configDigest: man.Config.Digest}
+	im := pulled{name: ref.Name(), man: man, manBytes: mb, manDigest: desc.Digest, config: cfg, configBytes: cb, configDigest: man.Config.Digest}
 	res.Image, res.Applied, res.Reused, err = s.pullLayers(ctx, repo, im, tags, opts)
 	return res, err
 }
@@ -158,6 +158,7 @@ func (s *Store) Pull(ctx context.Context, repo *remote.Repository, ref reference
 const configMaxSize = 16 << 20
 
 type pulled struct {
+	name         string // the repository, for the repo digest
 	man          v1.Manifest
 	manBytes     []byte
 	manDigest    digest.Digest
@@ -435,10 +436,8 @@ func (s *Store) record(ctx context.Context, lease *snapshot.Lease, im pulled, ex
 		return Image{}, err
 	}
 	extra = append(extra, blobFile{cpath, im.configDigest}, blobFile{mpath, im.manDigest})
-	var repoDigests []string
-	for _, t := range tags {
-		repoDigests = append(repoDigests, t.Name()+"@"+im.manDigest.String())
-	}
+	// Pulled by tag or by digest, the image is known to be there.
+	repoDigests := []string{im.name + "@" + im.manDigest.String()}
 	man := im.man
 	man.Config.Digest = im.configDigest
 	var out Image

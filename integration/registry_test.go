@@ -174,8 +174,12 @@ func TestRegistryRoundTrip(t *testing.T) {
 			if want := reg.Ref("copy/app@"+img.manifestDesc.Digest.String()) + "\n"; out != want {
 				t.Errorf("pull -q printed %q, want %q", out, want)
 			}
-			if rows := c2.imagesJSON(); len(rows) != 1 || c2.inspectImage(rows[0].ID).Id != img.id() {
-				t.Errorf("images after pull by digest: %+v, want one image %s", rows, img.id())
+			rows := c2.imagesJSON()
+			if len(rows) != 1 || c2.inspectImage(rows[0].ID).Id != img.id() {
+				t.Fatalf("images after pull by digest: %+v, want one image %s", rows, img.id())
+			}
+			if rd := c2.inspectImage(rows[0].ID).RepoDigests; len(rd) != 1 || rd[0] != reg.Ref("copy/app")+"@"+img.manifestDesc.Digest.String() {
+				t.Errorf("pulled by digest, RepoDigests %q, want the repository at that digest", rd)
 			}
 			c2.mustCheck()
 		})
