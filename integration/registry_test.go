@@ -131,6 +131,9 @@ func TestRegistryRoundTrip(t *testing.T) {
 			if len(in.RepoDigests) != 1 || in.RepoDigests[0] != wantRD {
 				t.Errorf("RepoDigests %q, want [%s]", in.RepoDigests, wantRD)
 			}
+			if out := c.must("images", "--digests"); !strings.Contains(out, "DIGEST") || !strings.Contains(out, img.manifestDesc.Digest.String()) {
+				t.Errorf("images --digests lacks the manifest digest %s:\n%s", img.manifestDesc.Digest, out)
+			}
 			if got, want := c.imageTree(reg.Ref("app:1")), img.tree(); !equalTrees(got, want) {
 				t.Errorf("pulled tree differs:\n%s", strings.Join(diffSnapshots(want, got), "\n"))
 			}

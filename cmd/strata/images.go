@@ -14,12 +14,13 @@ import (
 
 var imagesCmd = &command{
 	name:    "images",
-	args:    "[-a] [-q] [--no-trunc] [--filter KEY=VALUE]... [--format FORMAT] [REPOSITORY[:TAG]]",
+	args:    "[-a] [-q] [--digests] [--no-trunc] [--filter KEY=VALUE]... [--format FORMAT] [REPOSITORY[:TAG]]",
 	summary: "List images: repository, tag, ID, created, size",
 	flags: func(fs *pflag.FlagSet) func(context.Context, *env, []string) error {
 		fs.BoolP("all", "a", false, "accepted for docker's sake: strata has no intermediate images to hide, so every image is listed")
 		quiet := fs.BoolP("quiet", "q", false, "print image IDs only")
 		noTrunc := fs.Bool("no-trunc", false, "print full image IDs")
+		digests := fs.Bool("digests", false, "add a DIGEST column: the manifest digest in the image's repository, as pulled or pushed")
 		filter := fs.StringArrayP("filter", "f", nil, "list only the images that match `KEY=VALUE`: dangling=true|false, reference=PATTERN, before=IMAGE, since=IMAGE, label=KEY[=VALUE]")
 		format := fs.String("format", "table", "print with a Go template, `FORMAT`: 'table {{.Repository}}\\t{{.Tag}}', '{{json .}}', or json for a JSON array (fields: "+strings.Join(viewFields(imageView{}), ", ")+")")
 		return func(ctx context.Context, e *env, args []string) error {
@@ -40,7 +41,7 @@ var imagesCmd = &command{
 				}
 				flt["reference"] = append(flt["reference"], args[0])
 			}
-			return listImages(ctx, e, *quiet, *noTrunc, f, flt)
+			return listImages(ctx, e, *quiet, *noTrunc, *digests, f, flt)
 		}
 	},
 }
@@ -186,7 +187,7 @@ func matchReference(pattern string, r *reference.Reference) bool {
 	return err == nil && p.Name() == r.Name()
 }
 
-func listImages(ctx context.Context, e *env, quiet, noTrunc bool, f outputFormat, flt filters) error {
+func listImages(ctx context.Context, e *env, quiet, noTrunc, digests bool, f outputFormat, flt filters) error {
 	rows, err := imageRows(ctx, e)
 	if err != nil {
 		return err
@@ -214,6 +215,13 @@ func listImages(ctx context.Context, e *env, quiet, noTrunc bool, f outputFormat
 		})
 	}
 	return writeRows(e.stdout, f, views, rows, func() error {
+		if digests {
+			t := newTable(e.stdout, "REPOSITORY", "TAG", "DIGEST", "IMAGE ID", "CREATED", "SIZE")
+			for _, v := range views {
+				t.row(v.Repository, v.Tag, v.Digest, v.ID, v.CreatedSince, v.Size)
+			}
+			return t.flush()
+		}
 		t := newTable(e.stdout, "REPOSITORY", "TAG", "IMAGE ID", "CREATED", "SIZE")
 		for _, v := range views {
 			t.row(v.Repository, v.Tag, v.ID, v.CreatedSince, v.Size)
