@@ -86,16 +86,8 @@ func nextChainID(tx *bolt.Tx, parent string, diffID digest.Digest) (digest.Diges
 // opts.DiffID it is found without reading r. On error nothing is left
 // behind.
 func (s *Store) Apply(ctx context.Context, r io.Reader, parent string, opts ApplyOptions) (Info, error) {
-	if opts.DiffID != "" {
-		if info, ok, err := s.findLayer(parent, opts.DiffID, opts.Lease); err != nil || ok {
-			return info, err
-		}
-	}
-	if parent != "" {
-		// Refuse a parent that cannot take a chain ID before unpacking.
-		if _, err := s.ChainID(ctx, parent); err != nil {
-			return Info{}, fmt.Errorf("apply layer: %w", err)
-		}
+	if info, found, err := s.beforeApply(ctx, parent, opts); err != nil || found {
+		return info, err
 	}
 	o, err := s.beginOp("apply")
 	if err != nil {
@@ -103,6 +95,23 @@ func (s *Store) Apply(ctx context.Context, r io.Reader, parent string, opts Appl
 	}
 	info, err := s.apply(ctx, o, r, parent, opts)
 	return info, errors.Join(err, o.end())
+}
+
+// beforeApply finds the layer opts.DiffID on parent if it is stored
+// (found), and otherwise checks that parent can take a chain ID,
+// before anything is unpacked.
+func (s *Store) beforeApply(ctx context.Context, parent string, opts ApplyOptions) (info Info, found bool, err error) {
+	if opts.DiffID != "" {
+		if info, ok, err := s.findLayer(parent, opts.DiffID, opts.Lease); err != nil || ok {
+			return info, ok, err
+		}
+	}
+	if parent != "" {
+		if _, err := s.ChainID(ctx, parent); err != nil {
+			return Info{}, false, fmt.Errorf("apply layer: %w", err)
+		}
+	}
+	return Info{}, false, nil
 }
 
 // findLayer looks up the layer diffID on parent, leasing it to l (if

@@ -33,15 +33,8 @@ func (s *Store) ApplyFileFrom(ctx context.Context, path string, r io.Reader, par
 	if rel, err := filepath.Rel(s.DownloadsDir(), path); err != nil || rel != filepath.Base(path) {
 		return Info{}, errorf(ErrInvalid, "apply layer: %s is not in %s", path, s.DownloadsDir())
 	}
-	if opts.DiffID != "" {
-		if info, ok, err := s.findLayer(parent, opts.DiffID, opts.Lease); err != nil || ok {
-			return info, err
-		}
-	}
-	if parent != "" {
-		if _, err := s.ChainID(ctx, parent); err != nil {
-			return Info{}, fmt.Errorf("apply layer: %w", err)
-		}
+	if info, found, err := s.beforeApply(ctx, parent, opts); err != nil || found {
+		return info, err
 	}
 	if r == nil {
 		f, err := os.Open(path)
