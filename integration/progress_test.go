@@ -66,6 +66,7 @@ func onPTY(t *testing.T, env []string, stdin io.Reader, stdout io.Writer, args .
 		t.Fatalf("strata %s did not exit within %v", strings.Join(args, " "), cliTimeout)
 	}
 	r := ptyRun{code: cmd.ProcessState.ExitCode(), elapsed: time.Since(start)}
+	t.Logf("strata %s: %v", strings.Join(args, " "), r.elapsed.Round(time.Millisecond))
 	r.tty = strings.ReplaceAll(<-read, "\r\n", "\n")
 	return r
 }
@@ -115,7 +116,7 @@ func TestProgressPullPush(t *testing.T) {
 	reg := startRegistry(t, registryPlain)
 	img, layout := regImageLayout(t, 71)
 	pushWithSkopeo(t, reg, layout, "progress/app:1")
-	proxy := startFaultyProxy(t, reg, proxyFault{Kind: faultSlow, CutAfter: 4 << 10, Delay: 25 * time.Millisecond})
+	proxy := startFaultyProxy(t, reg, proxyFault{Kind: faultSlow, CutAfter: 4 << 10, Delay: 60 * time.Millisecond})
 	c := newRegClient(t, proxy.Registry(t))
 	var digests []string
 	for _, l := range img.layers {
@@ -296,17 +297,19 @@ func TestProgressExportStdout(t *testing.T) {
 	}
 }
 
-func TestProgressCommit(t *testing.T) {
-	s := newCLIStore(t)
-	s.must("create", "--name", "big")
-	mnt, w := s.mount("big")
+// bigStack creates the stack name holding 256 MiB of data nothing
+// compresses, from seed.
+func bigStack(s *cliStore, name string, seed uint64) {
+	t := s.t
+	s.must("create", "--name", name)
+	mnt, w := s.mount(name)
 	f, err := os.Create(filepath.Join(mnt, "big"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	chunk := []byte(imgData(75, 1<<20))
+	chunk := []byte(imgData(seed, 1<<20))
 	for i := range 256 {
-		chunk[0] = byte(i) // 256 MiB nothing compresses
+		chunk[0] = byte(i)
 		if _, err := f.Write(chunk); err != nil {
 			t.Fatal(err)
 		}
@@ -314,7 +317,13 @@ func TestProgressCommit(t *testing.T) {
 	if err := f.Close(); err != nil {
 		t.Fatal(err)
 	}
-	s.unmount("big", w)
+	s.unmount(name, w)
+}
+
+func TestProgressCommit(t *testing.T) {
+	s := newCLIStore(t)
+	bigStack(s, "big", 75)
+	bigStack(s, "big2", 76)
 
 	r := onPTY(t, nil, nil, nil, s.args([]string{"commit", "big"})...)
 	if r.code != 0 {
@@ -330,6 +339,26 @@ func TestProgressCommit(t *testing.T) {
 	for _, re := range []string{`new layer: Committing +[0-9.]+ ?[kMG]?B`, fmt.Sprintf(`\x1b\[1A\x1b\[2K%s: Committed\n`, m[1][:12])} {
 		if !regexp.MustCompile(re).MatchString(r.tty) {
 			t.Errorf("strata commit on a terminal: nothing matches %q:\n%q", re, r.tty)
+		}
+	}
+	// As an image (another stack: a layer stored already is not
+	// extracted again, and the commit would be quicker): the same line,
+	// then the image ID.
+	r = onPTY(t, nil, nil, nil, s.args([]string{"commit", "big2", "big:1"})...)
+	if r.code != 0 {
+		t.Fatalf("strata commit big2 big:1 on a terminal: exit %d:\n%s", r.code, r.tty)
+	}
+	m = regexp.MustCompile(`\x1b\[2K([0-9a-f]{12}): Committed\n`).FindStringSubmatch(r.tty)
+	if m == nil {
+		t.Fatalf("strata commit big2 big:1: no Committed line:\n%q", r.tty)
+	}
+	if r.elapsed < 1200*time.Millisecond {
+		t.Fatalf("fixture: the commit took %v, not over a second", r.elapsed)
+	}
+	id := s.inspectImage("big:1").Id
+	for _, re := range []string{`new layer: Committing +[0-9.]+ ?[kMG]?B`, fmt.Sprintf(`\x1b\[1A\x1b\[2K%s: Committed\n(\x1b\[1A\x1b\[2K%[1]s: Committed\n)?%s\n$`, m[1], regexp.QuoteMeta(id))} {
+		if !regexp.MustCompile(re).MatchString(r.tty) {
+			t.Errorf("strata commit big2 big:1 on a terminal: nothing matches %q:\n%q", re, r.tty)
 		}
 	}
 	// Without a terminal: what commit always printed.

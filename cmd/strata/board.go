@@ -70,6 +70,17 @@ func (b *board) waitingLocked() bool {
 	return b.drawn == 0 && time.Since(b.start) < b.delay
 }
 
+// reporter is b.update, or nil when b draws nothing: work with no
+// board pays nothing for reports.
+func (b *board) reporter() func(image.LayerProgress) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.quiet {
+		return nil
+	}
+	return b.update
+}
+
 // update takes one report; Pull and Push call it from one goroutine at a time.
 func (b *board) update(p image.LayerProgress) {
 	if b.quiet {

@@ -59,7 +59,7 @@ var commitCmd = &command{
 				iopts := image.CommitOptions{
 					Message: *message, Author: *author, Changes: *changes,
 					Compression: c, SourceDateEpoch: epoch, Freeze: opts.Freeze,
-					Progress: b.update,
+					Progress: b.reporter(),
 				}
 				if len(args) == 2 {
 					iopts.Tag = args[1]
@@ -74,7 +74,9 @@ var commitCmd = &command{
 			}
 			start := time.Now()
 			b.update(image.LayerProgress{Count: 1, State: image.Committing})
-			opts.Progress = func(n int64) { b.update(image.LayerProgress{Count: 1, State: image.Committing, Done: n}) }
+			if report := b.reporter(); report != nil {
+				opts.Progress = func(n int64) { report(image.LayerProgress{Count: 1, State: image.Committing, Done: n}) }
+			}
 			l, err := e.store.CommitLayer(ctx, info.Name, opts)
 			if err == nil {
 				b.update(image.LayerProgress{Count: 1, Digest: l.Layer.Digest, State: image.Committed, Done: l.Layer.Size, Total: l.Layer.Size})

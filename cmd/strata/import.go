@@ -44,7 +44,7 @@ var importCmd = &command{
 			}
 			b := progressBoard(e, *quiet)
 			defer b.finish()
-			opts.Report = b.update
+			opts.Report = b.reporter()
 			path := loc.Path
 			if path == "-" {
 				if isTerminal(os.Stdin) {
@@ -169,7 +169,7 @@ var exportCmd = &command{
 			// written to standard output.
 			b := progressBoard(e, false)
 			defer b.finish()
-			opts.Progress = b.update
+			opts.Progress = b.reporter()
 			if loc.Path != "-" {
 				return e.images.Export(ctx, args[0], loc.Path, opts)
 			}
