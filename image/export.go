@@ -127,10 +127,15 @@ func (s *Store) ExportArchive(ctx context.Context, ref string, w io.Writer, opts
 		if err := s.exportLayout(im, full, tag, dir, opts.Progress, true); err != nil {
 			return err
 		}
+		var ap *archiveProgress
 		if opts.Progress != nil {
-			w = s.newArchiveProgress(w, im, opts.Progress)
+			ap = s.newArchiveProgress(w, im, opts.Progress)
+			w = ap
 		}
 		err = oci.WriteArchive(dir, w)
+		if err == nil && ap != nil {
+			ap.finish()
+		}
 	case oci.TransportDockerArchive:
 		err = s.writeDocker(ctx, im, full, lease.Dir(), w, opts)
 	default:
@@ -306,6 +311,16 @@ func (s *Store) newArchiveProgress(w io.Writer, im Image, report func(LayerProgr
 		off += (b.size + 511) &^ 511
 	}
 	return ap
+}
+
+// finish reports every layer not reported whole yet Exported: the
+// archive is written.
+func (a *archiveProgress) finish() {
+	for _, sp := range a.spans[a.next:] {
+		sp.p.State, sp.p.Done = Exported, sp.p.Total
+		a.report(sp.p)
+	}
+	a.next = len(a.spans)
 }
 
 func (a *archiveProgress) Write(b []byte) (int, error) {
