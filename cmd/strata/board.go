@@ -65,7 +65,7 @@ func (b *board) delayed(d time.Duration) *board {
 	return b
 }
 
-// waiting reports whether a delayed board is still silent.
+// waitingLocked reports whether a delayed board is still silent.
 func (b *board) waitingLocked() bool {
 	return b.drawn == 0 && time.Since(b.start) < b.delay
 }
