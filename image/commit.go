@@ -32,6 +32,10 @@ type CommitOptions struct {
 	Compression     layer.Compression
 	SourceDateEpoch *time.Time
 	Freeze          func() (func() error, error)
+	// Progress, if set, is told of the new layer, as layer 0 of 1:
+	// Committing with the bytes of its blob written so far, then
+	// Committed with its digest.
+	Progress func(LayerProgress)
 }
 
 // Commit writes the container's changes as a new image whose config and
@@ -101,15 +105,23 @@ func (s *Store) Commit(ctx context.Context, container string, opts CommitOptions
 	if len(changes) == 0 {
 		hist.EmptyLayer = true
 	} else {
-		l, err := s.snaps.CommitLayer(ctx, container, snapshot.LayerOptions{
+		lo := snapshot.LayerOptions{
 			Compression:     opts.Compression,
 			SourceDateEpoch: opts.SourceDateEpoch,
 			Freeze:          opts.Freeze,
 			Lease:           lease,
 			Labels:          map[string]string{LabelGC: "image"},
-		})
+		}
+		if opts.Progress != nil {
+			opts.Progress(LayerProgress{Count: 1, State: Committing})
+			lo.Progress = func(n int64) { opts.Progress(LayerProgress{Count: 1, State: Committing, Done: n}) }
+		}
+		l, err := s.snaps.CommitLayer(ctx, container, lo)
 		if err != nil {
 			return Image{}, err
+		}
+		if opts.Progress != nil {
+			opts.Progress(LayerProgress{Count: 1, Digest: l.Layer.Digest, State: Committed, Done: l.Layer.Size, Total: l.Layer.Size})
 		}
 		layers = append(layers, v1.Descriptor{MediaType: l.Layer.MediaType, Digest: l.Layer.Digest, Size: l.Layer.Size})
 		cfg.RootFS.DiffIDs = append(cfg.RootFS.DiffIDs, l.Layer.DiffID)

@@ -9,6 +9,8 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
+	"strings"
 
 	"github.com/klauspost/compress/gzip"
 	"github.com/opencontainers/go-digest"
@@ -37,6 +39,16 @@ type ExportOptions struct {
 	Name string
 	// Gzip compresses an archive.
 	Gzip bool
+	// Progress, if set, is told of each layer's progress, from one
+	// goroutine at a time: Preparing while an archive is readied, then
+	// Exporting with the bytes written so far, then Exported.
+	Progress func(LayerProgress)
+}
+
+func (opts ExportOptions) report(p LayerProgress) {
+	if opts.Progress != nil {
+		opts.Progress(p)
+	}
 }
 
 // Export writes the image ref to dest as opts.Format says. A layout
@@ -53,7 +65,7 @@ func (s *Store) Export(ctx context.Context, ref, dest string, opts ExportOptions
 		if err != nil {
 			return err
 		}
-		return s.exportLayout(im, full, tag, dest)
+		return s.exportLayout(im, full, tag, dest, opts.Progress, false)
 	}
 	// Check the image before a file is made.
 	if _, _, _, err := s.exportNames(ctx, ref, opts); err != nil {
@@ -112,12 +124,20 @@ func (s *Store) ExportArchive(ctx context.Context, ref string, w io.Writer, opts
 	switch opts.Format {
 	case "", oci.TransportArchive:
 		dir := filepath.Join(lease.Dir(), "layout")
-		if err := s.exportLayout(im, full, tag, dir); err != nil {
+		if err := s.exportLayout(im, full, tag, dir, opts.Progress, true); err != nil {
 			return err
 		}
+		var ap *archiveProgress
+		if opts.Progress != nil {
+			ap = s.newArchiveProgress(w, im, opts.Progress)
+			w = ap
+		}
 		err = oci.WriteArchive(dir, w)
+		if err == nil && ap != nil {
+			ap.finish()
+		}
 	case oci.TransportDockerArchive:
-		err = s.writeDocker(ctx, im, full, lease.Dir(), w)
+		err = s.writeDocker(ctx, im, full, lease.Dir(), w, opts)
 	default:
 		return fmt.Errorf("export: unknown format %q", opts.Format)
 	}
@@ -173,15 +193,35 @@ func (s *Store) exportNames(ctx context.Context, ref string, opts ExportOptions)
 	return im, full, tag, nil
 }
 
-func (s *Store) exportLayout(im Image, full, tag, dir string) error {
+// exportLayout writes im to the layout dir, telling report (if set) of
+// its layers: Exporting and Exported, or only Preparing when the layout
+// is to be archived.
+func (s *Store) exportLayout(im Image, full, tag, dir string, report func(LayerProgress), preparing bool) error {
 	w, err := oci.NewLayout(dir)
 	if err != nil {
 		return err
 	}
-	descs := append([]v1.Descriptor{im.Manifest.Config}, im.Manifest.Layers...)
-	for _, d := range descs {
-		if err := s.copyBlobTo(w, d); err != nil {
+	if err := s.copyBlobTo(w, im.Manifest.Config, nil); err != nil {
+		return errors.Join(err, w.Close())
+	}
+	n := len(im.Manifest.Layers)
+	for i, d := range im.Manifest.Layers {
+		lp := LayerProgress{Index: i, Count: n, Digest: d.Digest, State: Exporting, Total: d.Size}
+		var wrap func(io.Reader) io.Reader
+		if report != nil {
+			if preparing {
+				lp.State = Preparing
+			} else {
+				wrap = func(r io.Reader) io.Reader { return &countingReader{r: r, p: lp, report: report} }
+			}
+			report(lp)
+		}
+		if err := s.copyBlobTo(w, d, wrap); err != nil {
 			return errors.Join(err, w.Close())
+		}
+		if report != nil && !preparing {
+			lp.State, lp.Done = Exported, d.Size
+			report(lp)
 		}
 	}
 	mb, err := s.readBlob(im.ManifestDigest)
@@ -192,7 +232,7 @@ func (s *Store) exportLayout(im Image, full, tag, dir string) error {
 	if md.MediaType == "" {
 		md.MediaType = v1.MediaTypeImageManifest
 	}
-	if err := s.copyBlobTo(w, md); err != nil {
+	if err := s.copyBlobTo(w, md, nil); err != nil {
 		return errors.Join(err, w.Close())
 	}
 	if full != "" {
@@ -204,13 +244,98 @@ func (s *Store) exportLayout(im Image, full, tag, dir string) error {
 	return w.Close()
 }
 
-func (s *Store) copyBlobTo(w *oci.LayoutWriter, d v1.Descriptor) error {
+// copyBlobTo copies the blob d to the layout w, read through wrap if set.
+func (s *Store) copyBlobTo(w *oci.LayoutWriter, d v1.Descriptor, wrap func(io.Reader) io.Reader) error {
 	f, err := s.openBlob(d.Digest)
 	if err != nil {
 		return err
 	}
 	defer f.Close()
-	return w.WriteBlob(d, f)
+	var r io.Reader = f
+	if wrap != nil {
+		r = wrap(r)
+	}
+	return w.WriteBlob(d, r)
+}
+
+// archiveProgress passes an OCI archive's tar on to w and reports the
+// bytes of each layer written. oci.WriteArchive writes the blobs in
+// digest order, each a 512-byte header and its content padded to 512
+// bytes, after the directories blobs/ and blobs/<alg>/: an entry's
+// place in the stream follows from the sizes.
+type archiveProgress struct {
+	w      io.Writer
+	pos    int64
+	spans  []layerSpan // by start
+	next   int         // the first span not yet written whole
+	report func(LayerProgress)
+}
+
+type layerSpan struct {
+	start int64
+	p     LayerProgress
+}
+
+func (s *Store) newArchiveProgress(w io.Writer, im Image, report func(LayerProgress)) *archiveProgress {
+	type blob struct {
+		d     digest.Digest
+		size  int64
+		layer int // -1 for no layer
+	}
+	seen := map[digest.Digest]bool{}
+	var blobs []blob
+	add := func(d digest.Digest, size int64, layer int) {
+		if !seen[d] {
+			seen[d] = true
+			blobs = append(blobs, blob{d, size, layer})
+		}
+	}
+	add(im.Manifest.Config.Digest, im.Manifest.Config.Size, -1)
+	for i, l := range im.Manifest.Layers {
+		add(l.Digest, l.Size, i)
+	}
+	if p, err := s.snaps.BlobPath(im.ManifestDigest); err == nil {
+		if fi, err := os.Stat(p); err == nil {
+			add(im.ManifestDigest, fi.Size(), -1)
+		}
+	}
+	slices.SortFunc(blobs, func(a, b blob) int { return strings.Compare(a.d.Encoded(), b.d.Encoded()) })
+	ap := &archiveProgress{w: w, report: report}
+	off := int64(2 * 512)
+	n := len(im.Manifest.Layers)
+	for _, b := range blobs {
+		off += 512
+		if b.layer >= 0 {
+			ap.spans = append(ap.spans, layerSpan{start: off, p: LayerProgress{Index: b.layer, Count: n, Digest: b.d, State: Exporting, Total: b.size}})
+		}
+		off += (b.size + 511) &^ 511
+	}
+	return ap
+}
+
+// finish reports every layer not reported whole yet Exported: the
+// archive is written.
+func (a *archiveProgress) finish() {
+	for _, sp := range a.spans[a.next:] {
+		sp.p.State, sp.p.Done = Exported, sp.p.Total
+		a.report(sp.p)
+	}
+	a.next = len(a.spans)
+}
+
+func (a *archiveProgress) Write(b []byte) (int, error) {
+	n, err := a.w.Write(b)
+	a.pos += int64(n)
+	for i := a.next; i < len(a.spans) && a.spans[i].start < a.pos; i++ {
+		sp := &a.spans[i]
+		sp.p.Done = min(a.pos-sp.start, sp.p.Total)
+		if sp.p.Done == sp.p.Total {
+			sp.p.State = Exported
+			a.next = i + 1
+		}
+		a.report(sp.p)
+	}
+	return n, err
 }
 
 func (s *Store) openBlob(d digest.Digest) (*os.File, error) {
@@ -228,7 +353,7 @@ func (s *Store) openBlob(d digest.Digest) (*os.File, error) {
 // writeDocker writes im as a docker save archive named full; layers
 // stored compressed are decompressed into tmp first (a tar entry's
 // size comes before its content).
-func (s *Store) writeDocker(ctx context.Context, im Image, full, tmp string, w io.Writer) error {
+func (s *Store) writeDocker(ctx context.Context, im Image, full, tmp string, w io.Writer, opts ExportOptions) error {
 	cb, err := s.readBlob(im.ID)
 	if err != nil {
 		return err
@@ -240,20 +365,35 @@ func (s *Store) writeDocker(ctx context.Context, im Image, full, tmp string, w i
 	if len(im.Config.RootFS.DiffIDs) != len(im.Manifest.Layers) {
 		return fmt.Errorf("image %s: config lists %d layers, manifest %d", ShortID(im.ID), len(im.Config.RootFS.DiffIDs), len(im.Manifest.Layers))
 	}
+	n := len(im.Manifest.Layers)
 	for i, ld := range im.Manifest.Layers {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
 		diffID := im.Config.RootFS.DiffIDs[i]
-		if ld.Digest == diffID {
-			di.Layers = append(di.Layers, oci.DockerLayer{DiffID: diffID, Size: ld.Size, Open: func() (io.ReadCloser, error) { return s.openBlob(ld.Digest) }})
-			continue
+		opts.report(LayerProgress{Index: i, Count: n, Digest: diffID, State: Preparing})
+		open := func() (io.ReadCloser, error) { return s.openBlob(ld.Digest) }
+		size := ld.Size
+		if ld.Digest != diffID {
+			p, sz, err := s.decompressBlob(ld.Digest, diffID, tmp)
+			if err != nil {
+				return fmt.Errorf("layer %d of %d (%s): %w", i+1, n, ld.Digest, err)
+			}
+			open, size = func() (io.ReadCloser, error) { return os.Open(p) }, sz
 		}
-		p, size, err := s.decompressBlob(ld.Digest, diffID, tmp)
-		if err != nil {
-			return fmt.Errorf("layer %d of %d (%s): %w", i+1, len(im.Manifest.Layers), ld.Digest, err)
+		if opts.Progress != nil {
+			lp := LayerProgress{Index: i, Count: n, Digest: diffID, State: Exporting, Total: size}
+			plain := open
+			open = func() (io.ReadCloser, error) {
+				rc, err := plain()
+				if err != nil {
+					return nil, err
+				}
+				opts.Progress(lp)
+				return &exportReader{countingReader{r: rc, p: lp, report: opts.Progress}, rc}, nil
+			}
 		}
-		di.Layers = append(di.Layers, oci.DockerLayer{DiffID: diffID, Size: size, Open: func() (io.ReadCloser, error) { return os.Open(p) }})
+		di.Layers = append(di.Layers, oci.DockerLayer{DiffID: diffID, Size: size, Open: open})
 	}
 	familiar := ""
 	if full != "" {
@@ -261,6 +401,21 @@ func (s *Store) writeDocker(ctx context.Context, im Image, full, tmp string, w i
 		familiar = r.Familiar()
 	}
 	return oci.WriteDockerArchive(w, di, familiar)
+}
+
+// exportReader reports a layer Exported once it is read whole.
+type exportReader struct {
+	countingReader
+	io.Closer
+}
+
+func (e *exportReader) Read(b []byte) (int, error) {
+	n, err := e.countingReader.Read(b)
+	if err == io.EOF && e.p.State != Exported {
+		e.p.State = Exported
+		e.report(e.p)
+	}
+	return n, err
 }
 
 // decompressBlob writes the uncompressed content of the blob d into a

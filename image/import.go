@@ -30,6 +30,12 @@ type ImportOptions struct {
 	// Progress, if set, wraps each layer's reader to report progress:
 	// layer i of n, the blob's descriptor.
 	Progress func(r io.Reader, i, n int, d v1.Descriptor) io.Reader
+	// Report, if set, is told of each layer's progress, from one
+	// goroutine at a time: Loading with the bytes of its blob read so
+	// far, then Loaded, or AlreadyExists for a layer the store had. The
+	// layers of the images of one source are numbered on from one image
+	// to the next.
+	Report func(LayerProgress)
 	// Warn is told of entries skipped while applying layers.
 	Warn func(string)
 	// Transport, when set, is the kind of source the path must be:
@@ -102,6 +108,10 @@ func (s *Store) Import(ctx context.Context, path string, opts ImportOptions) ([]
 		return nil, fmt.Errorf("%s holds %d images: pick one (oci:DIR:TAG, oci-archive:FILE:TAG, docker-archive:FILE:REF), or import them all without a name and tag the one you want", path, len(images))
 	}
 	var out []ImportResult
+	count, base := 0, 0
+	for _, im := range images {
+		count += len(im.Manifest.Layers)
+	}
 	for _, im := range images {
 		itags := tags
 		if len(itags) == 0 {
@@ -109,7 +119,8 @@ func (s *Store) Import(ctx context.Context, path string, opts ImportOptions) ([]
 				itags = []reference.Reference{r}
 			}
 		}
-		res, err := s.importImage(ctx, im, itags, opts)
+		res, err := s.importImage(ctx, im, itags, opts, base, count)
+		base += len(im.Manifest.Layers)
 		if err != nil {
 			return out, err
 		}
@@ -220,7 +231,31 @@ func (l *lazyReader) Read(p []byte) (int, error) {
 	return l.r.Read(p)
 }
 
-func (s *Store) importImage(ctx context.Context, im oci.Image, tags []reference.Reference, opts ImportOptions) (res ImportResult, err error) {
+// countingReader tells report of the bytes read through it.
+type countingReader struct {
+	r      io.Reader
+	p      LayerProgress
+	report func(LayerProgress)
+}
+
+func (c *countingReader) Read(b []byte) (int, error) {
+	n, err := c.r.Read(b)
+	if n > 0 {
+		c.p.Done += int64(n)
+		c.report(c.p)
+	}
+	return n, err
+}
+
+// report tells opts.Report, if set, of p.
+func (opts ImportOptions) report(p LayerProgress) {
+	if opts.Report != nil {
+		opts.Report(p)
+	}
+}
+
+// importImage imports im; its layers are base+1... of count for Report.
+func (s *Store) importImage(ctx context.Context, im oci.Image, tags []reference.Reference, opts ImportOptions, base, count int) (res ImportResult, err error) {
 	lease, err := s.snaps.BeginLease()
 	if err != nil {
 		return res, err
@@ -247,6 +282,7 @@ func (s *Store) importImage(ctx context.Context, im oci.Image, tags []reference.
 		_, statErr := s.snaps.Stat(ctx, chainAfter(parent, diffID))
 		existed := statErr == nil
 		var rc io.ReadCloser
+		lp := LayerProgress{Index: base + i, Count: count, Digest: ld.Digest, State: Loading, Total: ld.Size}
 		lr := &lazyReader{open: func() (io.Reader, error) {
 			var err error
 			if rc, err = im.Open(ld); err != nil {
@@ -255,6 +291,10 @@ func (s *Store) importImage(ctx context.Context, im oci.Image, tags []reference.
 			var r io.Reader = rc
 			if opts.Progress != nil {
 				r = opts.Progress(r, i, len(im.Manifest.Layers), ld)
+			}
+			if opts.Report != nil {
+				opts.Report(lp)
+				r = &countingReader{r: r, p: lp, report: opts.Report}
 			}
 			return r, nil
 		}}
@@ -270,6 +310,11 @@ func (s *Store) importImage(ctx context.Context, im oci.Image, tags []reference.
 		if err != nil {
 			return res, fmt.Errorf("layer %d of %d (%s): %w", i+1, len(im.Manifest.Layers), ld.Digest, err)
 		}
+		lp.State, lp.Done = Loaded, lp.Total
+		if existed {
+			lp.State, lp.Done = AlreadyExists, 0
+		}
+		opts.report(lp)
 		if existed {
 			res.Reused++
 		} else {
@@ -389,9 +434,14 @@ func (s *Store) importRootfs(ctx context.Context, path string, tags []reference.
 	defer lease.End()
 	_, statErr := s.snaps.Stat(ctx, diffID.String())
 	var r io.Reader = f
+	fi, _ := f.Stat()
+	lp := LayerProgress{Count: 1, Digest: diffID, State: Loading, Total: fi.Size()}
 	if opts.Progress != nil {
-		fi, _ := f.Stat()
 		r = opts.Progress(f, 0, 1, v1.Descriptor{Size: fi.Size()})
+	}
+	if opts.Report != nil && statErr != nil {
+		opts.Report(lp)
+		r = &countingReader{r: r, p: lp, report: opts.Report}
 	}
 	info, err := s.snaps.Apply(ctx, r, "", snapshot.ApplyOptions{
 		DiffID: diffID, Labels: map[string]string{LabelGC: "image"}, Warn: opts.Warn, Lease: lease,
@@ -399,6 +449,11 @@ func (s *Store) importRootfs(ctx context.Context, path string, tags []reference.
 	if err != nil {
 		return ImportResult{}, err
 	}
+	lp.State, lp.Done = Loaded, lp.Total
+	if statErr == nil {
+		lp.State, lp.Done = AlreadyExists, 0
+	}
+	opts.report(lp)
 	now := time.Now().UTC()
 	cfg := v1.Image{
 		Created:  &now,

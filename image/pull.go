@@ -34,17 +34,24 @@ const (
 	Pushed
 	Mounted
 	LayerExists // push: the registry has it
+	Loading     // import: the layer is read into the store
+	Loaded
+	Exporting // export: the layer is written out
+	Exported
+	Committing // commit: the layer's tar is written
+	Committed
 )
 
 func (s LayerState) String() string {
 	return [...]string{"Waiting", "Downloading", "Verifying", "Download complete", "Extracting", "Pull complete",
-		"Already exists", "Preparing", "Pushing", "Pushed", "Mounted from", "Layer already exists"}[s]
+		"Already exists", "Preparing", "Pushing", "Pushed", "Mounted from", "Layer already exists",
+		"Loading layer", "Loaded", "Exporting", "Exported", "Committing", "Committed"}[s]
 }
 
 // Done reports whether the layer needs nothing more.
 func (s LayerState) Done() bool {
 	switch s {
-	case PullComplete, AlreadyExists, Pushed, Mounted, LayerExists:
+	case PullComplete, AlreadyExists, Pushed, Mounted, LayerExists, Loaded, Exported, Committed:
 		return true
 	}
 	return false

@@ -1342,9 +1342,10 @@ func runOnTTY(t *testing.T, args ...string) (tty, stdout string) {
 	return tty, out.String()
 }
 
-// TestImageImportProgress checks that strata import draws a progress
-// bar per layer on a terminal, and is quiet when stderr is not one or
-// with -q (then printing the image ID only).
+// TestImageImportProgress checks that a quick strata import draws no
+// progress on a terminal (the board is for imports over a second: see
+// TestProgressImport), and is quiet when stderr is not one or with -q
+// (then printing the image ID only).
 func TestImageImportProgress(t *testing.T) {
 	needFUSE(t)
 	_, app := imgFixtures(t, "gzip", "gzip")
@@ -1352,15 +1353,10 @@ func TestImageImportProgress(t *testing.T) {
 
 	s := newCLIStore(t)
 	tty, stdout := runOnTTY(t, s.args([]string{"import", src, "app:1.0"})...)
-	for _, want := range []string{"layer 1/2", "layer 2/2", app.layers[0].desc.Digest.Encoded()[:12], "[" + strings.Repeat("=", 30) + "]"} {
-		if !strings.Contains(tty, want) {
-			t.Errorf("strata import on a terminal: the progress does not show %q:\n%q", want, tty)
-		}
+	if tty != "" {
+		t.Errorf("a quick strata import on a terminal drew progress:\n%q", tty)
 	}
 	imported(t, stdout)
-	if strings.Contains(stdout, "layer 1/2") {
-		t.Errorf("strata import: progress on stdout:\n%q", stdout)
-	}
 
 	s2 := newCLIStore(t)
 	r := s2.imgRun("import", src, "app:1.0")

@@ -2,6 +2,7 @@ package integration
 
 import (
 	"bytes"
+	"cmp"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -862,16 +863,20 @@ const (
 	// nothing more until the client goes away: a transfer to kill
 	// mid-layer.
 	faultStall
+	// faultSlow passes the body of a blob GET CutAfter bytes at a time
+	// (4 KiB if 0), sleeping Delay between: a download slow to watch.
+	faultSlow
 )
 
 func (k proxyFaultKind) String() string {
-	return [...]string{"none", "corrupt", "cut", "unauthorized", "stall"}[k]
+	return [...]string{"none", "corrupt", "cut", "unauthorized", "stall", "slow"}[k]
 }
 
 // proxyFault is a fault and how often it fires.
 type proxyFault struct {
 	Kind     proxyFaultKind
-	CutAfter int64 // faultCut: body bytes passed before the connection closes
+	CutAfter int64         // faultCut: body bytes passed before the connection closes
+	Delay    time.Duration // faultSlow: the sleep between chunks
 	// Times is how many matching requests the fault hits; 0 means all.
 	Times int
 }
@@ -1033,7 +1038,7 @@ func (p *faultyProxy) serve(rp *httputil.ReverseProxy, w http.ResponseWriter, re
 		sw.Header().Set("Content-Type", "application/json")
 		sw.WriteHeader(http.StatusUnauthorized)
 		_, _ = io.WriteString(sw, `{"errors":[{"code":"UNAUTHORIZED","message":"authentication required (faulty proxy)"}]}`+"\n")
-	case (f.Kind == faultCorrupt || f.Kind == faultCut || f.Kind == faultStall) && isBlobGet:
+	case (f.Kind == faultCorrupt || f.Kind == faultCut || f.Kind == faultStall || f.Kind == faultSlow) && isBlobGet:
 		// Only a body the registry serves is faulted (not a 401).
 		frp := *rp
 		frp.ModifyResponse = func(resp *http.Response) error {
@@ -1053,6 +1058,8 @@ func (p *faultyProxy) serve(rp *httputil.ReverseProxy, w http.ResponseWriter, re
 				resp.Body = &corruptReader{r: resp.Body, c: resp.Body, at: max(resp.ContentLength/2, 0)}
 			case faultStall:
 				resp.Body = &stallReader{r: resp.Body, c: resp.Body, left: f.CutAfter, done: req.Context().Done()}
+			case faultSlow:
+				resp.Body = &slowReader{r: resp.Body, c: resp.Body, chunk: cmp.Or(f.CutAfter, 4<<10), delay: f.Delay}
 			default:
 				resp.Body = &cutReader{r: resp.Body, c: resp.Body, left: f.CutAfter}
 			}
@@ -1148,6 +1155,29 @@ func (c *cutReader) Read(b []byte) (int, error) {
 }
 
 func (c *cutReader) Close() error { return c.c.Close() }
+
+// slowReader passes chunk bytes at a time, sleeping delay before each
+// chunk but the first.
+type slowReader struct {
+	r     io.Reader
+	c     io.Closer
+	chunk int64
+	delay time.Duration
+	reads int
+}
+
+func (s *slowReader) Read(b []byte) (int, error) {
+	if s.reads > 0 {
+		time.Sleep(s.delay)
+	}
+	s.reads++
+	if int64(len(b)) > s.chunk {
+		b = b[:s.chunk]
+	}
+	return s.r.Read(b)
+}
+
+func (s *slowReader) Close() error { return s.c.Close() }
 
 // --- skopeo and fixture images ---
 

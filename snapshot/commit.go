@@ -25,6 +25,23 @@ type LayerOptions struct {
 	Freeze func() (thaw func() error, err error)
 	// Lease, if set, keeps the new layer from garbage collection.
 	Lease *Lease
+	// Progress, if set, is told of the bytes of the layer blob written
+	// so far, after each write.
+	Progress func(written int64)
+}
+
+// countingWriter tells progress of the bytes written through it.
+type countingWriter struct {
+	w        io.Writer
+	n        int64
+	progress func(int64)
+}
+
+func (c *countingWriter) Write(b []byte) (int, error) {
+	n, err := c.w.Write(b)
+	c.n += int64(n)
+	c.progress(c.n)
+	return n, err
 }
 
 // CommitLayer writes the changes of the active snapshot key as an OCI
@@ -65,7 +82,11 @@ func (s *Store) commitLayer(ctx context.Context, o *op, r record, opts LayerOpti
 		}
 	}
 	upper := filepath.Join(s.snapshotDir(r.ID), fsDir)
-	desc, err := layer.Write(ctx, blob, upper, layer.WriteOptions{
+	var w io.Writer = blob
+	if opts.Progress != nil {
+		w = &countingWriter{w: blob, progress: opts.Progress}
+	}
+	desc, err := layer.Write(ctx, w, upper, layer.WriteOptions{
 		Compression:     opts.Compression,
 		SourceDateEpoch: opts.SourceDateEpoch,
 	})

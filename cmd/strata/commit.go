@@ -53,15 +53,19 @@ var commitCmd = &command{
 					return freezeDaemon(d, func(m string) { fmt.Fprintf(e.stderr, "strata commit: warning: %s\n", m) })
 				}
 			}
+			b := progressBoard(e, *quiet)
+			defer b.finish()
 			if info.Labels[image.LabelImage] != "" || len(args) == 2 || *message != "" || *author != "" || len(*changes) > 0 {
 				iopts := image.CommitOptions{
 					Message: *message, Author: *author, Changes: *changes,
 					Compression: c, SourceDateEpoch: epoch, Freeze: opts.Freeze,
+					Progress: b.reporter(),
 				}
 				if len(args) == 2 {
 					iopts.Tag = args[1]
 				}
 				im, err := e.images.Commit(ctx, info.Name, iopts)
+				b.finish()
 				if err != nil {
 					return err
 				}
@@ -69,7 +73,15 @@ var commitCmd = &command{
 				return nil
 			}
 			start := time.Now()
+			b.update(image.LayerProgress{Count: 1, State: image.Committing})
+			if report := b.reporter(); report != nil {
+				opts.Progress = func(n int64) { report(image.LayerProgress{Count: 1, State: image.Committing, Done: n}) }
+			}
 			l, err := e.store.CommitLayer(ctx, info.Name, opts)
+			if err == nil {
+				b.update(image.LayerProgress{Count: 1, Digest: l.Layer.Digest, State: image.Committed, Done: l.Layer.Size, Total: l.Layer.Size})
+			}
+			b.finish()
 			if err != nil {
 				return err
 			}

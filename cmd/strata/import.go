@@ -42,6 +42,9 @@ var importCmd = &command{
 				Transport: loc.Transport,
 				Pick:      loc.Ref,
 			}
+			b := progressBoard(e, *quiet)
+			defer b.finish()
+			opts.Report = b.reporter()
 			path := loc.Path
 			if path == "-" {
 				if isTerminal(os.Stdin) {
@@ -64,12 +67,8 @@ var importCmd = &command{
 				}
 				opts.Platform = &p
 			}
-			if !*quiet && isTerminal(os.Stderr) {
-				opts.Progress = func(r io.Reader, i, n int, d v1.Descriptor) io.Reader {
-					return &progress{r: r, w: e.stderr, label: fmt.Sprintf("layer %d/%d %s", i+1, n, shortID(d.Digest.String(), false)), total: d.Size, start: time.Now()}
-				}
-			}
 			res, err := e.images.Import(ctx, path, opts)
+			b.finish()
 			for _, r := range res {
 				if *quiet {
 					fmt.Fprintln(e.stdout, r.ID)
@@ -98,40 +97,11 @@ func parsePlatform(s string) (v1.Platform, error) {
 	return p, nil
 }
 
-// progress draws one layer's progress bar on a terminal: bytes, rate.
-type progress struct {
-	r            io.Reader
-	w            io.Writer
-	label        string
-	total, done  int64
-	start, drawn time.Time
-}
-
-func (p *progress) Read(b []byte) (int, error) {
-	n, err := p.r.Read(b)
-	p.done += int64(n)
-	if now := time.Now(); err != nil || now.Sub(p.drawn) > 100*time.Millisecond {
-		p.drawn = now
-		p.draw(err != nil)
-	}
-	return n, err
-}
-
-func (p *progress) draw(final bool) {
-	const width = 30
-	frac := 1.0
-	if p.total > 0 {
-		frac = float64(p.done) / float64(p.total)
-	}
-	if frac > 1 {
-		frac = 1
-	}
-	bar := strings.Repeat("=", int(frac*width)) + strings.Repeat(" ", width-int(frac*width))
-	rate := float64(p.done) / time.Since(p.start).Seconds()
-	fmt.Fprintf(p.w, "\r%s [%s] %s/%s %s/s ", p.label, bar, humanSize(p.done), humanSize(p.total), humanSize(int64(rate)))
-	if final {
-		fmt.Fprintln(p.w)
-	}
+// progressBoard is the board of an import, export or commit: on
+// standard error, drawn only on a terminal and only for work that takes
+// longer than a second.
+func progressBoard(e *env, quiet bool) *board {
+	return newBoard(e.stderr, isTerminal(os.Stderr), quiet).delayed(time.Second)
 }
 
 // stdinToTemp copies standard input to a file in the store's tmp
@@ -187,14 +157,21 @@ var exportCmd = &command{
 			default: // an archive transport
 				opts.Gzip = strings.HasSuffix(loc.Path, ".gz") || strings.HasSuffix(loc.Path, ".tgz")
 			}
+			if loc.Path == "-" {
+				if opts.Format == oci.TransportLayout {
+					return usagef("an OCI layout is a directory: it cannot go to standard output (export to - for an OCI archive)")
+				}
+				if f, ok := e.stdout.(*os.File); ok && isTerminal(f) {
+					return fmt.Errorf("refusing to write an archive to a terminal: redirect standard output (strata export %s - > FILE.tar) or name a file", args[0])
+				}
+			}
+			// Progress goes to standard error, never into an archive
+			// written to standard output.
+			b := progressBoard(e, false)
+			defer b.finish()
+			opts.Progress = b.reporter()
 			if loc.Path != "-" {
 				return e.images.Export(ctx, args[0], loc.Path, opts)
-			}
-			if opts.Format == oci.TransportLayout {
-				return usagef("an OCI layout is a directory: it cannot go to standard output (export to - for an OCI archive)")
-			}
-			if f, ok := e.stdout.(*os.File); ok && isTerminal(f) {
-				return fmt.Errorf("refusing to write an archive to a terminal: redirect standard output (strata export %s - > FILE.tar) or name a file", args[0])
 			}
 			return e.images.ExportArchive(ctx, args[0], e.stdout, opts)
 		}
