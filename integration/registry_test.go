@@ -358,7 +358,10 @@ func TestRegistryResume(t *testing.T) {
 		}
 	})
 
-	t.Run("after kill -9", func(t *testing.T) {
+	// killPull starts a pull through a proxy that stalls the layer
+	// mid-way, kills it with SIGKILL once it holds part of the layer,
+	// and returns the proxy, the store and the bytes left downloaded.
+	killPull := func(t *testing.T) (*faultyProxy, *regClient, int64) {
 		p := startFaultyProxy(t, reg, proxyFault{Kind: faultStall, CutAfter: cut, Times: 1})
 		preg := p.Registry(t)
 		c := newRegClient(t, preg)
@@ -393,7 +396,12 @@ func TestRegistryResume(t *testing.T) {
 		if err != nil {
 			t.Fatalf("the killed pull left no partial download: %v", err)
 		}
-		held := fi.Size()
+		return p, c, fi.Size()
+	}
+
+	t.Run("after kill -9", func(t *testing.T) {
+		p, c, held := killPull(t)
+		preg := p.Registry(t)
 		if rows := c.imagesJSON(); len(rows) != 0 {
 			t.Errorf("a killed pull recorded images: %+v", rows)
 		}
@@ -422,6 +430,18 @@ func TestRegistryResume(t *testing.T) {
 		}
 		if ents, _ := os.ReadDir(filepath.Join(c.root, "downloads")); len(ents) != 0 {
 			t.Errorf("downloads/ keeps %d files after a complete pull", len(ents))
+		}
+		c.mustCheck()
+	})
+
+	t.Run("prune drops a broken-off download", func(t *testing.T) {
+		_, c, held := killPull(t)
+		out := c.imgMust("image", "prune", "-f")
+		if ents, _ := os.ReadDir(filepath.Join(c.root, "downloads")); len(ents) != 0 {
+			t.Errorf("image prune left %d downloads of a killed pull", len(ents))
+		}
+		if held < 1000 || !strings.Contains(out, "Total reclaimed space:") || strings.Contains(out, "Total reclaimed space: 0B") {
+			t.Errorf("image prune: want the download's space reclaimed:\n%s", out)
 		}
 		c.mustCheck()
 	})
