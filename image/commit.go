@@ -27,6 +27,9 @@ type CommitOptions struct {
 	Message string   // the history entry's comment
 	Author  string   // the config's author
 	Changes []string // Dockerfile instructions (CMD, ENV, ...), as docker commit -c
+	// CreatedBy, if set, is the history entry's created_by (a build
+	// step's instruction); otherwise it says what commit did.
+	CreatedBy string
 	// Layer options: compression, SOURCE_DATE_EPOCH, freezing a mounted
 	// stack.
 	Compression     layer.Compression
@@ -197,6 +200,8 @@ func writeTemp(dir, name string, data []byte) (string, error) {
 
 func createdBy(container string, opts CommitOptions) string {
 	switch {
+	case opts.CreatedBy != "":
+		return opts.CreatedBy
 	case opts.Message != "" && len(opts.Changes) == 0:
 		return opts.Message
 	case len(opts.Changes) > 0:

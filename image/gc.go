@@ -30,8 +30,16 @@ func (s *Store) Prune(ctx context.Context, all bool) (PruneReport, error) {
 	if err != nil {
 		return rep, err
 	}
+	cached, err := s.BuildCacheImages(ctx)
+	if err != nil {
+		return rep, err
+	}
 	for _, im := range images {
 		if len(usedBy(cs, im.ID)) > 0 || (!all && len(im.RepoTags) > 0) {
+			continue
+		}
+		if cached[im.ID] > 0 && len(im.RepoTags) == 0 {
+			// An intermediate image of the build cache: builder prune's.
 			continue
 		}
 		if err := s.Delete(ctx, im.ID, false); err != nil {

@@ -4,9 +4,11 @@ import (
 	"context"
 	"fmt"
 	"path"
+	"slices"
 	"strings"
 	"time"
 
+	"github.com/opencontainers/go-digest"
 	"github.com/spf13/pflag"
 
 	"github.com/strata-fs/strata/image/reference"
@@ -17,7 +19,7 @@ var imagesCmd = &command{
 	args:    "[-a] [-q] [--digests] [--no-trunc] [--filter KEY=VALUE]... [--format FORMAT] [REPOSITORY[:TAG]]",
 	summary: "List images: repository, tag, ID, created, size",
 	flags: func(fs *pflag.FlagSet) func(context.Context, *env, []string) error {
-		fs.BoolP("all", "a", false, "accepted for docker's sake: strata has no intermediate images to hide, so every image is listed")
+		all := fs.BoolP("all", "a", false, "list intermediate images too: the untagged images of the build cache")
 		quiet := fs.BoolP("quiet", "q", false, "print image IDs only")
 		noTrunc := fs.Bool("no-trunc", false, "print full image IDs")
 		digests := fs.Bool("digests", false, "add a DIGEST column: the manifest digest in the image's repository, as pulled or pushed")
@@ -41,7 +43,7 @@ var imagesCmd = &command{
 				}
 				flt["reference"] = append(flt["reference"], args[0])
 			}
-			return listImages(ctx, e, *quiet, *noTrunc, *digests, f, flt)
+			return listImages(ctx, e, *quiet, *noTrunc, *digests, *all, f, flt)
 		}
 	},
 }
@@ -187,10 +189,17 @@ func matchReference(pattern string, r *reference.Reference) bool {
 	return err == nil && p.Name() == r.Name()
 }
 
-func listImages(ctx context.Context, e *env, quiet, noTrunc, digests bool, f outputFormat, flt filters) error {
+func listImages(ctx context.Context, e *env, quiet, noTrunc, digests, all bool, f outputFormat, flt filters) error {
 	rows, err := imageRows(ctx, e)
 	if err != nil {
 		return err
+	}
+	if !all {
+		cached, err := e.images.BuildCacheImages(ctx)
+		if err != nil {
+			return err
+		}
+		rows = slices.DeleteFunc(rows, func(r imageRow) bool { return r.ref == nil && cached[digest.Digest(r.ID)] > 0 })
 	}
 	if rows, err = filterImages(ctx, e, rows, flt); err != nil {
 		return err
