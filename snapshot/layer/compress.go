@@ -108,6 +108,8 @@ type extractStream struct {
 	// fragments, read beneath archive/tar.
 	sparse bool
 	frags  []sparseFrag
+	// sparseLeft is how much of the sparse entry's data is not read yet.
+	sparseLeft int64
 }
 
 func openExtractStream(r io.Reader) (*extractStream, error) {
@@ -144,7 +146,16 @@ func (s *extractStream) next() (*tar.Header, error) {
 			return nil, fmt.Errorf("entry %q: %w", s.last, extractDataErr(err))
 		}
 	}
-	s.sparse, s.frags = false, nil
+	if s.sparse && s.sparseLeft > 0 {
+		// Data of a sparse entry that was not read (a skipped entry, or
+		// one the caller stopped reading) is read beneath archive/tar
+		// too, so that the stream's credit is the entry's whole data and
+		// the next header is recorded from its first byte.
+		if _, err := io.Copy(io.Discard, &sparseReader{s: &s.tar, left: &s.sparseLeft}); err != nil {
+			return nil, fmt.Errorf("entry %q: %w", s.last, extractDataErr(err))
+		}
+	}
+	s.sparse, s.frags, s.sparseLeft = false, nil, 0
 	s.mark = s.tar.n
 	s.tar.record(true)
 	hdr, err := s.tr.Next()
@@ -181,6 +192,9 @@ func (s *extractStream) next() (*tar.Header, error) {
 			return nil, fmt.Errorf("entry %q: %w", hdr.Name, err)
 		}
 		s.sparse, s.frags = true, frags
+		for _, f := range frags {
+			s.sparseLeft += f.length
+		}
 	}
 	return hdr, nil
 }
@@ -192,11 +206,7 @@ func (s *extractStream) data() (r io.Reader, frags []sparseFrag, sparse bool) {
 	if !s.sparse {
 		return s.tr, nil, false
 	}
-	var n int64
-	for _, f := range s.frags {
-		n += f.length
-	}
-	return &sparseReader{s: &s.tar, left: n}, s.frags, true
+	return &sparseReader{s: &s.tar, left: &s.sparseLeft}, s.frags, true
 }
 
 // extractDataErr names a short read of entry data as a truncation.

@@ -79,6 +79,9 @@ func parseSparse(hdr *tar.Header, raw []byte, start int64) ([]sparseFrag, error)
 		if err != nil {
 			return nil, fmt.Errorf("sparse file: extended header size: %w", err)
 		}
+		if n < 0 || n > extractMaxRecord {
+			return nil, fmt.Errorf("sparse file: extended header of %d bytes, out of range", n)
+		}
 		skip := 1 + (n+tarBlock-1)/tarBlock
 		if skip > int64(len(raw)/tarBlock) {
 			return nil, errors.New("sparse file: extended header cut short")
@@ -228,6 +231,9 @@ func tarNumber(b []byte) (int64, error) {
 	if s == "" {
 		return 0, nil
 	}
+	if s[0] == '+' || s[0] == '-' {
+		return 0, fmt.Errorf("number %q: a sign is not octal", s)
+	}
 	return strconv.ParseInt(s, 8, 64)
 }
 
@@ -235,21 +241,23 @@ func tarNumber(b []byte) (int64, error) {
 // the tar stream beneath archive/tar, crediting the stream with what it
 // read so that archive/tar's skip of the entry does not read it again.
 type sparseReader struct {
-	s    *extractHashReader
-	left int64
+	s *extractHashReader
+	// left is the stream's count of the entry's data bytes not read yet,
+	// shared by every reader of the entry.
+	left *int64
 }
 
 func (r *sparseReader) Read(p []byte) (int, error) {
-	if r.left <= 0 {
+	if *r.left <= 0 {
 		return 0, io.EOF
 	}
-	if int64(len(p)) > r.left {
-		p = p[:r.left]
+	if int64(len(p)) > *r.left {
+		p = p[:*r.left]
 	}
 	n, err := r.s.read(p)
-	r.left -= int64(n)
+	*r.left -= int64(n)
 	r.s.credit += int64(n)
-	if err == io.EOF && r.left > 0 {
+	if err == io.EOF && *r.left > 0 {
 		err = io.ErrUnexpectedEOF
 	}
 	return n, err

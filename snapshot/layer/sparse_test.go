@@ -348,3 +348,98 @@ func TestApplySparseRefuses(t *testing.T) {
 		})
 	}
 }
+
+// oneByteSparse is an old GNU sparse entry of one data byte, whose 511
+// bytes of padding are pad: after it, the next header starts exactly
+// one block after the data byte.
+func oneByteSparse(name string, pad []byte) []byte {
+	h := spBlock(name, 'S', 1, true, func(b []byte) {
+		spNumber(b[386:398], 0)
+		spNumber(b[398:410], 1)
+		spNumber(b[483:495], 1000)
+	})
+	d := make([]byte, 512)
+	d[0] = 'z'
+	copy(d[1:], pad)
+	return append(h, d...)
+}
+
+// TestSparseAfterSparse: the header of a sparse entry that follows
+// another sparse entry is found where it is, whether the first entry's
+// data was read (a file), not read (a whiteout, skipped) or not read at
+// all (DiffID); padding that looks like a header with an absurd size is
+// only padding.
+func TestSparseAfterSparse(t *testing.T) {
+	second := spOldGNU("b", 1000, []spFrag{{0, "y"}})
+	fake := make([]byte, 511) // a block that starts one byte into the padding
+	fake[156-1] = 'x'
+	size := fake[124-1 : 136-1]
+	size[0], size[4] = 0x80, 0x7f
+	for i := 5; i < 12; i++ {
+		size[i] = 0xff
+	}
+	for _, tc := range []struct {
+		name  string
+		first string
+		pad   []byte
+	}{
+		{"file first", "a", nil},
+		{"whiteout first", ".wh.a", nil},
+		{"file first, hostile padding", "a", fake},
+		{"whiteout first, hostile padding", ".wh.a", fake},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			blob := spEnd(append(oneByteSparse(tc.first, tc.pad), second...))
+			if _, err := Apply(context.Background(), atTempDir(t), bytes.NewReader(blob), ApplyOptions{}); err != nil {
+				t.Errorf("Apply: %v", err)
+			}
+			if _, _, err := DiffID(bytes.NewReader(blob)); err != nil {
+				t.Errorf("DiffID: %v", err)
+			}
+		})
+	}
+}
+
+// TestSparseGNUTarTwoFiles applies GNU tar's archive of two sparse
+// files, the first ending in a one-byte fragment, in each format.
+func TestSparseGNUTarTwoFiles(t *testing.T) {
+	if out, err := exec.Command("tar", "--version").Output(); err != nil || !strings.Contains(string(out), "GNU tar") {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("needs GNU tar (apt-get install tar): %v", err)
+		}
+		t.Skip("needs GNU tar (apt-get install tar)")
+	}
+	src := t.TempDir()
+	for _, n := range []string{"a", "b"} {
+		f, err := os.Create(filepath.Join(src, n))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := f.Truncate(1 << 20); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := f.WriteAt([]byte("x"), 1<<20); err != nil {
+			t.Fatal(err)
+		}
+		f.Close()
+	}
+	for _, format := range []string{"gnu", "1.0"} {
+		args := []string{"-C", src, "--sparse", "-cf", "-", "a", "b"}
+		if format == "gnu" {
+			args = append([]string{"--format=gnu"}, args...)
+		} else {
+			args = append([]string{"--format=pax", "--sparse-version=" + format}, args...)
+		}
+		blob, err := exec.Command("tar", args...).Output()
+		if err != nil {
+			t.Fatalf("tar %v: %v", args, err)
+		}
+		dir := atTempDir(t)
+		if _, err := Apply(context.Background(), dir, bytes.NewReader(blob), ApplyOptions{}); err != nil {
+			t.Errorf("%s: Apply: %v", format, err)
+		}
+		if _, _, err := DiffID(bytes.NewReader(blob)); err != nil {
+			t.Errorf("%s: DiffID: %v", format, err)
+		}
+	}
+}
