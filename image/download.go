@@ -38,6 +38,8 @@ type download struct {
 	err  error // when done: nil for a verified blob
 	// applying is set once the layer is being applied from the reader.
 	applying bool
+	// cancel stops the transfer (an apply that failed needs no more).
+	cancel context.CancelFunc
 }
 
 func newDownload(path string, f *os.File) *download {
@@ -137,6 +139,11 @@ func (s *Store) fetch(ctx context.Context, d v1.Descriptor, skip func() bool, wa
 		return nil, err
 	}
 	if skip() {
+		// Another process stored it: what this one may have created, an
+		// empty file, goes.
+		if fi, err := f.Stat(); err == nil && fi.Size() == 0 {
+			os.Remove(path)
+		}
 		f.Close()
 		return nil, nil
 	}
@@ -150,6 +157,11 @@ func (dl *download) run(ctx context.Context, repo *remote.Repository, d v1.Descr
 		// Nothing of a corrupt blob is kept.
 		os.Remove(dl.path)
 	}
+	// The lock guards the transfer only: held while the layer waits for
+	// its parent, it could close a cycle with a pull in another process
+	// that holds this image's other blobs. The verified file stays open
+	// for reading; a second process finds it complete and verifies it.
+	unix.Flock(int(dl.f.Fd()), unix.LOCK_UN)
 	dl.finish(err)
 	return err
 }

@@ -6,7 +6,9 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strings"
 	"sync"
+	"syscall"
 
 	"github.com/opencontainers/go-digest"
 	v1 "github.com/opencontainers/image-spec/specs-go/v1"
@@ -291,8 +293,11 @@ func (s *Store) pullLayers(ctx context.Context, repo *remote.Repository, im pull
 				return
 			}
 			// The layer may be applied as it comes, once its parent is.
+			dctx, cancel := context.WithCancel(ctx)
+			defer cancel()
+			dl.cancel = cancel
 			ready[i] <- result{dl: dl}
-			err = dl.run(ctx, repo, d, func(done int64) {
+			err = dl.run(dctx, repo, d, func(done int64) {
 				st := Downloading
 				if done == d.Size {
 					st = Verifying // the digest of what came
@@ -336,7 +341,12 @@ func (s *Store) pullLayers(ctx context.Context, repo *remote.Repository, im pull
 		}
 		diffID := im.config.RootFS.DiffIDs[i]
 		_, statErr := s.snaps.Stat(ctx, chains[i])
-		layerErr := func(err error) error { return fmt.Errorf("layer %d of %d (%s): %w", i+1, n, d.Digest, err) }
+		layerErr := func(err error) error {
+			if errors.Is(err, syscall.ENOSPC) && !strings.Contains(err.Error(), "free some space") {
+				err = fmt.Errorf("%w: free some space under the store, then pull again: what was downloaded is kept, and the download resumes", err)
+			}
+			return fmt.Errorf("layer %d of %d (%s): %w", i+1, n, d.Digest, err)
+		}
 		var info snapshot.Info
 		switch {
 		case statErr == nil:
@@ -378,15 +388,26 @@ func (s *Store) pullLayers(ctx context.Context, repo *remote.Repository, im pull
 			info, err = s.snaps.ApplyFileFrom(ctx, r.dl.path, r.dl.reader(), parent, snapshot.ApplyOptions{
 				DiffID: diffID, Labels: map[string]string{LabelGC: "image"}, Warn: opts.Warn, Lease: lease,
 			})
-			if derr := r.dl.wait(); derr != nil {
+			if err != nil {
+				// The rest of the blob is not needed.
+				r.dl.cancel()
+			}
+			if derr := r.dl.wait(); derr != nil && !errors.Is(derr, context.Canceled) {
 				// What went wrong is the download's.
 				err = derr
 			}
-			// Released at once, so that a pull in another process that
-			// waits for this blob goes on.
-			r.dl.release()
 			if err != nil {
+				r.dl.release()
 				return Image{}, applied, reused, layerErr(err)
+			}
+			if !blobKept(i) {
+				// Another process stored the layer first, from another
+				// blob: this one is kept too, so that a push gives back
+				// these digests.
+				extra = append(extra, blobFile{r.dl.path, d.Digest})
+				held = append(held, r.dl)
+			} else {
+				r.dl.release()
 			}
 			applied++
 			created = append(created, info.Name)

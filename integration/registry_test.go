@@ -883,3 +883,41 @@ func TestRegistryDiskFull(t *testing.T) {
 	}
 	c.mustCheck()
 }
+
+// TestRegistryCrossedPulls pulls, at once into one store, two images
+// whose two layer blobs come in opposite orders: neither pull may wait
+// for the other's locks for ever.
+func TestRegistryCrossedPulls(t *testing.T) {
+	needRegistryTool(t, "docker-registry", "skopeo")
+	reg := startRegistry(t, registryPlain)
+	p := startFaultyProxy(t, reg, proxyFault{Kind: faultSlow, CutAfter: 32 << 10, Delay: 5 * time.Millisecond})
+	preg := p.Registry(t)
+	a := imgLayerSpec{files: map[string]string{"a": imgData(140, 512<<10)}, comp: "gzip"}
+	b := imgLayerSpec{files: map[string]string{"b": imgData(141, 512<<10)}, comp: "gzip"}
+	ab := buildImage(t, imgSpec{layers: []imgLayerSpec{a, b}})
+	ba := buildImage(t, imgSpec{layers: []imgLayerSpec{b, a}})
+	pushWithSkopeo(t, reg, writeLayout(t, filepath.Join(t.TempDir(), "ab"), ab, "latest"), "ab:1")
+	pushWithSkopeo(t, reg, writeLayout(t, filepath.Join(t.TempDir(), "ba"), ba, "latest"), "ba:1")
+	c := newRegClient(t, preg)
+	var wg sync.WaitGroup
+	res := make([]cliResult, 2)
+	for i, ref := range []string{"ab:1", "ba:1"} {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			res[i] = c.regRun("", "pull", preg.Ref(ref))
+		}()
+	}
+	wg.Wait()
+	for _, r := range res {
+		if r.code != 0 {
+			t.Errorf("%v", r)
+		}
+	}
+	for ref, img := range map[string]*imgFixture{"ab:1": ab, "ba:1": ba} {
+		if in := c.inspectImage(preg.Ref(ref)); in.Id != img.id() {
+			t.Errorf("%s: %s, want %s", ref, in.Id, img.id())
+		}
+	}
+	c.mustCheck()
+}
