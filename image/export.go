@@ -75,11 +75,15 @@ func (s *Store) Export(ctx context.Context, ref, dest string, opts ExportOptions
 	if err != nil {
 		return err
 	}
-	err = s.ExportArchive(ctx, ref, f, opts)
+	err = s.ExportArchive(ctx, ref, ctxWriter{ctx, f}, opts)
 	if err == nil {
 		err = f.Sync()
 	}
 	err = errors.Join(err, f.Close())
+	if err == nil {
+		// Interrupted at the end, the export leaves nothing at DEST.
+		err = ctx.Err()
+	}
 	if err == nil {
 		err = os.Rename(f.Name(), dest)
 	}
@@ -87,6 +91,19 @@ func (s *Store) Export(ctx context.Context, ref, dest string, opts ExportOptions
 		return errors.Join(err, os.Remove(f.Name()))
 	}
 	return nil
+}
+
+// ctxWriter fails once ctx is done, so that an interrupted export stops.
+type ctxWriter struct {
+	ctx context.Context
+	w   io.Writer
+}
+
+func (c ctxWriter) Write(b []byte) (int, error) {
+	if err := c.ctx.Err(); err != nil {
+		return 0, err
+	}
+	return c.w.Write(b)
 }
 
 // createTemp creates a new file in dir, mode 0666 less the umask (as a
@@ -366,6 +383,11 @@ func (s *Store) writeDocker(ctx context.Context, im Image, full, tmp string, w i
 		return fmt.Errorf("image %s: config lists %d layers, manifest %d", ShortID(im.ID), len(im.Config.RootFS.DiffIDs), len(im.Manifest.Layers))
 	}
 	n := len(im.Manifest.Layers)
+	type plainLayer struct {
+		path string
+		size int64
+	}
+	plain := map[digest.Digest]plainLayer{} // a layer given twice is decompressed once
 	for i, ld := range im.Manifest.Layers {
 		if err := ctx.Err(); err != nil {
 			return err
@@ -375,17 +397,22 @@ func (s *Store) writeDocker(ctx context.Context, im Image, full, tmp string, w i
 		open := func() (io.ReadCloser, error) { return s.openBlob(ld.Digest) }
 		size := ld.Size
 		if ld.Digest != diffID {
-			p, sz, err := s.decompressBlob(ld.Digest, diffID, tmp)
-			if err != nil {
-				return fmt.Errorf("layer %d of %d (%s): %w", i+1, n, ld.Digest, err)
+			pl, ok := plain[diffID]
+			if !ok {
+				p, sz, err := s.decompressBlob(ld.Digest, diffID, tmp)
+				if err != nil {
+					return fmt.Errorf("layer %d of %d (%s): %w", i+1, n, ld.Digest, err)
+				}
+				pl = plainLayer{p, sz}
+				plain[diffID] = pl
 			}
-			open, size = func() (io.ReadCloser, error) { return os.Open(p) }, sz
+			open, size = func() (io.ReadCloser, error) { return os.Open(pl.path) }, pl.size
 		}
 		if opts.Progress != nil {
 			lp := LayerProgress{Index: i, Count: n, Digest: diffID, State: Exporting, Total: size}
-			plain := open
+			unwatched := open
 			open = func() (io.ReadCloser, error) {
-				rc, err := plain()
+				rc, err := unwatched()
 				if err != nil {
 					return nil, err
 				}

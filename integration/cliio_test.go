@@ -692,3 +692,20 @@ func TestCLIIOManPages(t *testing.T) {
 		}
 	}
 }
+
+// TestCLIIOExportRepeatedLayer exports, as a docker save archive, an
+// image that gives one compressed layer twice (as images with repeated
+// empty layers do), and imports it back.
+func TestCLIIOExportRepeatedLayer(t *testing.T) {
+	s := newCLIStore(t)
+	l := imgLayerSpec{files: map[string]string{"f": "x\n"}, comp: "gzip"}
+	img := buildImage(t, imgSpec{layers: []imgLayerSpec{l, {files: map[string]string{"g": "y\n"}, comp: "gzip"}, l}})
+	s.imgMust("import", writeLayout(t, filepath.Join(t.TempDir(), "in"), img, "latest"), "rep:1")
+	out := filepath.Join(t.TempDir(), "rep.tar")
+	s.imgMust("export", "rep:1", "docker-archive:"+out)
+	s2 := newCLIStore(t)
+	s2.imgMust("import", out, "back:1")
+	if got := s2.inspectImage("back:1").Id; got != img.id() {
+		t.Errorf("imported back as %s, want %s", got, img.id())
+	}
+}
