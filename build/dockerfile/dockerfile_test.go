@@ -220,6 +220,9 @@ FROM $UNSET${DERIVED:+x}
 	if f := mustParse(t, "FROM x\nMAINTAINER me\n", nil); len(f.Warnings) != 1 || !strings.Contains(f.Warnings[0], "Dockerfile:2: MAINTAINER is deprecated") {
 		t.Errorf("MAINTAINER warnings %q", f.Warnings)
 	}
+	if f := mustParse(t, "FROM x\nRUN a \\\n\n  b\n", nil); len(f.Warnings) != 1 || !strings.Contains(f.Warnings[0], "Empty continuation line") || f.Stages[0].Commands[0].Args[0] != "a   b" {
+		t.Errorf("empty continuation line: warnings %q, command %+v", f.Warnings, f.Stages[0].Commands)
+	}
 	// A build arg consumed by an ARG in a stage is not warned about.
 	if f := mustParse(t, "FROM x\nARG V\n", map[string]string{"V": "1"}); len(f.Warnings) != 0 {
 		t.Errorf("consumed build arg: warnings %q", f.Warnings)
