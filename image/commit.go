@@ -1,7 +1,6 @@
 package image
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -16,6 +15,7 @@ import (
 	specs "github.com/opencontainers/image-spec/specs-go"
 	v1 "github.com/opencontainers/image-spec/specs-go/v1"
 
+	"github.com/strata-fs/strata/build/dockerfile"
 	"github.com/strata-fs/strata/image/reference"
 	"github.com/strata-fs/strata/snapshot"
 	"github.com/strata-fs/strata/snapshot/layer"
@@ -211,68 +211,81 @@ func createdBy(container string, opts CommitOptions) string {
 }
 
 // applyChanges applies Dockerfile instructions to an image config, as
-// `docker commit --change` takes them.
+// `docker commit --change` takes them: parsed by the Dockerfile front
+// end, with variables expanded against the config's environment as
+// docker does.
 func applyChanges(c *v1.ImageConfig, changes []string) error {
 	for _, ch := range changes {
-		instr, arg, _ := strings.Cut(strings.TrimSpace(ch), " ")
-		arg = strings.TrimSpace(arg)
 		bad := func(why string) error {
 			return fmt.Errorf("change %q: %s", ch, why)
 		}
-		if arg == "" {
+		if _, arg, _ := strings.Cut(strings.TrimSpace(ch), " "); strings.TrimSpace(arg) == "" {
 			return bad("missing argument")
 		}
-		switch strings.ToUpper(instr) {
-		case "CMD":
-			c.Cmd = execForm(arg)
-		case "ENTRYPOINT":
-			c.Entrypoint = execForm(arg)
-		case "ENV":
-			kvs, err := keyValues(arg)
-			if err != nil {
-				return bad(err.Error())
+		cmd, err := dockerfile.ParseChange(ch)
+		if err != nil {
+			return bad(err.Error())
+		}
+		expand := func(word string) (string, error) {
+			return dockerfile.Expand(word, c.Env, dockerfile.DefaultEscape)
+		}
+		// The arguments of the instructions docker substitutes in.
+		args := cmd.Args
+		if cmd.Expands() {
+			args = make([]string, len(cmd.Args))
+			for i, a := range cmd.Args {
+				if args[i], err = expand(a); err != nil {
+					return bad(err.Error())
+				}
 			}
-			for _, kv := range kvs {
-				c.Env = setEnv(c.Env, kv[0], kv[1])
+		}
+		switch cmd.Name {
+		case "cmd":
+			c.Cmd = execForm(cmd)
+		case "entrypoint":
+			c.Entrypoint = execForm(cmd)
+		case "env", "label":
+			for _, kv := range cmd.KeyValues {
+				k, err := expand(kv[0])
+				if err != nil {
+					return bad(err.Error())
+				}
+				v, err := expand(kv[1])
+				if err != nil {
+					return bad(err.Error())
+				}
+				if cmd.Name == "env" {
+					c.Env = setEnv(c.Env, k, v)
+					continue
+				}
+				if c.Labels == nil {
+					c.Labels = map[string]string{}
+				}
+				c.Labels[k] = v
 			}
-		case "LABEL":
-			kvs, err := keyValues(arg)
-			if err != nil {
-				return bad(err.Error())
-			}
-			if c.Labels == nil {
-				c.Labels = map[string]string{}
-			}
-			for _, kv := range kvs {
-				c.Labels[kv[0]] = kv[1]
-			}
-		case "EXPOSE":
+		case "expose":
 			if c.ExposedPorts == nil {
 				c.ExposedPorts = map[string]struct{}{}
 			}
-			for _, p := range strings.Fields(arg) {
+			for _, p := range args {
 				if !strings.Contains(p, "/") {
 					p += "/tcp"
 				}
 				c.ExposedPorts[p] = struct{}{}
 			}
-		case "VOLUME":
+		case "volume":
 			if c.Volumes == nil {
 				c.Volumes = map[string]struct{}{}
 			}
-			vols := execForm(arg)
-			if !strings.HasPrefix(arg, "[") {
-				vols = strings.Fields(arg)
-			}
-			for _, v := range vols {
+			for _, v := range args {
 				c.Volumes[v] = struct{}{}
 			}
-		case "USER":
-			c.User = arg
-		case "WORKDIR":
-			c.WorkingDir = arg
-		case "STOPSIGNAL":
-			c.StopSignal = arg
+		case "user":
+			c.User = args[0]
+		case "workdir":
+			c.WorkingDir = args[0]
+		case "stopsignal":
+			c.StopSignal = args[0]
 		default:
 			return bad("unknown instruction: want CMD, ENTRYPOINT, ENV, EXPOSE, LABEL, STOPSIGNAL, USER, VOLUME or WORKDIR")
 		}
@@ -280,58 +293,13 @@ func applyChanges(c *v1.ImageConfig, changes []string) error {
 	return nil
 }
 
-// execForm parses `["a", "b"]`, or takes a shell form as docker does:
-// ["/bin/sh", "-c", arg].
-func execForm(arg string) []string {
-	var v []string
-	if strings.HasPrefix(arg, "[") && json.Unmarshal([]byte(arg), &v) == nil {
-		return v
+// execForm is a CMD or ENTRYPOINT's exec form; a shell form becomes
+// ["/bin/sh", "-c", arg] as docker makes it.
+func execForm(cmd dockerfile.Command) []string {
+	if cmd.JSON {
+		return cmd.Args
 	}
-	return []string{"/bin/sh", "-c", arg}
-}
-
-// keyValues parses "k=v k2=v2" or the old "k v" form.
-func keyValues(arg string) ([][2]string, error) {
-	if !strings.Contains(arg, "=") {
-		k, v, _ := strings.Cut(arg, " ")
-		return [][2]string{{k, strings.TrimSpace(v)}}, nil
-	}
-	var out [][2]string
-	for _, f := range splitQuoted(arg) {
-		k, v, ok := strings.Cut(f, "=")
-		if !ok || k == "" {
-			return nil, fmt.Errorf("%q is not KEY=VALUE", f)
-		}
-		out = append(out, [2]string{k, strings.Trim(v, `"`)})
-	}
-	return out, nil
-}
-
-// splitQuoted splits on spaces outside double quotes.
-func splitQuoted(s string) []string {
-	var (
-		out []string
-		cur bytes.Buffer
-		q   bool
-	)
-	for _, r := range s {
-		switch {
-		case r == '"':
-			q = !q
-			cur.WriteRune(r)
-		case r == ' ' && !q:
-			if cur.Len() > 0 {
-				out = append(out, cur.String())
-				cur.Reset()
-			}
-		default:
-			cur.WriteRune(r)
-		}
-	}
-	if cur.Len() > 0 {
-		out = append(out, cur.String())
-	}
-	return out
+	return []string{"/bin/sh", "-c", cmd.Args[0]}
 }
 
 func setEnv(env []string, k, v string) []string {
