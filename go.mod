@@ -14,4 +14,7 @@ require (
 	oras.land/oras-go/v2 v2.7.0
 )
 
-require golang.org/x/sync v0.24.0 // indirect
+require (
+	github.com/moby/patternmatcher v0.6.1 // indirect
+	golang.org/x/sync v0.24.0 // indirect
+)
