@@ -100,6 +100,9 @@ func (x *extractor) openParent(rel string) (int, string, error) {
 	}
 	fd, err := mkdirAll(x.base, dir, x.resolve, owner, group)
 	if err != nil {
+		if isEscape(err) && x.mode == extractContext {
+			return -1, "", fmt.Errorf("refused: %s is reached through a symlink, and a context tar may not write through one", dir)
+		}
 		if isEscape(err) {
 			return -1, "", fmt.Errorf("refused: %s is reached through a symlink that leads out of the destination", dir)
 		}
