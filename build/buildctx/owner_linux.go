@@ -72,6 +72,9 @@ func readIDFile(rootfs, name string) ([]byte, error) {
 	if errors.Is(err, os.ErrNotExist) {
 		return nil, nil
 	}
+	if errors.Is(err, unix.ELOOP) {
+		return nil, fmt.Errorf("read the image's %s: its symlinks loop when resolved inside the image (a link to the host's file is resolved in the image, not on the host): %w", name, err)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("read the image's %s: %w", name, err)
 	}
