@@ -69,6 +69,8 @@ func Copy(root, dest string, srcs []Source, opts CopyOptions) error {
 		return errors.New(multiDestMessage)
 	}
 	for _, s := range srcs {
+		// Hard links are kept within one source, as Digest counts them.
+		clear(c.links)
 		if err := c.source(s, destRel, dirDest); err != nil {
 			return fmt.Errorf("copy %s to %s: %w", s.Name, dest, err)
 		}
@@ -211,7 +213,7 @@ func (c *copier) entry(e Entry, rel string) error {
 	case fi.IsDir():
 		return c.dir(pfd, base, rel, perm, xattrs, fi.ModTime())
 	case fi.Mode().IsRegular():
-		if st != nil && st.Nlink > 1 {
+		if st != nil && st.Nlink > 1 && e.Rel != "" {
 			key := [2]uint64{uint64(st.Dev), st.Ino}
 			if first, ok := c.links[key]; ok {
 				return c.hardlink(pfd, base, first)

@@ -125,6 +125,8 @@ func (x *extractor) entry(hdr *tar.Header, data io.Reader) error {
 	}
 	perm := uint32(hdr.Mode) & 0o7777
 	switch hdr.Typeflag {
+	case tar.TypeXGlobalHeader:
+		return nil // PAX defaults, already applied by archive/tar
 	case tar.TypeChar, tar.TypeBlock:
 		if x.mode == extractContext {
 			return errors.New("device node refused: a build context holds files, directories and symlinks")
@@ -149,14 +151,18 @@ func (x *extractor) entry(hdr *tar.Header, data io.Reader) error {
 	}
 	switch hdr.Typeflag {
 	case tar.TypeDir:
-		if err := unix.Mkdirat(pfd, base, 0o700); err != nil && !errors.Is(err, unix.EEXIST) {
-			return &os.PathError{Op: "mkdir", Path: rel, Err: err}
+		// As docker's untar: an existing directory is kept and gets the
+		// entry's metadata; anything else in the way (a symlink too) is
+		// replaced by the directory.
+		if isDir, err := removeNonDir(pfd, base); err != nil {
+			return err
+		} else if !isDir {
+			if err := unix.Mkdirat(pfd, base, 0o700); err != nil {
+				return &os.PathError{Op: "mkdir", Path: rel, Err: err}
+			}
 		}
 		fd, err := openat2(pfd, base, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW, resolveNoLinks)
 		if err != nil {
-			if isDir, _ := removeNonDir(pfd, base); !isDir {
-				return fmt.Errorf("%s exists and is not a directory", rel)
-			}
 			return err
 		}
 		defer unix.Close(fd)

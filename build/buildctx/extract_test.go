@@ -232,3 +232,30 @@ func TestFromTarHostile(t *testing.T) {
 		})
 	}
 }
+
+// An archive directory over an existing symlink of the image replaces
+// the symlink, as docker's untar does, and writes nothing where it led.
+func TestAddExtractOverImageSymlink(t *testing.T) {
+	outside := t.TempDir()
+	root := t.TempDir()
+	writeTree(t, root, map[string]file{"opt/bin": {Link: outside}})
+	c := addCtx(t, "a.tar.gz", makeTar(t, true, goodEntries()...))
+	if err := Copy(root, "/opt", resolve(t, c, "a.tar.gz"), CopyOptions{Extract: true}); err != nil {
+		t.Fatal(err)
+	}
+	if fi, err := os.Lstat(filepath.Join(root, "opt/bin")); err != nil || !fi.IsDir() {
+		t.Fatalf("opt/bin: %v, %v; want a directory", fi, err)
+	}
+	if ents, _ := os.ReadDir(outside); len(ents) != 0 {
+		t.Fatalf("extraction wrote %v outside root", ents)
+	}
+	// Reached only as a parent, an image symlink that leads out of the
+	// destination is refused, as docker refuses a breakout.
+	root2 := t.TempDir()
+	writeTree(t, root2, map[string]file{"opt/implicit": {Link: outside}})
+	err := Copy(root2, "/opt", resolve(t, c, "a.tar.gz"), CopyOptions{Extract: true})
+	wantErr(t, err, "implicit/parent is reached through a symlink that leads out of the destination")
+	if ents, _ := os.ReadDir(outside); len(ents) != 0 {
+		t.Fatalf("extraction wrote %v outside root", ents)
+	}
+}
