@@ -51,8 +51,10 @@ const multiDestMessage = "When using COPY with more than one source file, the de
 //
 // Every path in root is resolved in root (openat2 RESOLVE_IN_ROOT): a
 // symlink of the image on the way to dest is followed as the container
-// would see it and cannot lead out of root. An existing non-directory at
-// a copied name is replaced (renamed over, never written through).
+// would see it and cannot lead out of root. A file destination that is a
+// symlink is followed the same way, as docker does; below a directory
+// destination, an existing non-directory at a copied name is replaced
+// (renamed over, never written through).
 func Copy(root, dest string, srcs []Source, opts CopyOptions) error {
 	rootfd, err := unix.Open(root, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	if err != nil {
@@ -112,6 +114,10 @@ func (c *copier) source(s Source, destRel string, dirDest bool) error {
 		if dirDest || c.isDir(destRel) {
 			target = path.Join(destRel, s.Base)
 		}
+		target, err := c.followFinal(target)
+		if err != nil {
+			return err
+		}
 		return c.entry(top, target)
 	}
 	fd, err := c.mkdirDest(destRel)
@@ -125,6 +131,42 @@ func (c *copier) source(s Source, destRel string, dirDest bool) error {
 		}
 	}
 	return nil
+}
+
+// followFinal follows a symlink at a file destination rel, inside root,
+// as docker does (the copy goes to its target, made if missing); parent
+// directories are resolved in root when the file is written.
+func (c *copier) followFinal(rel string) (string, error) {
+	for i := 0; i < maxLinks; i++ {
+		dir, base := splitRel(rel)
+		pfd, err := openat2(c.root, dir, unix.O_PATH|unix.O_DIRECTORY, resolveInRoot)
+		if err != nil {
+			return rel, nil // made, or refused, by mkdirDest later
+		}
+		t, err := readlinkat(pfd, base)
+		unix.Close(pfd)
+		if err != nil {
+			return rel, nil // not a symlink, or absent
+		}
+		if path.IsAbs(t) {
+			rel = relName(t)
+		} else {
+			rel = relName(path.Join(dir, t))
+		}
+		if rel == "" {
+			return "", errors.New("the destination is a symlink to /")
+		}
+	}
+	return "", fmt.Errorf("destination /%s: too many levels of symbolic links", rel)
+}
+
+func readlinkat(dirfd int, name string) (string, error) {
+	buf := make([]byte, 4096)
+	n, err := unix.Readlinkat(dirfd, name, buf)
+	if err != nil {
+		return "", err
+	}
+	return string(buf[:n]), nil
 }
 
 func (c *copier) mkdirDest(rel string) (int, error) {

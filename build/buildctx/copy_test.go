@@ -223,23 +223,43 @@ func TestCopyDestSymlinkStaysInRoot(t *testing.T) {
 	for _, p := range []string{"f", "deeper", "d", "g"} {
 		mustNotExist(t, filepath.Join(outside, p))
 	}
-	// A file destination that is a symlink is replaced, not written through.
+	// A file destination that is a symlink is followed inside root, as
+	// docker does: the host file is untouched, its in-root namesake
+	// written.
 	if err := Copy(root, "/etc/target", resolve(t, c, "f"), CopyOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	if readFile(t, outsideFile) != "host" {
 		t.Fatal("wrote through a symlink to the host")
 	}
-	if fi, _ := os.Lstat(filepath.Join(root, "etc/target")); !fi.Mode().IsRegular() {
-		t.Fatal("etc/target not replaced by the copied file")
+	if readFile(t, filepath.Join(root, outsideFile)) != "payload" {
+		t.Fatal("the symlink's target inside root was not written")
 	}
+	if fi, _ := os.Lstat(filepath.Join(root, "etc/target")); fi.Mode()&os.ModeSymlink == 0 {
+		t.Fatal("etc/target symlink replaced, want it followed")
+	}
+	// Climbing relative links, and a link to a link, stay inside too.
+	writeTree(t, root, map[string]file{
+		"etc/up":    {Link: "../../../../../../../../" + outsideFile + "2"},
+		"etc/chain": {Link: "up"},
+		"etc/loop":  {Link: "loop"},
+	})
+	if err := Copy(root, "/etc/chain", resolve(t, c, "f"), CopyOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	mustNotExist(t, outsideFile+"2")
+	if readFile(t, filepath.Join(root, outsideFile+"2")) != "payload" {
+		t.Fatal("relative link target inside root not written")
+	}
+	err := Copy(root, "/etc/loop", resolve(t, c, "f"), CopyOptions{})
+	wantErr(t, err, "too many levels of symbolic links")
 	if err := Copy(root, "/lib/", resolve(t, c, "f"), CopyOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	readFile(t, filepath.Join(root, "usr/lib/f"))
 	// A dangling symlink on the way: an error, nothing outside.
 	writeTree(t, root, map[string]file{"dangling": {Link: filepath.Join(outside, "nothere")}})
-	err := Copy(root, "/dangling/x/", resolve(t, c, "f"), CopyOptions{})
+	err = Copy(root, "/dangling/x/", resolve(t, c, "f"), CopyOptions{})
 	wantErr(t, err, "not a directory")
 	mustNotExist(t, filepath.Join(outside, "nothere"))
 }
