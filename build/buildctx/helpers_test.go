@@ -100,7 +100,7 @@ type tarEntry struct {
 	data string
 }
 
-func makeTar(t *testing.T, gz bool, entries ...tarEntry) []byte {
+func makeTar(t testing.TB, gz bool, entries ...tarEntry) []byte {
 	t.Helper()
 	var buf bytes.Buffer
 	var zw *gzip.Writer
