@@ -263,3 +263,47 @@ func TestCopyDestSymlinkStaysInRoot(t *testing.T) {
 	wantErr(t, err, "not a directory")
 	mustNotExist(t, filepath.Join(outside, "nothere"))
 }
+
+func TestCopyMergeAndConflicts(t *testing.T) {
+	c := newCtx(t, map[string]file{"d/sub/f": {Data: "f"}, "d/x": {Data: "x"}})
+	if err := unix.Mkfifo(filepath.Join(c.Root(), "d/pipe"), 0o640); err != nil {
+		t.Fatal(err)
+	}
+	root := t.TempDir()
+	writeTree(t, root, map[string]file{
+		"srv/app/old": {Data: "old"},
+		"srv/other":   {Dir: true},
+		"srv/app/sub": {Link: "../other"}, // an image symlink to a directory: merged into
+		"app":         {Link: "/srv/app"},
+		"file/sub":    {Data: "in the way"},
+		"dirdest/x/y": {Data: "a directory where a file goes"},
+	})
+	if err := Copy(root, "/app", resolve(t, c, "d"), CopyOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	readFile(t, filepath.Join(root, "srv/app/old"))
+	if readFile(t, filepath.Join(root, "srv/other/f")) != "f" || readFile(t, filepath.Join(root, "srv/app/x")) != "x" {
+		t.Fatal("not merged through the image's symlinks")
+	}
+	if fi, err := os.Lstat(filepath.Join(root, "srv/app/pipe")); err != nil || fi.Mode() != os.ModeNamedPipe|0o640 {
+		t.Fatalf("fifo: %v %v", fi, err)
+	}
+	err := Copy(root, "/file", resolve(t, c, "d"), CopyOptions{})
+	wantErr(t, err, "/file/sub exists and is not a directory")
+	err = Copy(root, "/dirdest", resolve(t, c, "d"), CopyOptions{})
+	wantErr(t, err, "cannot replace a directory with a file")
+}
+
+func TestDigestXattr(t *testing.T) {
+	c := newCtx(t, map[string]file{"d/f": {Data: "f"}})
+	before := digestOf(t, c, "d")
+	if err := unix.Setxattr(filepath.Join(c.Root(), "d/f"), "user.strata", []byte("v"), 0); err != nil {
+		if errors.Is(err, unix.ENOTSUP) {
+			t.Skip("the test directory's file system has no user xattrs")
+		}
+		t.Fatal(err)
+	}
+	if digestOf(t, c, "d") == before {
+		t.Fatal("an extended attribute did not change the digest")
+	}
+}
