@@ -137,7 +137,11 @@ func deleteAll(b interface {
 // Derive stores a new image on the layers of from (the zero Image for
 // scratch) with its config changed by edit and hist added to its
 // history as an empty layer: a build step that changes only the config.
-func (s *Store) Derive(ctx context.Context, from Image, edit func(*v1.Image) error, hist v1.History, tags []reference.Reference) (Image, error) {
+func (s *Store) Derive(ctx context.Context, from Image, edit func(*v1.Image, *DockerExtras) error, hist v1.History, tags []reference.Reference) (Image, error) {
+	ex, err := s.Extras(from)
+	if err != nil {
+		return Image{}, err
+	}
 	cfg := from.Config
 	if from.ID == "" {
 		cfg = v1.Image{Platform: v1.Platform{OS: "linux", Architecture: runtime.GOARCH}, RootFS: v1.RootFS{Type: "layers"}}
@@ -145,7 +149,7 @@ func (s *Store) Derive(ctx context.Context, from Image, edit func(*v1.Image) err
 	}
 	cfg.RootFS.DiffIDs = append([]digest.Digest{}, cfg.RootFS.DiffIDs...)
 	cfg.History = append([]v1.History(nil), cfg.History...)
-	if err := edit(&cfg); err != nil {
+	if err := edit(&cfg, &ex); err != nil {
 		return Image{}, err
 	}
 	if hist.Created == nil {
@@ -160,5 +164,5 @@ func (s *Store) Derive(ctx context.Context, from Image, edit func(*v1.Image) err
 		return Image{}, err
 	}
 	defer lease.End()
-	return s.store(ctx, lease, cfg, append([]v1.Descriptor{}, from.Manifest.Layers...), tags)
+	return s.storeWith(ctx, lease, cfg, ex, append([]v1.Descriptor{}, from.Manifest.Layers...), tags)
 }

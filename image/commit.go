@@ -130,13 +130,23 @@ func (s *Store) Commit(ctx context.Context, container string, opts CommitOptions
 		cfg.RootFS.DiffIDs = append(cfg.RootFS.DiffIDs, l.Layer.DiffID)
 	}
 	cfg.History = append(cfg.History, hist)
-	return s.store(ctx, lease, cfg, layers, tags)
+	// Docker's fields of the base go on, as docker commit keeps them.
+	ex, err := s.Extras(base)
+	if err != nil {
+		return Image{}, err
+	}
+	return s.storeWith(ctx, lease, cfg, ex, layers, tags)
 }
 
 // store writes the config and manifest of a new image whose layers are
 // in the store, and records and tags it.
 func (s *Store) store(ctx context.Context, lease *snapshot.Lease, cfg v1.Image, layers []v1.Descriptor, tags []reference.Reference) (Image, error) {
-	cb, err := json.Marshal(cfg)
+	return s.storeWith(ctx, lease, cfg, DockerExtras{}, layers, tags)
+}
+
+// storeWith is store of a config with docker's extra fields.
+func (s *Store) storeWith(ctx context.Context, lease *snapshot.Lease, cfg v1.Image, ex DockerExtras, layers []v1.Descriptor, tags []reference.Reference) (Image, error) {
+	cb, err := marshalConfig(cfg, ex)
 	if err != nil {
 		return Image{}, err
 	}

@@ -522,7 +522,7 @@ func ioHelpCommands(t *testing.T) []string {
 		case in && strings.HasPrefix(l, "  "):
 			f := strings.Fields(l)
 			cmds = append(cmds, f[0])
-			if len(f) > 1 && (f[0] == "image" || f[0] == "system") && !strings.HasPrefix(f[1], strings.ToUpper(f[1][:1])) {
+			if len(f) > 1 && (f[0] == "image" || f[0] == "system" || f[0] == "builder") && !strings.HasPrefix(f[1], strings.ToUpper(f[1][:1])) {
 				cmds[len(cmds)-1] += " " + f[1]
 			}
 		case in && l == "":

@@ -49,6 +49,7 @@ func commands() []*command {
 		imagePruneCmd, systemPruneCmd, systemDfCmd, psCmd,
 		runCmd, startCmd, stopCmd, execCmd, logsCmd, shimCmd,
 		pullCmd, pushCmd, loginCmd, logoutCmd, completionCmd, manCmd,
+		buildCmd, builderPruneCmd,
 	}
 }
 
@@ -264,8 +265,10 @@ var groups = map[string]map[string]string{
 	"image": {
 		"ls": "images", "list": "images", "rm": "rmi", "prune": "image prune",
 		"tag": "tag", "history": "history", "inspect": "inspect",
-		"import": "import", "export": "export",
+		"import": "import", "export": "export", "build": "build",
+		"pull": "pull", "push": "push",
 	},
+	"builder": {"prune": "builder prune", "build": "build"},
 	"system": {"prune": "system prune", "df": "system df"},
 	"container": {
 		"run": "run", "create": "create", "start": "start", "stop": "stop",

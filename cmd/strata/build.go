@@ -1,0 +1,905 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path"
+	"path/filepath"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+	v1 "github.com/opencontainers/image-spec/specs-go/v1"
+	"github.com/spf13/pflag"
+	"golang.org/x/sys/unix"
+
+	"github.com/strata-fs/strata/build/buildctx"
+	"github.com/strata-fs/strata/build/dockerfile"
+	"github.com/strata-fs/strata/container"
+	"github.com/strata-fs/strata/image"
+	"github.com/strata-fs/strata/image/reference"
+)
+
+var buildCmd = &command{
+	name:    "build",
+	args:    "[-t REF]... [-f Dockerfile] [--build-arg K=V]... [--target STAGE] [--no-cache] [-q] [--network private|none|host] [--label K=V]... [--iidfile F] CONTEXT",
+	summary: "Build an image from a Dockerfile, a layer a step, with a cache",
+	changes: true,
+	flags: func(fs *pflag.FlagSet) func(context.Context, *env, []string) error {
+		tags := fs.StringArrayP("tag", "t", nil, "name the image `REF` (repeatable)")
+		file := fs.StringP("file", "f", "", "the Dockerfile (default CONTEXT/Dockerfile; - for standard input)")
+		buildArgs := fs.StringArray("build-arg", nil, "set the build argument `K=V` (K alone: from strata's environment)")
+		target := fs.String("target", "", "build up to the stage `NAME`")
+		noCache := fs.Bool("no-cache", false, "do not use the build cache")
+		quiet := fs.BoolP("quiet", "q", false, "print only the image ID")
+		network := fs.String("network", container.NetworkPrivate, "the network of RUN steps, `MODE`: private, none or host")
+		labels := fs.StringArray("label", nil, "set the label `K=V` on the image")
+		iidfile := fs.String("iidfile", "", "write the image ID to `FILE`")
+		return func(ctx context.Context, e *env, args []string) error {
+			if len(args) != 1 {
+				return usagef("name the build context: a directory, or - for a tar on standard input")
+			}
+			if err := oneOf("network", *network, container.NetworkPrivate, container.NetworkNone, container.NetworkHost); err != nil {
+				return err
+			}
+			var refs []reference.Reference
+			for _, t := range *tags {
+				r, err := reference.Parse(t)
+				if err != nil {
+					return usagef("-t %s: %v", t, err)
+				}
+				refs = append(refs, r)
+			}
+			b := &builder{e: e, noCache: *noCache, network: *network, quiet: *quiet, args: map[string]string{}, stages: map[string]image.Image{}}
+			for _, kv := range *buildArgs {
+				k, v, ok := strings.Cut(kv, "=")
+				if !ok {
+					val, set := os.LookupEnv(k)
+					if !set {
+						continue
+					}
+					v = val
+				}
+				b.args[k] = v
+			}
+			if epoch, err := sourceDateEpoch(); err != nil {
+				return err
+			} else {
+				b.epoch = epoch
+			}
+			im, err := b.run(ctx, args[0], *file, *target, *labels)
+			if err != nil {
+				return err
+			}
+			for _, r := range refs {
+				if _, err := e.images.Tag(ctx, im.ID.String(), r.String()); err != nil {
+					return err
+				}
+			}
+			if *iidfile != "" {
+				if err := os.WriteFile(*iidfile, []byte(im.ID.String()), 0o644); err != nil {
+					return err
+				}
+			}
+			if *quiet {
+				fmt.Fprintln(e.stdout, im.ID)
+				return nil
+			}
+			fmt.Fprintf(e.stdout, "writing image %s\n", im.ID)
+			for _, r := range refs {
+				fmt.Fprintf(e.stdout, "naming to %s\n", r)
+			}
+			return nil
+		}
+	},
+}
+
+// builder runs the steps of a Dockerfile, as docker build does, each in
+// a container of its own committed as an intermediate image, and keeps
+// each step's result in the build cache.
+type builder struct {
+	e       *env
+	noCache bool
+	network string
+	quiet   bool
+	epoch   *time.Time
+	args    map[string]string // --build-arg
+	used    map[string]bool   // build args some ARG consumed
+	file    *dockerfile.File
+	ctx     *buildctx.Context
+	stages  map[string]image.Image // built stages, by name and by index
+	step    int                    // steps printed so far
+	total   int
+}
+
+func (b *builder) out() io.Writer {
+	if b.quiet {
+		return io.Discard
+	}
+	return b.e.stdout
+}
+
+func (b *builder) run(ctx context.Context, contextArg, fileArg, target string, labels []string) (image.Image, error) {
+	var err error
+	if contextArg == "-" {
+		if b.ctx, err = buildctx.FromTar(os.Stdin, filepath.Join(b.e.store.Root(), "tmp")); err != nil {
+			return image.Image{}, err
+		}
+	} else if b.ctx, err = buildctx.FromDir(contextArg); err != nil {
+		return image.Image{}, err
+	}
+	defer b.ctx.Close()
+	df, err := b.readDockerfile(contextArg, fileArg)
+	if err != nil {
+		return image.Image{}, err
+	}
+	dfName := "Dockerfile"
+	if fileArg != "" && fileArg != "-" {
+		dfName = filepath.Base(fileArg)
+	}
+	if err := b.ctx.LoadIgnore(dfName); err != nil {
+		return image.Image{}, err
+	}
+	if b.file, err = dockerfile.Parse(strings.NewReader(df), b.args); err != nil {
+		return image.Image{}, err
+	}
+	for _, w := range b.file.Warnings {
+		fmt.Fprintf(b.e.stderr, "strata build: warning: %s\n", w)
+	}
+	stages, err := b.file.Needed(target)
+	if err != nil {
+		return image.Image{}, err
+	}
+	for _, st := range stages {
+		b.total += 1 + len(st.Commands)
+	}
+	var im image.Image
+	for _, st := range stages {
+		if im, err = b.buildStage(ctx, st); err != nil {
+			return image.Image{}, err
+		}
+		b.stages[fmt.Sprint(st.Index)] = im
+		if st.Name != "" {
+			b.stages[st.Name] = im
+		}
+	}
+	if len(labels) > 0 {
+		var kvs [][2]string
+		for _, l := range labels {
+			k, v, _ := strings.Cut(l, "=")
+			kvs = append(kvs, [2]string{k, v})
+		}
+		im, err = b.configStep(ctx, im, "LABEL "+strings.Join(labels, " "), func(c *v1.Image, ex *image.DockerExtras) error {
+			if c.Config.Labels == nil {
+				c.Config.Labels = map[string]string{}
+			}
+			for _, kv := range kvs {
+				c.Config.Labels[kv[0]] = kv[1]
+			}
+			return nil
+		})
+	}
+	return im, err
+}
+
+// readDockerfile returns the Dockerfile's text: -f FILE, -f - (stdin),
+// or CONTEXT/Dockerfile.
+func (b *builder) readDockerfile(contextArg, fileArg string) (string, error) {
+	var (
+		data []byte
+		err  error
+	)
+	switch {
+	case fileArg == "-":
+		if contextArg == "-" {
+			return "", usagef("the context and the Dockerfile cannot both come from standard input")
+		}
+		data, err = io.ReadAll(io.LimitReader(os.Stdin, 4<<20))
+	case fileArg != "":
+		data, err = os.ReadFile(fileArg)
+	default:
+		data, err = b.ctx.ReadFile("Dockerfile")
+	}
+	if err != nil {
+		return "", fmt.Errorf("read the Dockerfile: %w", err)
+	}
+	return string(data), nil
+}
+
+// state is a stage being built: its image and what its steps see.
+type state struct {
+	im     image.Image
+	argEnv []string // the ARGs in scope, K=V
+	shell  []string
+}
+
+func (s *state) env() []string { return append(append([]string{}, s.argEnv...), s.im.Config.Config.Env...) }
+
+func (b *builder) buildStage(ctx context.Context, st *dockerfile.Stage) (image.Image, error) {
+	b.step++
+	n := b.step
+	fmt.Fprintf(b.out(), "#%d [%s] FROM %s\n", n, b.stageLabel(st), st.BaseName)
+	s := &state{shell: []string{"/bin/sh", "-c"}}
+	for _, a := range b.file.MetaArgs {
+		if a.Value != nil {
+			s.argEnv = append(s.argEnv, a.Name+"="+*a.Value)
+		}
+	}
+	switch base := st.BaseName; {
+	case base == "scratch":
+	default:
+		if im, ok := b.stages[strings.ToLower(base)]; ok {
+			s.im = im
+			break
+		}
+		im, err := b.e.images.Get(ctx, base)
+		if err != nil {
+			return image.Image{}, fmt.Errorf("Dockerfile:%d: FROM %s: %w (pull it first with 'strata pull %s', or import it)", st.Line, base, err, base)
+		}
+		s.im = im
+	}
+	s.argEnv = nil // ARGs before FROM are in scope only where declared again
+	// ONBUILD triggers of the base run first, as docker runs them.
+	ex, err := b.e.images.Extras(s.im)
+	if err != nil {
+		return image.Image{}, err
+	}
+	if len(ex.Shell) > 0 {
+		s.shell = ex.Shell
+	}
+	if tr := ex.OnBuild; len(tr) > 0 {
+		cmds, err := dockerfile.ParseTriggers(tr)
+		if err != nil {
+			return image.Image{}, fmt.Errorf("FROM %s: its ONBUILD triggers: %w", st.BaseName, err)
+		}
+		for _, c := range cmds {
+			if err := b.do(ctx, st, s, c, true); err != nil {
+				return image.Image{}, err
+			}
+		}
+		// Triggers do not pass on to images built on this one.
+		var err2 error
+		s.im, err2 = b.configStep(ctx, s.im, "ONBUILD (cleared)", func(c *v1.Image, ex *image.DockerExtras) error { ex.OnBuild = nil; return nil })
+		if err2 != nil {
+			return image.Image{}, err2
+		}
+	}
+	fmt.Fprintf(b.out(), "#%d DONE\n", n)
+	for _, c := range st.Commands {
+		if err := b.do(ctx, st, s, c, false); err != nil {
+			return image.Image{}, err
+		}
+	}
+	if s.im.ID == "" {
+		// FROM scratch and nothing else: an empty image.
+		im, err := b.configStep(ctx, s.im, "FROM scratch", func(*v1.Image, *image.DockerExtras) error { return nil })
+		if err != nil {
+			return image.Image{}, err
+		}
+		s.im = im
+	}
+	return s.im, nil
+}
+
+func (b *builder) stageLabel(st *dockerfile.Stage) string {
+	if st.Name != "" {
+		return fmt.Sprintf("%s %d/%d", st.Name, b.step, b.total)
+	}
+	return fmt.Sprintf("%d/%d", b.step, b.total)
+}
+
+// do runs one instruction.
+func (b *builder) do(ctx context.Context, st *dockerfile.Stage, s *state, c dockerfile.Command, trigger bool) error {
+	if !trigger {
+		b.step++
+	}
+	n := b.step
+	start := time.Now()
+	fmt.Fprintf(b.out(), "#%d [%s] %s\n", n, b.stageLabel(st), c.Original)
+	fail := func(err error) error {
+		return fmt.Errorf("Dockerfile:%d: %s: %w", c.Line, firstWord(c.Original), err)
+	}
+	expand := func(w string) (string, error) { return dockerfile.Expand(w, s.env(), b.file.Escape) }
+	var (
+		im     image.Image
+		cached bool
+		err    error
+	)
+	switch c.Name {
+	case "arg":
+		for i, kv := range c.KeyValues {
+			name := kv[0]
+			v, given := b.args[name]
+			switch {
+			case given:
+				b.markUsed(name)
+			case i < len(c.KeyValueSet) && c.KeyValueSet[i]:
+				if v, err = expand(kv[1]); err != nil {
+					return fail(err)
+				}
+			default:
+				// No default, not given: in scope, but unset.
+				continue
+			}
+			s.argEnv = setKV(s.argEnv, name, v)
+		}
+		fmt.Fprintf(b.out(), "#%d DONE %.1fs\n", n, time.Since(start).Seconds())
+		return nil
+	case "run":
+		im, cached, err = b.runStep(ctx, s, c)
+	case "copy", "add":
+		im, cached, err = b.copyStep(ctx, s, c)
+	case "workdir":
+		im, cached, err = b.workdirStep(ctx, s, c)
+	default:
+		im, cached, err = b.metaStep(ctx, s, c)
+	}
+	if err != nil {
+		return fail(err)
+	}
+	s.im = im
+	if cached {
+		fmt.Fprintf(b.out(), "#%d CACHED\n", n)
+	} else {
+		fmt.Fprintf(b.out(), "#%d DONE %.1fs\n", n, time.Since(start).Seconds())
+	}
+	return nil
+}
+
+func (b *builder) markUsed(name string) {
+	if b.used == nil {
+		b.used = map[string]bool{}
+	}
+	b.used[name] = true
+}
+
+func firstWord(s string) string {
+	w, _, _ := strings.Cut(strings.TrimSpace(s), " ")
+	return strings.ToUpper(w)
+}
+
+func setKV(env []string, k, v string) []string {
+	for i, e := range env {
+		if strings.HasPrefix(e, k+"=") {
+			env[i] = k + "=" + v
+			return env
+		}
+	}
+	return append(env, k+"="+v)
+}
+
+// cacheKey is what a step's result depends on.
+func cacheKey(parent digest.Digest, instr string, args []string, content string) string {
+	h := sha256.New()
+	sort.Strings(args)
+	json.NewEncoder(h).Encode(struct {
+		Parent  digest.Digest
+		Instr   string
+		Args    []string
+		Content string
+	}{parent, instr, args, content})
+	return "sha256:" + hex.EncodeToString(h.Sum(nil))
+}
+
+// cached looks a step up, unless --no-cache.
+func (b *builder) cached(ctx context.Context, key string) (image.Image, bool, error) {
+	if b.noCache {
+		return image.Image{}, false, nil
+	}
+	return b.e.images.CachedStep(ctx, key)
+}
+
+func (b *builder) history(createdBy string) v1.History {
+	h := v1.History{CreatedBy: createdBy, Comment: "strata build"}
+	if b.epoch != nil {
+		h.Created = b.epoch
+	}
+	return h
+}
+
+// configStep stores the image im with its config changed by edit.
+func (b *builder) configStep(ctx context.Context, im image.Image, instr string, edit func(*v1.Image, *image.DockerExtras) error) (image.Image, error) {
+	return b.e.images.Derive(ctx, im, edit, b.history("/bin/sh -c #(nop) "+instr), nil)
+}
+
+// metaStep runs an instruction that changes only the config.
+func (b *builder) metaStep(ctx context.Context, s *state, c dockerfile.Command) (image.Image, bool, error) {
+	expand := func(w string) (string, error) { return dockerfile.Expand(w, s.env(), b.file.Escape) }
+	text := strings.TrimSpace(strings.TrimPrefix(c.Original, strings.Fields(c.Original)[0]))
+	key := cacheKey(s.im.ID, c.Original, nil, strings.Join(s.env(), "\n"))
+	if im, ok, err := b.cached(ctx, key); err != nil || ok {
+		return im, ok, err
+	}
+	var edit func(*v1.Image, *image.DockerExtras) error
+	cmdForm := func() []string {
+		if c.JSON {
+			return c.Args
+		}
+		return append(append([]string{}, s.shell...), strings.Join(c.Args, " "))
+	}
+	switch c.Name {
+	case "env":
+		var kvs [][2]string
+		for _, kv := range c.KeyValues {
+			v, err := expand(kv[1])
+			if err != nil {
+				return image.Image{}, false, err
+			}
+			kvs = append(kvs, [2]string{kv[0], v})
+		}
+		edit = func(i *v1.Image, ex *image.DockerExtras) error {
+			for _, kv := range kvs {
+				i.Config.Env = setKV(i.Config.Env, kv[0], kv[1])
+			}
+			return nil
+		}
+		var parts []string
+		for _, kv := range kvs {
+			parts = append(parts, kv[0]+"="+kv[1])
+		}
+		text = strings.Join(parts, " ")
+	case "maintainer":
+		// As docker: MAINTAINER sets the image's author.
+		who, err := expand(strings.Join(c.Args, " "))
+		if err != nil {
+			return image.Image{}, false, err
+		}
+		edit = func(i *v1.Image, ex *image.DockerExtras) error { i.Author = who; return nil }
+	case "label":
+		kvs := c.KeyValues
+		var out [][2]string
+		for _, kv := range kvs {
+			k, err := expand(kv[0])
+			if err != nil {
+				return image.Image{}, false, err
+			}
+			v, err := expand(kv[1])
+			if err != nil {
+				return image.Image{}, false, err
+			}
+			out = append(out, [2]string{k, v})
+		}
+		edit = func(i *v1.Image, ex *image.DockerExtras) error {
+			if i.Config.Labels == nil {
+				i.Config.Labels = map[string]string{}
+			}
+			for _, kv := range out {
+				i.Config.Labels[kv[0]] = kv[1]
+			}
+			return nil
+		}
+	case "expose":
+		var ports []string
+		for _, a := range c.Args {
+			p, err := expand(a)
+			if err != nil {
+				return image.Image{}, false, err
+			}
+			if !strings.Contains(p, "/") {
+				p += "/tcp"
+			}
+			ports = append(ports, p)
+		}
+		edit = func(i *v1.Image, ex *image.DockerExtras) error {
+			if i.Config.ExposedPorts == nil {
+				i.Config.ExposedPorts = map[string]struct{}{}
+			}
+			for _, p := range ports {
+				i.Config.ExposedPorts[p] = struct{}{}
+			}
+			return nil
+		}
+	case "user":
+		u, err := expand(strings.Join(c.Args, " "))
+		if err != nil {
+			return image.Image{}, false, err
+		}
+		edit = func(i *v1.Image, ex *image.DockerExtras) error { i.Config.User = u; return nil }
+	case "cmd":
+		cmd := cmdForm()
+		edit = func(i *v1.Image, ex *image.DockerExtras) error { i.Config.Cmd = cmd; return nil }
+	case "entrypoint":
+		ep := cmdForm()
+		edit = func(i *v1.Image, ex *image.DockerExtras) error { i.Config.Entrypoint = ep; return nil }
+	case "volume":
+		var vols []string
+		for _, a := range c.Args {
+			v, err := expand(a)
+			if err != nil {
+				return image.Image{}, false, err
+			}
+			vols = append(vols, v)
+		}
+		edit = func(i *v1.Image, ex *image.DockerExtras) error {
+			if i.Config.Volumes == nil {
+				i.Config.Volumes = map[string]struct{}{}
+			}
+			for _, v := range vols {
+				i.Config.Volumes[v] = struct{}{}
+			}
+			return nil
+		}
+	case "stopsignal":
+		sig, err := expand(strings.Join(c.Args, " "))
+		if err != nil {
+			return image.Image{}, false, err
+		}
+		if _, err := parseSignal(sig); err != nil {
+			return image.Image{}, false, err
+		}
+		edit = func(i *v1.Image, ex *image.DockerExtras) error { i.Config.StopSignal = sig; return nil }
+	case "shell":
+		s.shell = append([]string{}, c.Args...)
+		sh := s.shell
+		edit = func(i *v1.Image, ex *image.DockerExtras) error { ex.Shell = sh; return nil }
+	case "healthcheck":
+		h := c.Health
+		edit = func(i *v1.Image, ex *image.DockerExtras) error {
+			if h == nil {
+				return nil
+			}
+			ex.Healthcheck = &image.Healthcheck{Test: h.Test, Interval: h.Interval, Timeout: h.Timeout, StartPeriod: h.StartPeriod, StartInterval: h.StartInterval, Retries: h.Retries}
+			return nil
+		}
+	case "onbuild":
+		trigger := c.Trigger
+		edit = func(i *v1.Image, ex *image.DockerExtras) error { ex.OnBuild = append(ex.OnBuild, trigger); return nil }
+	default:
+		return image.Image{}, false, fmt.Errorf("unsupported instruction %s", strings.ToUpper(c.Name))
+	}
+	im, err := b.e.images.Derive(ctx, s.im, edit, b.history("/bin/sh -c #(nop) "+strings.ToUpper(c.Name)+" "+text), nil)
+	if err != nil {
+		return image.Image{}, false, err
+	}
+	return im, false, b.e.images.RecordStep(ctx, key, im.ID)
+}
+
+// usedArgs are the ARGs in scope as K=V, for the cache key and the
+// environment of RUN.
+func (s *state) usedArgs() []string { return append([]string{}, s.argEnv...) }
+
+// runStep runs a RUN instruction in a container on the stage's image
+// and commits what it changed.
+func (b *builder) runStep(ctx context.Context, s *state, c dockerfile.Command) (image.Image, bool, error) {
+	if s.im.ID == "" {
+		return image.Image{}, false, errors.New("RUN needs a base image: FROM scratch has no shell")
+	}
+	var cmd []string
+	if c.JSON {
+		cmd = c.Args
+	} else {
+		script := strings.Join(c.Args, " ")
+		for _, h := range c.Heredocs {
+			script += "\n" + h.Content
+		}
+		cmd = append(append([]string{}, s.shell...), script)
+	}
+	createdBy := "RUN " + strings.Join(cmd, " ")
+	key := cacheKey(s.im.ID, createdBy, s.usedArgs(), "")
+	if im, ok, err := b.cached(ctx, key); err != nil || ok {
+		return im, ok, err
+	}
+	name := "build-" + randomStackName()[len("stack-"):]
+	fs := pflag.NewFlagSet("build", pflag.ContinueOnError)
+	f := addRunFlags(fs)
+	flags := []string{"--name", name, "--network", b.network, "--entrypoint", ""}
+	for _, kv := range s.usedArgs() {
+		flags = append(flags, "-e", kv)
+	}
+	if err := fs.Parse(flags); err != nil {
+		return image.Image{}, false, err
+	}
+	if _, err := createFromImage(ctx, b.e, f, s.im.ID.String(), cmd); err != nil {
+		return image.Image{}, false, err
+	}
+	defer removeContainer(context.WithoutCancel(ctx), b.e, name)
+	if err := b.runContainer(ctx, name); err != nil {
+		return image.Image{}, false, err
+	}
+	im, err := b.e.images.Commit(ctx, name, image.CommitOptions{CreatedBy: createdBy, Message: "strata build", SourceDateEpoch: b.epoch})
+	if err != nil {
+		return image.Image{}, false, err
+	}
+	return im, false, b.e.images.RecordStep(ctx, key, im.ID)
+}
+
+// runContainer runs the created container name to its end, its output
+// prefixed with the step's number; a non-zero exit is an error.
+func (b *builder) runContainer(ctx context.Context, name string) error {
+	devnull, err := os.Open(os.DevNull)
+	if err != nil {
+		return err
+	}
+	defer devnull.Close()
+	pr, pw, err := os.Pipe()
+	if err != nil {
+		return err
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		sc := bufio.NewScanner(pr)
+		sc.Buffer(make([]byte, 64<<10), 1<<20)
+		for sc.Scan() {
+			fmt.Fprintf(b.out(), "#%d %s\n", b.step, sc.Text())
+		}
+		io.Copy(io.Discard, pr)
+	}()
+	st, err := startContainer(context.WithoutCancel(ctx), b.e, name, procIO{devnull, pw, pw}, b.e.log)
+	if err != nil {
+		pw.Close()
+		<-done
+		pr.Close()
+		return err
+	}
+	code := st.wait(nil)
+	ferr := st.finish(context.WithoutCancel(ctx), code)
+	pw.Close()
+	<-done
+	pr.Close()
+	if ferr != nil {
+		return ferr
+	}
+	if code != 0 {
+		return fmt.Errorf("the command exited with status %d", code)
+	}
+	return nil
+}
+
+// copyStep runs COPY or ADD: the sources from the context (or --from a
+// stage or an image) written into a container on the stage's image,
+// then committed.
+func (b *builder) copyStep(ctx context.Context, s *state, c dockerfile.Command) (image.Image, bool, error) {
+	expand := func(w string) (string, error) { return dockerfile.Expand(w, s.env(), b.file.Escape) }
+	var words []string
+	for _, a := range c.Args {
+		w, err := expand(a)
+		if err != nil {
+			return image.Image{}, false, err
+		}
+		words = append(words, w)
+	}
+	if len(words) < 2 && len(c.Heredocs) == 0 {
+		return image.Image{}, false, fmt.Errorf("%s needs a source and a destination", strings.ToUpper(c.Name))
+	}
+	dest := words[len(words)-1]
+	srcs := words[:len(words)-1]
+	if c.Name == "add" {
+		for _, src := range srcs {
+			if strings.Contains(src, "://") || strings.HasPrefix(src, "git@") {
+				return image.Image{}, false, fmt.Errorf("ADD of a URL needs the network, which strata build does not use: download %s into the context and COPY it", src)
+			}
+		}
+	}
+	wd := s.im.Config.Config.WorkingDir
+	if wd == "" {
+		wd = "/"
+	}
+	destAbs := dest
+	if !path.IsAbs(destAbs) {
+		destAbs = path.Join(wd, dest)
+		if strings.HasSuffix(dest, "/") || dest == "." {
+			destAbs += "/"
+		}
+	}
+	// The sources: the context, or the root filesystem of a stage or an
+	// image (mounted for the step).
+	from := b.ctx
+	var fromID digest.Digest
+	if ref := c.Flags["from"]; ref != "" {
+		ref, err := expand(ref)
+		if err != nil {
+			return image.Image{}, false, err
+		}
+		im, ok := b.stages[strings.ToLower(ref)]
+		if !ok {
+			if im, err = b.e.images.Get(ctx, ref); err != nil {
+				return image.Image{}, false, fmt.Errorf("--from=%s: no such stage or image: %w", ref, err)
+			}
+		}
+		fromID = im.ID
+		mnt, cleanup, err := b.mountImage(ctx, im)
+		if err != nil {
+			return image.Image{}, false, err
+		}
+		defer cleanup()
+		if from, err = buildctx.FromDir(mnt); err != nil {
+			return image.Image{}, false, err
+		}
+		defer from.Close()
+	}
+	resolved, err := from.ResolveFor(strings.ToUpper(c.Name), srcs)
+	if err != nil {
+		return image.Image{}, false, err
+	}
+	content, err := buildctx.Digest(resolved)
+	if err != nil {
+		return image.Image{}, false, err
+	}
+	var opts buildctx.CopyOptions
+	owner := c.Flags["chown"]
+	if owner != "" {
+		if owner, err = expand(owner); err != nil {
+			return image.Image{}, false, err
+		}
+		opts.Chown = true
+	}
+	if cm := c.Flags["chmod"]; cm != "" {
+		var m uint32
+		if _, err := fmt.Sscanf(cm, "%o", &m); err != nil || m > 0o7777 {
+			return image.Image{}, false, fmt.Errorf("--chmod=%s: want an octal mode", cm)
+		}
+		mode := os.FileMode(m)
+		opts.Mode = &mode
+	}
+	opts.Extract = c.Name == "add"
+	createdBy := fmt.Sprintf("/bin/sh -c #(nop) %s %s in %s", strings.ToUpper(c.Name), content, destAbs)
+	key := cacheKey(s.im.ID, c.Original+" "+fromID.String(), nil, content.String())
+	if im, ok, err := b.cached(ctx, key); err != nil || ok {
+		return im, ok, err
+	}
+	im, err := b.inContainer(ctx, s.im, createdBy, func(root string) error {
+		if opts.Chown {
+			uid, gid, err := buildctx.LookupOwner(root, owner)
+			if err != nil {
+				return err
+			}
+			opts.UID, opts.GID = uid, gid
+		}
+		return buildctx.Copy(root, destAbs, resolved, opts)
+	})
+	if err != nil {
+		return image.Image{}, false, err
+	}
+	return im, false, b.e.images.RecordStep(ctx, key, im.ID)
+}
+
+// workdirStep sets the working directory and makes it, as docker does.
+func (b *builder) workdirStep(ctx context.Context, s *state, c dockerfile.Command) (image.Image, bool, error) {
+	w, err := dockerfile.Expand(strings.Join(c.Args, " "), s.env(), b.file.Escape)
+	if err != nil {
+		return image.Image{}, false, err
+	}
+	if !path.IsAbs(w) {
+		base := s.im.Config.Config.WorkingDir
+		if base == "" {
+			base = "/"
+		}
+		w = path.Join(base, w)
+	}
+	key := cacheKey(s.im.ID, "WORKDIR "+w, nil, "")
+	if im, ok, err := b.cached(ctx, key); err != nil || ok {
+		return im, ok, err
+	}
+	var im image.Image
+	if s.im.ID == "" {
+		im, err = b.e.images.Derive(ctx, s.im, func(i *v1.Image, ex *image.DockerExtras) error { i.Config.WorkingDir = w; return nil }, b.history("/bin/sh -c #(nop) WORKDIR "+w), nil)
+	} else {
+		// One step: the directory made and the config changed.
+		im, err = b.inContainer(ctx, s.im, "/bin/sh -c #(nop) WORKDIR "+w, func(root string) error { return mkdirInRoot(root, w) }, "WORKDIR "+w)
+	}
+	if err != nil {
+		return image.Image{}, false, err
+	}
+	return im, false, b.e.images.RecordStep(ctx, key, im.ID)
+}
+
+// mkdirInRoot makes the directory p (absolute in root) and its parents,
+// resolving every element within root.
+func mkdirInRoot(root, p string) error {
+	rootFD, err := unix.Open(root, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(rootFD)
+	cur := ""
+	for _, el := range strings.Split(strings.Trim(p, "/"), "/") {
+		if el == "" {
+			continue
+		}
+		cur = path.Join(cur, el)
+		fd, err := unix.Openat2(rootFD, cur, &unix.OpenHow{Flags: unix.O_PATH | unix.O_DIRECTORY | unix.O_CLOEXEC, Resolve: unix.RESOLVE_IN_ROOT})
+		if err == nil {
+			unix.Close(fd)
+			continue
+		}
+		if err != unix.ENOENT {
+			return fmt.Errorf("WORKDIR %s: %s: %w", p, cur, err)
+		}
+		parent, err := unix.Openat2(rootFD, path.Dir(cur), &unix.OpenHow{Flags: unix.O_PATH | unix.O_DIRECTORY | unix.O_CLOEXEC, Resolve: unix.RESOLVE_IN_ROOT})
+		if err != nil {
+			return fmt.Errorf("WORKDIR %s: %w", p, err)
+		}
+		err = unix.Mkdirat(parent, path.Base(cur), 0o755)
+		unix.Close(parent)
+		if err != nil && err != unix.EEXIST {
+			return fmt.Errorf("WORKDIR %s: %w", p, err)
+		}
+	}
+	return nil
+}
+
+// inContainer makes a container on im, mounts it, calls fn with its
+// root, and commits the changes as a new image.
+func (b *builder) inContainer(ctx context.Context, im image.Image, createdBy string, fn func(root string) error, changes ...string) (image.Image, error) {
+	name := "build-" + randomStackName()[len("stack-"):]
+	if _, err := b.e.images.CreateContainer(ctx, name, im.ID.String(), nil); err != nil {
+		return image.Image{}, err
+	}
+	defer removeContainer(context.WithoutCancel(ctx), b.e, name)
+	root, own, err := mountRootfs(ctx, b.e, name, filepath.Join(bundleDir(b.e, name), "rootfs"))
+	if err != nil {
+		return image.Image{}, err
+	}
+	ferr := fn(root)
+	if own {
+		if err := unmountRootfs(context.WithoutCancel(ctx), b.e, name); err != nil && ferr == nil {
+			ferr = err
+		}
+	}
+	if ferr != nil {
+		return image.Image{}, ferr
+	}
+	return b.e.images.Commit(ctx, name, image.CommitOptions{CreatedBy: createdBy, Message: "strata build", SourceDateEpoch: b.epoch, Changes: changes})
+}
+
+// mountImage mounts a container on im read-write (it is removed after)
+// and returns its root.
+func (b *builder) mountImage(ctx context.Context, im image.Image) (string, func(), error) {
+	name := "build-from-" + randomStackName()[len("stack-"):]
+	if _, err := b.e.images.CreateContainer(ctx, name, im.ID.String(), nil); err != nil {
+		return "", nil, err
+	}
+	root, own, err := mountRootfs(ctx, b.e, name, filepath.Join(bundleDir(b.e, name), "rootfs"))
+	cleanup := func() {
+		c := context.WithoutCancel(ctx)
+		if own {
+			unmountRootfs(c, b.e, name)
+		}
+		removeContainer(c, b.e, name)
+	}
+	if err != nil {
+		cleanup()
+		return "", nil, err
+	}
+	return root, cleanup, nil
+}
+
+var builderPruneCmd = &command{
+	name:    "builder prune",
+	args:    "[-f]",
+	summary: "Remove the build cache: its records and the intermediate images nothing else holds",
+	changes: true,
+	flags: func(fs *pflag.FlagSet) func(context.Context, *env, []string) error {
+		force := fs.BoolP("force", "f", false, "do not ask for confirmation")
+		return func(ctx context.Context, e *env, args []string) error {
+			if len(args) > 0 {
+				return usagef("builder prune takes no arguments")
+			}
+			if !*force {
+				ok, err := confirm(e, "builder prune", "This will remove all build cache.")
+				if err != nil || !ok {
+					return err
+				}
+			}
+			n, rep, err := e.images.PruneBuildCache(ctx)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(e.stdout, "Deleted build cache records: %d\n", n)
+			for _, id := range rep.Deleted {
+				fmt.Fprintf(e.stdout, "deleted: %s\n", id)
+			}
+			fmt.Fprintf(e.stdout, "\nTotal reclaimed space: %s\n", humanSize(rep.Reclaimed))
+			return nil
+		}
+	},
+}

@@ -1,0 +1,321 @@
+package integration
+
+import (
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// Tests of strata build through the built binary, on the busybox
+// images of newRunStore (busybox:base has sh, cat, echo, ls, id, ...).
+
+// buildContext writes files (name to content) into a new context
+// directory.
+func buildContext(t *testing.T, files map[string]string) string {
+	t.Helper()
+	dir := t.TempDir()
+	writeTree(t, dir, files)
+	return dir
+}
+
+// builtConfig is the part of an image's config a build sets.
+type builtConfig struct {
+	Config struct {
+		Env          []string
+		Cmd          []string
+		Entrypoint   []string
+		WorkingDir   string
+		User         string
+		Labels       map[string]string
+		ExposedPorts map[string]struct{}
+		Volumes      map[string]struct{}
+		StopSignal   string
+	}
+	History []struct {
+		CreatedBy  string `json:"created_by"`
+		EmptyLayer bool   `json:"empty_layer"`
+	}
+}
+
+func (s *runStore) builtConfig(t *testing.T, ref string) builtConfig {
+	t.Helper()
+	out := s.must("inspect", "--format", "{{json .Config}}", ref)
+	var c builtConfig
+	if err := json.Unmarshal([]byte(out), &c.Config); err != nil {
+		t.Fatalf("inspect %s: %v\n%s", ref, err, out)
+	}
+	out = s.must("inspect", "--format", "{{json .History}}", ref)
+	if err := json.Unmarshal([]byte(out), &c.History); err != nil {
+		t.Fatalf("inspect %s history: %v\n%s", ref, err, out)
+	}
+	return c
+}
+
+var buildStepRE = regexp.MustCompile(`(?m)^#(\d+) (CACHED|DONE)`)
+
+// steps counts the steps a build printed as CACHED and as DONE.
+func steps(out string) (cached, done int) {
+	for _, m := range buildStepRE.FindAllStringSubmatch(out, -1) {
+		if m[2] == "CACHED" {
+			cached++
+		} else {
+			done++
+		}
+	}
+	return cached, done
+}
+
+const buildDockerfile = `# a comment
+ARG BASE=busybox:base
+FROM ${BASE} AS app
+ARG GREETING=hello
+ENV APP=/srv/app \
+    MODE=test
+LABEL org.example.name="site" version=1
+WORKDIR $APP
+COPY index.html ./
+COPY --chmod=0750 bin/ /usr/local/bin/
+RUN echo "$GREETING from $MODE" > greeting.txt && ls -l /usr/local/bin/tool > tool.ls
+EXPOSE 80 53/udp
+VOLUME /data
+STOPSIGNAL SIGTERM
+USER 1000
+CMD ["cat", "greeting.txt"]
+`
+
+func TestBuild(t *testing.T) {
+	s := newRunStore(t)
+	ctx := buildContext(t, map[string]string{
+		"Dockerfile":  buildDockerfile,
+		"index.html":  "<h1>site</h1>\n",
+		"bin/tool":    "#!/bin/sh\necho tool\n",
+		"notes/x.txt": "not copied\n",
+	})
+	out := s.must("build", "-t", "app:1", ctx)
+	if !strings.Contains(out, "naming to docker.io/library/app:1") || !strings.Contains(out, "writing image sha256:") {
+		t.Errorf("build output lacks the image and its name:\n%s", out)
+	}
+	if _, done := steps(out); done < 10 {
+		t.Errorf("build printed %d steps done:\n%s", done, out)
+	}
+	c := s.builtConfig(t, "app:1")
+	for _, want := range []string{"APP=/srv/app", "MODE=test"} {
+		if !slicesContains(c.Config.Env, want) {
+			t.Errorf("Env %q lacks %s", c.Config.Env, want)
+		}
+	}
+	for _, e := range c.Config.Env {
+		if strings.HasPrefix(e, "GREETING=") {
+			t.Errorf("a build ARG leaked into the image's Env: %q", c.Config.Env)
+		}
+	}
+	if c.Config.WorkingDir != "/srv/app" || c.Config.User != "1000" || c.Config.StopSignal != "SIGTERM" ||
+		strings.Join(c.Config.Cmd, " ") != "cat greeting.txt" || c.Config.Labels["org.example.name"] != "site" || c.Config.Labels["version"] != "1" {
+		t.Errorf("config: %+v", c.Config)
+	}
+	if _, ok := c.Config.ExposedPorts["80/tcp"]; !ok {
+		t.Errorf("ExposedPorts %v", c.Config.ExposedPorts)
+	}
+	if _, ok := c.Config.ExposedPorts["53/udp"]; !ok {
+		t.Errorf("ExposedPorts %v", c.Config.ExposedPorts)
+	}
+	if _, ok := c.Config.Volumes["/data"]; !ok {
+		t.Errorf("Volumes %v", c.Config.Volumes)
+	}
+	var runHist, envHist bool
+	for _, h := range c.History {
+		if strings.HasPrefix(h.CreatedBy, "RUN /bin/sh -c echo") && !h.EmptyLayer {
+			runHist = true
+		}
+		if strings.Contains(h.CreatedBy, "#(nop) ENV APP=/srv/app MODE=test") && h.EmptyLayer {
+			envHist = true
+		}
+	}
+	if !runHist || !envHist {
+		t.Errorf("history lacks the RUN layer or the ENV entry: %+v", c.History)
+	}
+	// What the image holds, through strata run.
+	s.runArgs(t, []string{"app:1"}, 0, "hello from test\n")
+	r := s.runArgs(t, []string{"app:1", "cat", "index.html", "tool.ls"}, 0, "")
+	if !strings.Contains(r.stdout, "<h1>site</h1>") || !strings.Contains(r.stdout, "-rwxr-x---") {
+		t.Errorf("copied files: %q", r.stdout)
+	}
+	s.runArgs(t, []string{"app:1", "id", "-u"}, 0, "1000\n")
+	// A build arg changes what RUN wrote.
+	s.must("build", "--build-arg", "GREETING=hi", "-t", "app:2", ctx)
+	s.runArgs(t, []string{"app:2"}, 0, "hi from test\n")
+	s.checkNothingLeft()
+}
+
+// TestBuildCache: an unchanged rebuild is all cached and fast; a
+// changed file rebuilds from its COPY on; a changed build arg rebuilds
+// the steps that see it.
+func TestBuildCache(t *testing.T) {
+	s := newRunStore(t)
+	ctx := buildContext(t, map[string]string{
+		"Dockerfile": "FROM busybox:base\nARG V=1\nCOPY a.txt /a.txt\nRUN echo v$V > /v.txt\nCOPY b.txt /b.txt\nCMD [\"cat\", \"/a.txt\", \"/v.txt\", \"/b.txt\"]\n",
+		"a.txt":      "a\n", "b.txt": "b\n",
+	})
+	first := s.must("build", "-q", "-t", "c:1", ctx)
+	start := time.Now()
+	out := s.must("build", "-t", "c:1", ctx)
+	took := time.Since(start)
+	cached, done := steps(out)
+	if cached != 4 || done != 2 { // FROM and ARG are DONE, every other step CACHED
+		t.Errorf("rebuild: %d cached, %d done, want 4 and 2:\n%s", cached, done, out)
+	}
+	if took > 2*time.Second {
+		t.Errorf("a cached rebuild took %v", took)
+	}
+	t.Logf("cached rebuild took %v", took)
+	id := strings.TrimSpace(s.must("build", "-q", ctx))
+	if id != strings.TrimSpace(first) {
+		t.Errorf("a cached rebuild gave %s, the first build %s", id, first)
+	}
+	// b.txt changes: only its COPY and what follows run again.
+	os.WriteFile(filepath.Join(ctx, "b.txt"), []byte("B\n"), 0o644)
+	out = s.must("build", "-t", "c:2", ctx)
+	if cached, _ := steps(out); cached != 2 {
+		t.Errorf("after b.txt changed: %d cached, want 2 (COPY a, RUN):\n%s", cached, out)
+	}
+	s.runArgs(t, []string{"c:2"}, 0, "a\nv1\nB\n")
+	// A build arg: the RUN that sees it runs again.
+	out = s.must("build", "--build-arg", "V=2", "-t", "c:3", ctx)
+	if cached, _ := steps(out); cached != 1 {
+		t.Errorf("after V changed: %d cached, want 1 (COPY a):\n%s", cached, out)
+	}
+	s.runArgs(t, []string{"c:3"}, 0, "a\nv2\nB\n")
+	// --no-cache runs everything.
+	out = s.must("build", "--no-cache", ctx)
+	if cached, _ := steps(out); cached != 0 {
+		t.Errorf("--no-cache: %d cached:\n%s", cached, out)
+	}
+	// The intermediate images are hidden from images, shown by -a.
+	plain := s.must("images", "-q")
+	all := s.must("images", "-a", "-q")
+	if strings.Count(all, "\n") <= strings.Count(plain, "\n") {
+		t.Errorf("images -a lists no intermediate images:\n%s\nvs\n%s", all, plain)
+	}
+	s.checkNothingLeft()
+}
+
+func slicesContains(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+// TestBuildMultiStage copies from an earlier stage; --target stops at a
+// stage; a stage nothing needs is not built.
+func TestBuildMultiStage(t *testing.T) {
+	s := newRunStore(t)
+	ctx := buildContext(t, map[string]string{
+		"Dockerfile": "FROM busybox:base AS builder\nRUN echo built > /out.txt\n\n" +
+			"FROM busybox:base AS unused\nRUN exit 3\n\n" +
+			"FROM busybox:base\nCOPY --from=builder /out.txt /app/out.txt\nCMD [\"cat\", \"/app/out.txt\"]\n",
+	})
+	out := s.must("build", "-t", "ms:1", ctx)
+	if strings.Contains(out, "exit 3") {
+		t.Errorf("the unused stage was built:\n%s", out)
+	}
+	s.runArgs(t, []string{"ms:1"}, 0, "built\n")
+	s.must("build", "--target", "builder", "-t", "ms:builder", ctx)
+	s.runArgs(t, []string{"ms:builder", "cat", "/out.txt"}, 0, "built\n")
+	s.checkNothingLeft()
+}
+
+// TestBuildFailingRun: a RUN that fails stops the build, naming the
+// step and its status; no image is tagged and no container is left.
+func TestBuildFailingRun(t *testing.T) {
+	s := newRunStore(t)
+	ctx := buildContext(t, map[string]string{"Dockerfile": "FROM busybox:base\nRUN echo before\nRUN echo oops >&2; exit 7\nRUN echo after\n"})
+	r := s.run("build", "-t", "bad:1", ctx)
+	if r.code != 1 || !strings.Contains(r.stderr, "Dockerfile:3") || !strings.Contains(r.stderr, "status 7") {
+		t.Errorf("a failing RUN: want exit 1 naming Dockerfile:3 and status 7: %v", r)
+	}
+	if !strings.Contains(r.stdout, "oops") || strings.Contains(r.stdout, "after") {
+		t.Errorf("output: the failing step's stderr shows, and no step after it:\n%s", r.stdout)
+	}
+	if rr := s.run("inspect", "bad:1"); rr.code == 0 {
+		t.Errorf("a failed build tagged bad:1")
+	}
+	s.checkNothingLeft()
+}
+
+// TestBuildDockerignore leaves out what .dockerignore names.
+func TestBuildDockerignore(t *testing.T) {
+	s := newRunStore(t)
+	ctx := buildContext(t, map[string]string{
+		"Dockerfile":    "FROM busybox:base\nCOPY . /ctx/\nCMD [\"ls\", \"-a\", \"/ctx\", \"/ctx/logs\"]\n",
+		".dockerignore": "# secrets\nsecret.txt\nlogs/*.log\n!logs/keep.log\n",
+		"app.txt":       "app\n", "secret.txt": "s3cret\n",
+		"logs/a.log": "a\n", "logs/keep.log": "k\n",
+	})
+	s.must("build", "-t", "ig:1", ctx)
+	r := s.runArgs(t, []string{"ig:1"}, 0, "")
+	if strings.Contains(r.stdout, "secret.txt") || strings.Contains(r.stdout, "a.log") || !strings.Contains(r.stdout, "keep.log") || !strings.Contains(r.stdout, "app.txt") {
+		t.Errorf(".dockerignore not applied:\n%s", r.stdout)
+	}
+	s.checkNothingLeft()
+}
+
+// TestBuildReproducible: with SOURCE_DATE_EPOCH, two builds without the
+// cache give the same image.
+func TestBuildReproducible(t *testing.T) {
+	s := newRunStore(t)
+	ctx := buildContext(t, map[string]string{"Dockerfile": "FROM busybox:base\nENV A=1\nCOPY f /f\nRUN echo x > /x\n", "f": "f\n"})
+	o := cliOpts{env: []string{"SOURCE_DATE_EPOCH=1700000000"}}
+	a := strings.TrimSpace(s.mustWith(o, "build", "-q", "--no-cache", ctx))
+	b := strings.TrimSpace(s.mustWith(o, "build", "-q", "--no-cache", ctx))
+	if a != b || !strings.HasPrefix(a, "sha256:") {
+		t.Errorf("two builds with SOURCE_DATE_EPOCH: %s and %s", a, b)
+	}
+	s.checkNothingLeft()
+}
+
+// TestBuildKilled kills a build mid-RUN: the next command repairs the
+// store, and the next build works.
+func TestBuildKilled(t *testing.T) {
+	s := newRunStore(t)
+	ctx := buildContext(t, map[string]string{"Dockerfile": "FROM busybox:base\nRUN echo started > /s && sleep 30\n"})
+	cmd, stdout, stderr, err := cliCommand(t.TempDir(), cliOpts{}, s.args([]string{"build", ctx})...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stdout.Close()
+	defer stderr.Close()
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		b, _ := os.ReadFile(stdout.Name())
+		if strings.Contains(string(b), "RUN echo started") {
+			time.Sleep(500 * time.Millisecond)
+			break
+		}
+		if time.Now().After(deadline) {
+			cmd.Process.Kill()
+			cmd.Wait()
+			t.Fatalf("the build never reached its RUN:\n%s", b)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	cmd.Process.Signal(syscall.SIGKILL)
+	cmd.Wait()
+	// The RUN's process is runc's child, not the build's: stop what is
+	// left through the store, as a user would.
+	s.removeAll()
+	os.WriteFile(filepath.Join(ctx, "Dockerfile"), []byte("FROM busybox:base\nRUN echo done > /d\nCMD [\"cat\", \"/d\"]\n"), 0o644)
+	s.must("build", "-t", "after:1", ctx)
+	s.runArgs(t, []string{"after:1"}, 0, "done\n")
+	s.checkNothingLeft()
+}
