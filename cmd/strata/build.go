@@ -221,7 +221,9 @@ type state struct {
 	shell  []string
 }
 
-func (s *state) env() []string { return append(append([]string{}, s.argEnv...), s.im.Config.Config.Env...) }
+func (s *state) env() []string {
+	return append(append([]string{}, s.argEnv...), s.im.Config.Config.Env...)
+}
 
 func (b *builder) buildStage(ctx context.Context, st *dockerfile.Stage) (image.Image, error) {
 	b.step++

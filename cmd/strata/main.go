@@ -269,7 +269,7 @@ var groups = map[string]map[string]string{
 		"pull": "pull", "push": "push",
 	},
 	"builder": {"prune": "builder prune", "build": "build"},
-	"system": {"prune": "system prune", "df": "system df"},
+	"system":  {"prune": "system prune", "df": "system df"},
 	"container": {
 		"run": "run", "create": "create", "start": "start", "stop": "stop",
 		"rm": "rm", "ls": "ps", "list": "ps", "ps": "ps", "exec": "exec",
