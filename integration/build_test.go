@@ -201,6 +201,38 @@ func TestBuildCache(t *testing.T) {
 	if strings.Count(all, "\n") <= strings.Count(plain, "\n") {
 		t.Errorf("images -a lists no intermediate images:\n%s\nvs\n%s", all, plain)
 	}
+	// system df counts the cache; builder prune empties it, and the
+	// next build runs every step again.
+	type dfRow struct {
+		Type       string
+		TotalCount int
+	}
+	cacheRecords := func() int {
+		var rows []dfRow
+		if err := json.Unmarshal([]byte(s.imgMust("system", "df", "--format", "json")), &rows); err != nil {
+			t.Fatal(err)
+		}
+		for _, r := range rows {
+			if r.Type == "Build Cache" {
+				return r.TotalCount
+			}
+		}
+		t.Fatalf("system df has no Build Cache row: %+v", rows)
+		return 0
+	}
+	if n := cacheRecords(); n < 5 {
+		t.Errorf("system df counts %d build cache records, want at least 5", n)
+	}
+	s.imgMust("builder", "prune", "-f")
+	if n := cacheRecords(); n != 0 {
+		t.Errorf("after builder prune: %d build cache records", n)
+	}
+	if a, p := s.must("images", "-a", "-q"), s.must("images", "-q"); a != p {
+		t.Errorf("after builder prune, images -a still lists intermediate images:\n%s\nvs\n%s", a, p)
+	}
+	if out := s.must("build", ctx); strings.Contains(out, "CACHED") {
+		t.Errorf("a build after builder prune used a cache:\n%s", out)
+	}
 	s.checkNothingLeft()
 }
 

@@ -524,7 +524,7 @@ func writeDockerSave(t testing.TB, out, style string, items ...imgDockerItem) st
 // imgArgs puts --root after the command's name, both words of the
 // two-word commands ("image prune", "system df") included.
 func (s *cliStore) imgArgs(args []string) []string {
-	if len(args) >= 2 && (args[0] == "image" || args[0] == "system") {
+	if len(args) >= 2 && (args[0] == "image" || args[0] == "system" || args[0] == "builder") {
 		return append([]string{args[0], args[1], "--root", s.root}, args[2:]...)
 	}
 	return s.args(args)

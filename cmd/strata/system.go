@@ -40,7 +40,11 @@ var systemDfCmd = &command{
 				return err
 			}
 			if !*verbose {
-				return diskSummary(e, f, du)
+				cached, err := e.images.BuildCacheImages(ctx)
+				if err != nil {
+					return err
+				}
+				return diskSummary(e, f, du, cached)
 			}
 			return diskVerbose(e, du, *noTrunc)
 		}
@@ -48,7 +52,7 @@ var systemDfCmd = &command{
 }
 
 // dfRow is one line of `system df`: what --format json prints. Volumes
-// and a build cache strata does not have, so there are no rows for them.
+// strata does not have, so there is no row for them.
 type dfRow struct {
 	Type               string
 	TotalCount, Active int
@@ -64,7 +68,7 @@ type dfView struct {
 	Reclaimable string
 }
 
-func diskSummary(e *env, f outputFormat, du image.DiskUsage) error {
+func diskSummary(e *env, f outputFormat, du image.DiskUsage, cached map[digest.Digest]int) error {
 	activeImages := 0
 	for _, u := range du.Images {
 		if u.Containers > 0 {
@@ -81,9 +85,21 @@ func diskSummary(e *env, f outputFormat, du image.DiskUsage) error {
 			creclaim += c.Size
 		}
 	}
+	// The build cache: its records, and the unique size of the
+	// intermediate images only it holds, which builder prune frees.
+	records, cacheSize := 0, int64(0)
+	for _, n := range cached {
+		records += n
+	}
+	for _, u := range du.Images {
+		if cached[u.ID] > 0 && len(u.RepoTags) == 0 && u.Containers == 0 {
+			cacheSize += u.UniqueSize
+		}
+	}
 	rows := []dfRow{
 		{Type: "Images", TotalCount: len(du.Images), Active: activeImages, Size: du.LayersSize, Reclaimable: du.ReclaimableImages},
 		{Type: "Containers", TotalCount: len(du.Containers), Active: active, Size: csize, Reclaimable: creclaim},
+		{Type: "Build Cache", TotalCount: records, Active: 0, Size: cacheSize, Reclaimable: cacheSize},
 	}
 	views := make([]dfView, 0, len(rows))
 	for _, r := range rows {
