@@ -2,6 +2,9 @@ package integration
 
 import (
 	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -349,5 +352,56 @@ func TestBuildKilled(t *testing.T) {
 	os.WriteFile(filepath.Join(ctx, "Dockerfile"), []byte("FROM busybox:base\nRUN echo done > /d\nCMD [\"cat\", \"/d\"]\n"), 0o644)
 	s.must("build", "-t", "after:1", ctx)
 	s.runArgs(t, []string{"after:1"}, 0, "done\n")
+	s.checkNothingLeft()
+}
+
+// TestBuildSiteStory is the user's story: build a web site image, run
+// it with a published port, fetch the page from the host, stop it (run
+// with --rm, it goes), tag and push it, and pull it back elsewhere.
+func TestBuildSiteStory(t *testing.T) {
+	needRegistryTool(t, "docker-registry")
+	s := newRunStore(t)
+	ctx := buildContext(t, map[string]string{
+		"Dockerfile": "FROM busybox:base\nWORKDIR /www\nCOPY index.html index.html\nEXPOSE 80\nCMD [\"httpd\", \"-f\", \"-p\", \"80\", \"-h\", \"/www\"]\n",
+		"index.html": "<h1>story</h1>\n",
+	})
+	s.globalMust("image", "build", "-t", "site", ctx)
+	port := freePort(t)
+	s.globalMust("container", "run", "-d", "-p", fmt.Sprintf("%d:80", port), "--rm", "--name", "site-web", "site")
+	var body string
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/", port))
+		if err == nil {
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			body = string(b)
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the site never answered on port %d: %v", port, err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if body != "<h1>story</h1>\n" {
+		t.Errorf("the page: %q", body)
+	}
+	if out := s.globalMust("container", "stop", "-t", "1", "site-web"); out != "site-web\n" {
+		t.Errorf("stop of a --rm container: %q", out)
+	}
+	if ps := s.ps(); len(ps) != 0 {
+		t.Errorf("after stop, --rm left containers: %v", ps)
+	}
+	reg := startRegistry(t, registryPlain)
+	s.globalMust("image", "tag", "site", reg.Ref("me/site:latest"))
+	out := s.globalMust("image", "push", "--tls-verify=false", reg.Ref("me/site:latest"))
+	pushed := matchDigest(t, pushDigestRE, out)
+	c := newRegClient(t, reg)
+	if got := matchDigest(t, pullDigestRE, c.regMust("pull", reg.Ref("me/site:latest"))); got != pushed {
+		t.Errorf("pulled %s, pushed %s", got, pushed)
+	}
+	if h := s.globalMust("image", "history", "site"); !strings.Contains(h, "COPY") || !strings.Contains(h, "WORKDIR /www") {
+		t.Errorf("history:\n%s", h)
+	}
 	s.checkNothingLeft()
 }

@@ -4,7 +4,9 @@
 # reads, a copy-up, whiteouts and an opaque directory. Part 2 (strata): a
 # layer store, two stacks sharing one base layer, a program run in a
 # container (runc), a commit, the committed layer's changes, and a push to
-# and a pull from a registry (Debian's docker-registry) on loopback.
+# and a pull from a registry (Debian's docker-registry) on loopback. Part 3:
+# a web site image built from a Dockerfile, run with a published port,
+# fetched from the host, tagged and pushed.
 #
 # Usage: sudo ./scripts/demo.sh [BINDIR]   (BINDIR holds strata and strata-fuse; default bin)
 # Needs root (FUSE mount, whiteout device nodes, trusted.* xattrs),
@@ -257,8 +259,6 @@ run "strata --root store2 run --rm $registry/demo/webapp:v1 cat /srv/www/index.h
 note "the digest is the one the push printed: nothing was rewritten on the way"
 run "strata --root store2 inspect --format '{{index .RepoDigests 0}}' $registry/demo/webapp:v1"
 run "strata --root store2 check"
-kill "$registry_pid" && wait "$registry_pid" 2>/dev/null || true
-registry_pid=
 
 section "Prune: removing the last reference frees a layer"
 run "strata unmount web && strata unmount api"
@@ -269,3 +269,54 @@ run "strata system df"
 run "strata check"
 echo
 echo "Done: two containers shared one image, a commit made a new image on it, a registry carried it to another store, and prune freed what no one needed."
+
+# --- Part 3: build a web site image, run it, push it -------------------------
+echo
+echo "strata demo, part 3: a small web site, built from a Dockerfile, run with a published port, and pushed"
+
+section "The site and its Dockerfile"
+mkdir -p site
+echo '<h1>hello from a strata-built site</h1>' >site/index.html
+cat >site/Dockerfile <<'DOCKERFILE'
+FROM busybox:demo
+WORKDIR /www
+COPY index.html index.html
+EXPOSE 80
+CMD ["httpd", "-f", "-p", "80", "-h", "/www"]
+DOCKERFILE
+run "cat site/Dockerfile"
+run "strata import busybox-rootfs.tar busybox:demo"
+
+section "Build it: one step a line; the second build is all cached"
+run "strata image build -t site site"
+run "strata image build -t site site | grep -c CACHED"
+
+section "Run it with a published port, and fetch the page from the host"
+web_port=
+for p in $(seq 8080 8179); do
+	if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
+		web_port=$p
+		break
+	fi
+done
+[ -n "$web_port" ] || die "no free port in 8080-8179 for the demo's site"
+run "strata container run -d -p $web_port:80 --rm --name site-web site"
+for _ in $(seq 50); do
+	"$busybox" wget -q -O /dev/null "http://127.0.0.1:$web_port/" 2>/dev/null && break
+	sleep 0.1
+done
+run "busybox wget -q -O - http://127.0.0.1:$web_port/"
+run "strata container stop -t 1 site-web"
+
+section "Tag it and push it to the registry"
+run "strata image tag site $registry/me/site:latest"
+run "strata image push --tls-verify=false $registry/me/site:latest"
+
+section "What it is made of, and what it takes"
+run "strata image history site"
+run "strata system df"
+run "strata image prune -a -f"
+run "strata builder prune -f | tail -1"
+run "strata check"
+echo
+echo "Done: a Dockerfile built an image a layer a step, the site ran with a published port, and the registry holds it."

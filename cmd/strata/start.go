@@ -12,6 +12,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/strata-fs/strata/container"
+	"github.com/strata-fs/strata/snapshot"
 )
 
 var startCmd = &command{
@@ -114,6 +115,10 @@ func stopContainer(ctx context.Context, e *env, name, sigName string, grace time
 		}
 	}
 	_, err = settle(ctx, e, name)
+	if errors.Is(err, snapshot.ErrNotFound) && rec.cfg.AutoRemove {
+		// Run with --rm: its runner removed it as it ended.
+		return nil
+	}
 	return err
 }
 
