@@ -13,7 +13,7 @@ PREFIX    ?= /usr/local
 DESTDIR   ?=
 MANDIR    := $(BIN)/man
 
-.PHONY: all build test test-short demo bench bench-registry lint fuzz deps clean man install
+.PHONY: all build test test-short demo bench bench-registry bench-build lint fuzz deps clean man install
 
 all: build
 
@@ -53,10 +53,16 @@ demo: deps build
 bench: deps build
 	$(GO) run ./bench -strata $(BIN)/strata-fuse $(BENCHFLAGS)
 	$(GO) run ./bench/registry -strata $(BIN)/strata
+	$(GO) run ./bench/build -strata $(BIN)/strata
 
 # bench-registry times pull and push alone: strata beside skopeo and podman.
 bench-registry: deps build
 	$(GO) run ./bench/registry -strata $(BIN)/strata
+
+# bench-build times strata build beside buildah bud: cold, cached, and
+# after one copied file changed.
+bench-build: deps build
+	$(GO) run ./bench/build -strata $(BIN)/strata
 
 # fuzz runs every fuzzer for a short while. Minimizing is capped: by
 # default it may take a minute per new input, all of a short run.
