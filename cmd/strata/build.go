@@ -16,6 +16,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/moby/buildkit/frontend/dockerfile/parser"
 	"github.com/opencontainers/go-digest"
 	v1 "github.com/opencontainers/image-spec/specs-go/v1"
 	"github.com/spf13/pflag"
@@ -578,11 +579,7 @@ func (b *builder) runStep(ctx context.Context, s *state, c dockerfile.Command) (
 	if c.JSON {
 		cmd = c.Args
 	} else {
-		script := strings.Join(c.Args, " ")
-		for _, h := range c.Heredocs {
-			script += "\n" + h.Content
-		}
-		cmd = append(append([]string{}, s.shell...), script)
+		cmd = append(append([]string{}, s.shell...), runScript(c))
 	}
 	createdBy := "RUN " + strings.Join(cmd, " ")
 	key := cacheKey(s.im.ID, createdBy, s.usedArgs(), "")
@@ -611,6 +608,28 @@ func (b *builder) runStep(ctx context.Context, s *state, c dockerfile.Command) (
 		return image.Image{}, false, err
 	}
 	return im, false, b.e.images.RecordStep(ctx, key, im.ID)
+}
+
+// runScript is the shell script of a shell-form RUN, its heredocs
+// handled as buildkit does: `RUN <<EOF` alone runs the body as the
+// script; a heredoc within a command line is put back after it, each
+// body followed by its terminator, for the shell to read.
+func runScript(c dockerfile.Command) string {
+	script := strings.Join(c.Args, " ")
+	if len(c.Heredocs) == 0 {
+		return script
+	}
+	if len(c.Heredocs) == 1 && parser.MustParseHeredoc(strings.TrimSpace(script)) != nil {
+		return c.Heredocs[0].Content
+	}
+	var b strings.Builder
+	b.WriteString(script)
+	for _, h := range c.Heredocs {
+		b.WriteByte('\n')
+		b.WriteString(h.Content)
+		b.WriteString(h.Name)
+	}
+	return b.String()
 }
 
 // runContainer runs the created container name to its end, its output
