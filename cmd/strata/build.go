@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/moby/buildkit/frontend/dockerfile/parser"
+	"github.com/moby/buildkit/frontend/dockerfile/shell"
 	"github.com/opencontainers/go-digest"
 	v1 "github.com/opencontainers/image-spec/specs-go/v1"
 	"github.com/spf13/pflag"
@@ -737,9 +738,33 @@ func (b *builder) copyStep(ctx context.Context, s *state, c dockerfile.Command) 
 		}
 		defer from.Close()
 	}
-	resolved, err := from.ResolveFor(strings.ToUpper(c.Name), srcs)
-	if err != nil {
-		return image.Image{}, false, err
+	// Heredoc sources (COPY <<EOF /file) are written to files of their
+	// own, in a private directory, and copied from there: the digest of
+	// the sources, the cache key, covers their content.
+	var ctxSrcs []string
+	var docs []dockerfile.Heredoc
+	for _, src := range srcs {
+		if h := heredocNamed(c.Heredocs, src); h != nil {
+			docs = append(docs, *h)
+		} else {
+			ctxSrcs = append(ctxSrcs, src)
+		}
+	}
+	var resolved []buildctx.Source
+	if len(ctxSrcs) > 0 {
+		r, err := from.ResolveFor(strings.ToUpper(c.Name), ctxSrcs)
+		if err != nil {
+			return image.Image{}, false, err
+		}
+		resolved = r
+	}
+	if len(docs) > 0 {
+		r, cleanup, err := b.heredocSources(s, strings.ToUpper(c.Name), docs)
+		if err != nil {
+			return image.Image{}, false, err
+		}
+		defer cleanup()
+		resolved = append(resolved, r...)
 	}
 	content, err := buildctx.Digest(resolved)
 	if err != nil {
@@ -781,6 +806,74 @@ func (b *builder) copyStep(ctx context.Context, s *state, c dockerfile.Command) 
 		return image.Image{}, false, err
 	}
 	return im, false, b.e.images.RecordStep(ctx, key, im.ID)
+}
+
+// heredocNamed is the heredoc the source word src (<<EOF, <<-EOF,
+// <<"EOF") stands for, or nil.
+func heredocNamed(docs []dockerfile.Heredoc, src string) *dockerfile.Heredoc {
+	h := parser.MustParseHeredoc(src)
+	if h == nil {
+		return nil
+	}
+	for i := range docs {
+		if docs[i].Name == h.Name {
+			return &docs[i]
+		}
+	}
+	return nil
+}
+
+// heredocSources writes each heredoc to a file of its name (mode 0644,
+// as buildkit's) in a private directory of the store's tmp, variables
+// expanded in it unless its name was quoted, and resolves them as
+// sources. cleanup removes the directory.
+func (b *builder) heredocSources(s *state, instr string, docs []dockerfile.Heredoc) ([]buildctx.Source, func(), error) {
+	dir, err := os.MkdirTemp(filepath.Join(b.e.store.Root(), "tmp"), "build-heredoc-")
+	if err != nil {
+		return nil, nil, err
+	}
+	cleanup := func() { os.RemoveAll(dir) }
+	fail := func(err error) ([]buildctx.Source, func(), error) { cleanup(); return nil, nil, err }
+	mtime := time.Now()
+	if b.epoch != nil {
+		mtime = *b.epoch
+	}
+	var names []string
+	for _, h := range docs {
+		if h.Name == "" || h.Name != filepath.Base(h.Name) || h.Name == "." || h.Name == ".." {
+			return fail(fmt.Errorf("heredoc <<%s: its name must be a plain file name", h.Name))
+		}
+		content := h.Content
+		if h.Expand {
+			// As buildkit: variables expanded, quotes kept.
+			lex := shell.NewLex(b.file.Escape)
+			lex.SkipProcessQuotes = true
+			if content, _, err = lex.ProcessWord(content, shell.EnvsFromSlice(s.env())); err != nil {
+				return fail(fmt.Errorf("heredoc <<%s: %w", h.Name, err))
+			}
+		}
+		p := filepath.Join(dir, h.Name)
+		if err := os.WriteFile(p, []byte(content), 0o644); err != nil {
+			return fail(err)
+		}
+		if err := os.Chmod(p, 0o644); err != nil { // whatever the umask
+			return fail(err)
+		}
+		if err := os.Chtimes(p, mtime, mtime); err != nil {
+			return fail(err)
+		}
+		names = append(names, h.Name)
+	}
+	hctx, err := buildctx.FromDir(dir)
+	if err != nil {
+		return fail(err)
+	}
+	defer hctx.Close()
+	srcs, err := hctx.ResolveFor(instr, names)
+	if err != nil {
+		return fail(err)
+	}
+	return srcs, cleanup, nil
 }
 
 // workdirStep sets the working directory and makes it, as docker does.
