@@ -32,7 +32,7 @@ import (
 
 var buildCmd = &command{
 	name:    "build",
-	args:    "[-t REF]... [-f Dockerfile] [--build-arg K=V]... [--target STAGE] [--no-cache] [-q] [--network private|none|host] [--label K=V]... [--iidfile F] CONTEXT",
+	args:    "[-t REF]... [-f Dockerfile] [--build-arg K=V]... [--target STAGE] [--no-cache] [-q] [--network private|none|host] [--label K=V]... [--iidfile F] [--rm=false] CONTEXT",
 	summary: "Build an image from a Dockerfile, a layer a step, with a cache",
 	changes: true,
 	flags: func(fs *pflag.FlagSet) func(context.Context, *env, []string) error {
@@ -45,6 +45,7 @@ var buildCmd = &command{
 		network := fs.String("network", container.NetworkPrivate, "the network of RUN steps, `MODE`: private, none or host")
 		labels := fs.StringArray("label", nil, "set the label `K=V` on the image")
 		iidfile := fs.String("iidfile", "", "write the image ID to `FILE`")
+		rm := fs.Bool("rm", true, "remove the container of a failed step (--rm=false keeps it, to look into)")
 		return func(ctx context.Context, e *env, args []string) error {
 			if len(args) != 1 {
 				return usagef("name the build context: a directory, or - for a tar on standard input")
@@ -60,7 +61,7 @@ var buildCmd = &command{
 				}
 				refs = append(refs, r)
 			}
-			b := &builder{e: e, noCache: *noCache, network: *network, quiet: *quiet, args: map[string]string{}, stages: map[string]image.Image{}}
+			b := &builder{e: e, noCache: *noCache, network: *network, quiet: *quiet, keep: !*rm, args: map[string]string{}, stages: map[string]image.Image{}}
 			for _, kv := range *buildArgs {
 				k, v, ok := strings.Cut(kv, "=")
 				if !ok {
@@ -112,6 +113,7 @@ type builder struct {
 	noCache bool
 	network string
 	quiet   bool
+	keep    bool // --rm=false: keep the container of a failed step
 	epoch   *time.Time
 	args    map[string]string // --build-arg
 	used    map[string]bool   // build args some ARG consumed
@@ -600,15 +602,30 @@ func (b *builder) runStep(ctx context.Context, s *state, c dockerfile.Command) (
 	if _, err := createFromImage(ctx, b.e, f, s.im.ID.String(), cmd); err != nil {
 		return image.Image{}, false, err
 	}
-	defer removeContainer(context.WithoutCancel(ctx), b.e, name)
+	keep := false
+	defer func() {
+		if !keep {
+			removeContainer(context.WithoutCancel(ctx), b.e, name)
+		}
+	}()
 	if err := b.runContainer(ctx, name); err != nil {
-		return image.Image{}, false, err
+		return image.Image{}, false, b.kept(ctx, &keep, name, err)
 	}
 	im, err := b.e.images.Commit(ctx, name, image.CommitOptions{CreatedBy: createdBy, Message: "strata build", SourceDateEpoch: b.epoch})
 	if err != nil {
 		return image.Image{}, false, err
 	}
 	return im, false, b.e.images.RecordStep(ctx, key, im.ID)
+}
+
+// kept is err of a failed step run in container name; with --rm=false
+// the container is kept, and the error says so.
+func (b *builder) kept(ctx context.Context, keep *bool, name string, err error) error {
+	if !b.keep || ctx.Err() != nil {
+		return err
+	}
+	*keep = true
+	return fmt.Errorf("%w (its container %s is kept: 'strata mount %s' to look into it, 'strata rm %s' to remove it)", err, name, name, name)
 }
 
 // runScript is the shell script of a shell-form RUN, its heredocs
@@ -948,7 +965,12 @@ func (b *builder) inContainer(ctx context.Context, im image.Image, createdBy str
 	if _, err := b.e.images.CreateContainer(ctx, name, im.ID.String(), nil); err != nil {
 		return image.Image{}, err
 	}
-	defer removeContainer(context.WithoutCancel(ctx), b.e, name)
+	keep := false
+	defer func() {
+		if !keep {
+			removeContainer(context.WithoutCancel(ctx), b.e, name)
+		}
+	}()
 	root, own, err := mountRootfs(ctx, b.e, name, filepath.Join(bundleDir(b.e, name), "rootfs"))
 	if err != nil {
 		return image.Image{}, err
@@ -960,7 +982,7 @@ func (b *builder) inContainer(ctx context.Context, im image.Image, createdBy str
 		}
 	}
 	if ferr != nil {
-		return image.Image{}, ferr
+		return image.Image{}, b.kept(ctx, &keep, name, ferr)
 	}
 	return b.e.images.Commit(ctx, name, image.CommitOptions{CreatedBy: createdBy, Message: "strata build", SourceDateEpoch: b.epoch, Changes: changes})
 }
