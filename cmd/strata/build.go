@@ -145,11 +145,7 @@ func (b *builder) run(ctx context.Context, contextArg, fileArg, target string, l
 	if err != nil {
 		return image.Image{}, err
 	}
-	dfName := "Dockerfile"
-	if fileArg != "" && fileArg != "-" {
-		dfName = filepath.Base(fileArg)
-	}
-	if err := b.ctx.LoadIgnore(dfName); err != nil {
+	if err := b.loadIgnore(fileArg); err != nil {
 		return image.Image{}, err
 	}
 	if b.file, err = dockerfile.Parse(strings.NewReader(df), b.args); err != nil {
@@ -192,6 +188,27 @@ func (b *builder) run(ctx context.Context, contextArg, fileArg, target string, l
 		})
 	}
 	return im, err
+}
+
+// loadIgnore applies the ignore file: as buildkit, -f FILE's own
+// FILE.dockerignore beside it (wherever it is) if there is one, else the
+// context's Dockerfile.dockerignore or .dockerignore.
+func (b *builder) loadIgnore(fileArg string) error {
+	if fileArg == "" || fileArg == "-" {
+		return b.ctx.LoadIgnore("Dockerfile")
+	}
+	data, err := os.ReadFile(fileArg + buildctx.IgnoreFile)
+	if errors.Is(err, os.ErrNotExist) {
+		return b.ctx.LoadIgnore("")
+	}
+	if err != nil {
+		return err
+	}
+	patterns, err := buildctx.ReadIgnore(strings.NewReader(string(data)))
+	if err != nil {
+		return fmt.Errorf("%s%s: %w", fileArg, buildctx.IgnoreFile, err)
+	}
+	return b.ctx.SetIgnore(patterns)
 }
 
 // readDockerfile returns the Dockerfile's text: -f FILE, -f - (stdin),
