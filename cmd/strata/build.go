@@ -240,6 +240,7 @@ type state struct {
 	im     image.Image
 	argEnv []string // the ARGs in scope, K=V
 	shell  []string
+	cmdSet bool // a CMD of this stage ran: ENTRYPOINT keeps it
 }
 
 func (s *state) env() []string {
@@ -437,7 +438,17 @@ func (b *builder) configStep(ctx context.Context, im image.Image, instr string, 
 func (b *builder) metaStep(ctx context.Context, s *state, c dockerfile.Command) (image.Image, bool, error) {
 	expand := func(w string) (string, error) { return dockerfile.Expand(w, s.env(), b.file.Escape) }
 	text := strings.TrimSpace(strings.TrimPrefix(c.Original, strings.Fields(c.Original)[0]))
-	key := cacheKey(s.im.ID, c.Original, nil, strings.Join(s.env(), "\n"))
+	// As docker: ENTRYPOINT clears the CMD of the base image, not one
+	// the stage set before it.
+	resetCmd := c.Name == "entrypoint" && !s.cmdSet
+	if c.Name == "cmd" {
+		s.cmdSet = true
+	}
+	instr := c.Original
+	if resetCmd {
+		instr += " (CMD reset)"
+	}
+	key := cacheKey(s.im.ID, instr, nil, strings.Join(s.env(), "\n"))
 	if im, ok, err := b.cached(ctx, key); err != nil || ok {
 		return im, ok, err
 	}
@@ -531,7 +542,13 @@ func (b *builder) metaStep(ctx context.Context, s *state, c dockerfile.Command) 
 		edit = func(i *v1.Image, ex *image.DockerExtras) error { i.Config.Cmd = cmd; return nil }
 	case "entrypoint":
 		ep := cmdForm()
-		edit = func(i *v1.Image, ex *image.DockerExtras) error { i.Config.Entrypoint = ep; return nil }
+		edit = func(i *v1.Image, ex *image.DockerExtras) error {
+			i.Config.Entrypoint = ep
+			if resetCmd {
+				i.Config.Cmd = nil
+			}
+			return nil
+		}
 	case "volume":
 		var vols []string
 		for _, a := range c.Args {
