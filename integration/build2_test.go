@@ -134,22 +134,23 @@ func TestBuildHeredoc(t *testing.T) {
 		"RUN <<EOF\necho one > /h1\necho \"two $WHO\" >> /h1\nEOF\n" +
 		"RUN cat <<EOF > /h2\nfed $WHO\nEOF\n" +
 		"RUN <<-EOT\n\techo tabbed > /h3\n\tEOT\n" +
+		"RUN <<PROG\n#!/bin/busybox sh\necho \"prog $0\" > /h4\nPROG\n" +
 		"COPY <<EOF /etc/greeting\nhello $WHO\nsecond line\nEOF\n" +
 		"COPY <<'EOF' greeting2\nraw $WHO\nEOF\n" +
-		"CMD [\"cat\", \"/h1\", \"/h2\", \"/h3\", \"/etc/greeting\", \"/greeting2\"]\n"
+		"CMD [\"cat\", \"/h1\", \"/h2\", \"/h3\", \"/h4\", \"/etc/greeting\", \"/greeting2\"]\n"
 	ctx := buildContext(t, map[string]string{"Dockerfile": df})
 	s.must("build", "-t", "hd:1", ctx)
-	s.runArgs(t, []string{"hd:1"}, 0, "one\ntwo world\nfed world\ntabbed\nhello world\nsecond line\nraw $WHO\n")
+	s.runArgs(t, []string{"hd:1"}, 0, "one\ntwo world\nfed world\ntabbed\nprog /dev/pipes/PROG\nhello world\nsecond line\nraw $WHO\n")
 	s.runArgs(t, []string{"hd:1", "stat", "-c", "%a %u:%g", "/etc/greeting"}, 0, "644 0:0\n")
 	// A rebuild is cached; a changed COPY heredoc body is not.
 	out := s.must("build", ctx)
-	if cached, _ := steps(out); cached != 7 {
-		t.Errorf("rebuild: %d cached, want 7:\n%s", cached, out)
+	if cached, _ := steps(out); cached != 8 {
+		t.Errorf("rebuild: %d cached, want 8:\n%s", cached, out)
 	}
 	os.WriteFile(filepath.Join(ctx, "Dockerfile"), []byte(strings.Replace(df, "second line", "changed line", 1)), 0o644)
 	out = s.must("build", "-t", "hd:2", ctx)
-	if cached, _ := steps(out); cached != 4 {
-		t.Errorf("after the COPY heredoc changed: %d cached, want 4:\n%s", cached, out)
+	if cached, _ := steps(out); cached != 5 {
+		t.Errorf("after the COPY heredoc changed: %d cached, want 5:\n%s", cached, out)
 	}
 	s.runArgs(t, []string{"hd:2", "cat", "/etc/greeting"}, 0, "hello world\nchanged line\n")
 	s.checkNothingLeft()

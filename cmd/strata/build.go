@@ -627,6 +627,28 @@ func (b *builder) runStep(ctx context.Context, s *state, c dockerfile.Command) (
 	fs := pflag.NewFlagSet("build", pflag.ContinueOnError)
 	f := addRunFlags(fs)
 	flags := []string{"--name", name, "--network", b.network, "--entrypoint", ""}
+	if h, ok := shebangHeredoc(c); ok {
+		// As buildkit: a lone heredoc starting with #! is a program,
+		// mounted read-only at /dev/pipes/NAME and run by the shell, so
+		// its own interpreter runs it.
+		dir, err := os.MkdirTemp(filepath.Join(b.e.store.Root(), "tmp"), "build-run-heredoc-")
+		if err != nil {
+			return image.Image{}, false, err
+		}
+		defer os.RemoveAll(dir)
+		if h.Name != filepath.Base(h.Name) || h.Name == "." || h.Name == ".." {
+			return image.Image{}, false, fmt.Errorf("heredoc <<%s: its name must be a plain file name", h.Name)
+		}
+		p := filepath.Join(dir, h.Name)
+		if err := os.WriteFile(p, []byte(h.Content), 0o755); err != nil {
+			return image.Image{}, false, err
+		}
+		if err := os.Chmod(p, 0o755); err != nil {
+			return image.Image{}, false, err
+		}
+		flags = append(flags, "-v", dir+":/dev/pipes:ro")
+		cmd = append(append([]string{}, s.shell...), "/dev/pipes/"+h.Name)
+	}
 	for _, kv := range s.usedArgs() {
 		flags = append(flags, "-e", kv)
 	}
@@ -682,6 +704,16 @@ func runScript(c dockerfile.Command) string {
 		b.WriteString(h.Name)
 	}
 	return b.String()
+}
+
+// shebangHeredoc is the heredoc of a shell-form `RUN <<EOF` alone whose
+// body starts with #!.
+func shebangHeredoc(c dockerfile.Command) (dockerfile.Heredoc, bool) {
+	if c.JSON || len(c.Heredocs) != 1 || parser.MustParseHeredoc(strings.TrimSpace(strings.Join(c.Args, " "))) == nil {
+		return dockerfile.Heredoc{}, false
+	}
+	h := c.Heredocs[0]
+	return h, strings.HasPrefix(h.Content, "#!")
 }
 
 // runContainer runs the created container name to its end, its output
