@@ -9,6 +9,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"sort"
 	"strings"
 	"syscall"
 	"testing"
@@ -35,7 +36,7 @@ func buildTar(t *testing.T, gz bool, files map[string]string) []byte {
 	for n := range files {
 		names = append(names, n)
 	}
-	sortStrings(names)
+	sort.Strings(names)
 	for _, n := range names {
 		h := &tar.Header{Name: n, Mode: 0o644, Size: int64(len(files[n])), Typeflag: tar.TypeReg, ModTime: time.Unix(1700000000, 0)}
 		if strings.HasSuffix(n, "/") {
@@ -55,14 +56,6 @@ func buildTar(t *testing.T, gz bool, files map[string]string) []byte {
 		zw.Close()
 	}
 	return buf.Bytes()
-}
-
-func sortStrings(s []string) {
-	for i := 1; i < len(s); i++ {
-		for j := i; j > 0 && s[j] < s[j-1]; j-- {
-			s[j], s[j-1] = s[j-1], s[j]
-		}
-	}
 }
 
 // dockerConfig is the config of an image as stored: the OCI fields and
