@@ -16,6 +16,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/moby/buildkit/frontend/dockerfile/parser"
+	"github.com/moby/buildkit/frontend/dockerfile/shell"
 	"github.com/opencontainers/go-digest"
 	v1 "github.com/opencontainers/image-spec/specs-go/v1"
 	"github.com/spf13/pflag"
@@ -30,7 +32,7 @@ import (
 
 var buildCmd = &command{
 	name:    "build",
-	args:    "[-t REF]... [-f Dockerfile] [--build-arg K=V]... [--target STAGE] [--no-cache] [-q] [--network private|none|host] [--label K=V]... [--iidfile F] CONTEXT",
+	args:    "[-t REF]... [-f Dockerfile] [--build-arg K=V]... [--target STAGE] [--no-cache] [-q] [--network private|none|host] [--label K=V]... [--iidfile F] [--rm=false] CONTEXT",
 	summary: "Build an image from a Dockerfile, a layer a step, with a cache",
 	changes: true,
 	flags: func(fs *pflag.FlagSet) func(context.Context, *env, []string) error {
@@ -43,6 +45,7 @@ var buildCmd = &command{
 		network := fs.String("network", container.NetworkPrivate, "the network of RUN steps, `MODE`: private, none or host")
 		labels := fs.StringArray("label", nil, "set the label `K=V` on the image")
 		iidfile := fs.String("iidfile", "", "write the image ID to `FILE`")
+		rm := fs.Bool("rm", true, "remove the container of a failed step (--rm=false keeps it, to look into)")
 		return func(ctx context.Context, e *env, args []string) error {
 			if len(args) != 1 {
 				return usagef("name the build context: a directory, or - for a tar on standard input")
@@ -58,7 +61,7 @@ var buildCmd = &command{
 				}
 				refs = append(refs, r)
 			}
-			b := &builder{e: e, noCache: *noCache, network: *network, quiet: *quiet, args: map[string]string{}, stages: map[string]image.Image{}}
+			b := &builder{e: e, noCache: *noCache, network: *network, quiet: *quiet, keep: !*rm, args: map[string]string{}, stages: map[string]image.Image{}}
 			for _, kv := range *buildArgs {
 				k, v, ok := strings.Cut(kv, "=")
 				if !ok {
@@ -110,6 +113,7 @@ type builder struct {
 	noCache bool
 	network string
 	quiet   bool
+	keep    bool // --rm=false: keep the container of a failed step
 	epoch   *time.Time
 	args    map[string]string // --build-arg
 	used    map[string]bool   // build args some ARG consumed
@@ -141,11 +145,7 @@ func (b *builder) run(ctx context.Context, contextArg, fileArg, target string, l
 	if err != nil {
 		return image.Image{}, err
 	}
-	dfName := "Dockerfile"
-	if fileArg != "" && fileArg != "-" {
-		dfName = filepath.Base(fileArg)
-	}
-	if err := b.ctx.LoadIgnore(dfName); err != nil {
+	if err := b.loadIgnore(fileArg); err != nil {
 		return image.Image{}, err
 	}
 	if b.file, err = dockerfile.Parse(strings.NewReader(df), b.args); err != nil {
@@ -190,6 +190,27 @@ func (b *builder) run(ctx context.Context, contextArg, fileArg, target string, l
 	return im, err
 }
 
+// loadIgnore applies the ignore file: as buildkit, -f FILE's own
+// FILE.dockerignore beside it (wherever it is) if there is one, else the
+// context's Dockerfile.dockerignore or .dockerignore.
+func (b *builder) loadIgnore(fileArg string) error {
+	if fileArg == "" || fileArg == "-" {
+		return b.ctx.LoadIgnore("Dockerfile")
+	}
+	data, err := os.ReadFile(fileArg + buildctx.IgnoreFile)
+	if errors.Is(err, os.ErrNotExist) {
+		return b.ctx.LoadIgnore("")
+	}
+	if err != nil {
+		return err
+	}
+	patterns, err := buildctx.ReadIgnore(strings.NewReader(string(data)))
+	if err != nil {
+		return fmt.Errorf("%s%s: %w", fileArg, buildctx.IgnoreFile, err)
+	}
+	return b.ctx.SetIgnore(patterns)
+}
+
 // readDockerfile returns the Dockerfile's text: -f FILE, -f - (stdin),
 // or CONTEXT/Dockerfile.
 func (b *builder) readDockerfile(contextArg, fileArg string) (string, error) {
@@ -219,6 +240,7 @@ type state struct {
 	im     image.Image
 	argEnv []string // the ARGs in scope, K=V
 	shell  []string
+	cmdSet bool // a CMD of this stage ran: ENTRYPOINT keeps it
 }
 
 func (s *state) env() []string {
@@ -416,7 +438,17 @@ func (b *builder) configStep(ctx context.Context, im image.Image, instr string, 
 func (b *builder) metaStep(ctx context.Context, s *state, c dockerfile.Command) (image.Image, bool, error) {
 	expand := func(w string) (string, error) { return dockerfile.Expand(w, s.env(), b.file.Escape) }
 	text := strings.TrimSpace(strings.TrimPrefix(c.Original, strings.Fields(c.Original)[0]))
-	key := cacheKey(s.im.ID, c.Original, nil, strings.Join(s.env(), "\n"))
+	// As docker: ENTRYPOINT clears the CMD of the base image, not one
+	// the stage set before it.
+	resetCmd := c.Name == "entrypoint" && !s.cmdSet
+	if c.Name == "cmd" {
+		s.cmdSet = true
+	}
+	instr := c.Original
+	if resetCmd {
+		instr += " (CMD reset)"
+	}
+	key := cacheKey(s.im.ID, instr, nil, strings.Join(s.env(), "\n"))
 	if im, ok, err := b.cached(ctx, key); err != nil || ok {
 		return im, ok, err
 	}
@@ -510,7 +542,13 @@ func (b *builder) metaStep(ctx context.Context, s *state, c dockerfile.Command) 
 		edit = func(i *v1.Image, ex *image.DockerExtras) error { i.Config.Cmd = cmd; return nil }
 	case "entrypoint":
 		ep := cmdForm()
-		edit = func(i *v1.Image, ex *image.DockerExtras) error { i.Config.Entrypoint = ep; return nil }
+		edit = func(i *v1.Image, ex *image.DockerExtras) error {
+			i.Config.Entrypoint = ep
+			if resetCmd {
+				i.Config.Cmd = nil
+			}
+			return nil
+		}
 	case "volume":
 		var vols []string
 		for _, a := range c.Args {
@@ -578,11 +616,7 @@ func (b *builder) runStep(ctx context.Context, s *state, c dockerfile.Command) (
 	if c.JSON {
 		cmd = c.Args
 	} else {
-		script := strings.Join(c.Args, " ")
-		for _, h := range c.Heredocs {
-			script += "\n" + h.Content
-		}
-		cmd = append(append([]string{}, s.shell...), script)
+		cmd = append(append([]string{}, s.shell...), runScript(c))
 	}
 	createdBy := "RUN " + strings.Join(cmd, " ")
 	key := cacheKey(s.im.ID, createdBy, s.usedArgs(), "")
@@ -593,6 +627,28 @@ func (b *builder) runStep(ctx context.Context, s *state, c dockerfile.Command) (
 	fs := pflag.NewFlagSet("build", pflag.ContinueOnError)
 	f := addRunFlags(fs)
 	flags := []string{"--name", name, "--network", b.network, "--entrypoint", ""}
+	if h, ok := shebangHeredoc(c); ok {
+		// As buildkit: a lone heredoc starting with #! is a program,
+		// mounted read-only at /dev/pipes/NAME and run by the shell, so
+		// its own interpreter runs it.
+		dir, err := os.MkdirTemp(filepath.Join(b.e.store.Root(), "tmp"), "build-run-heredoc-")
+		if err != nil {
+			return image.Image{}, false, err
+		}
+		defer os.RemoveAll(dir)
+		if h.Name != filepath.Base(h.Name) || h.Name == "." || h.Name == ".." {
+			return image.Image{}, false, fmt.Errorf("heredoc <<%s: its name must be a plain file name", h.Name)
+		}
+		p := filepath.Join(dir, h.Name)
+		if err := os.WriteFile(p, []byte(h.Content), 0o755); err != nil {
+			return image.Image{}, false, err
+		}
+		if err := os.Chmod(p, 0o755); err != nil {
+			return image.Image{}, false, err
+		}
+		flags = append(flags, "-v", dir+":/dev/pipes:ro")
+		cmd = append(append([]string{}, s.shell...), "/dev/pipes/"+h.Name)
+	}
 	for _, kv := range s.usedArgs() {
 		flags = append(flags, "-e", kv)
 	}
@@ -602,15 +658,62 @@ func (b *builder) runStep(ctx context.Context, s *state, c dockerfile.Command) (
 	if _, err := createFromImage(ctx, b.e, f, s.im.ID.String(), cmd); err != nil {
 		return image.Image{}, false, err
 	}
-	defer removeContainer(context.WithoutCancel(ctx), b.e, name)
+	keep := false
+	defer func() {
+		if !keep {
+			removeContainer(context.WithoutCancel(ctx), b.e, name)
+		}
+	}()
 	if err := b.runContainer(ctx, name); err != nil {
-		return image.Image{}, false, err
+		return image.Image{}, false, b.kept(ctx, &keep, name, err)
 	}
 	im, err := b.e.images.Commit(ctx, name, image.CommitOptions{CreatedBy: createdBy, Message: "strata build", SourceDateEpoch: b.epoch})
 	if err != nil {
 		return image.Image{}, false, err
 	}
 	return im, false, b.e.images.RecordStep(ctx, key, im.ID)
+}
+
+// kept is err of a failed step run in container name; with --rm=false
+// the container is kept, and the error says so.
+func (b *builder) kept(ctx context.Context, keep *bool, name string, err error) error {
+	if !b.keep || ctx.Err() != nil {
+		return err
+	}
+	*keep = true
+	return fmt.Errorf("%w (its container %s is kept: 'strata mount %s' to look into it, 'strata rm %s' to remove it)", err, name, name, name)
+}
+
+// runScript is the shell script of a shell-form RUN, its heredocs
+// handled as buildkit does: `RUN <<EOF` alone runs the body as the
+// script; a heredoc within a command line is put back after it, each
+// body followed by its terminator, for the shell to read.
+func runScript(c dockerfile.Command) string {
+	script := strings.Join(c.Args, " ")
+	if len(c.Heredocs) == 0 {
+		return script
+	}
+	if len(c.Heredocs) == 1 && parser.MustParseHeredoc(strings.TrimSpace(script)) != nil {
+		return c.Heredocs[0].Content
+	}
+	var b strings.Builder
+	b.WriteString(script)
+	for _, h := range c.Heredocs {
+		b.WriteByte('\n')
+		b.WriteString(h.Content)
+		b.WriteString(h.Name)
+	}
+	return b.String()
+}
+
+// shebangHeredoc is the heredoc of a shell-form `RUN <<EOF` alone whose
+// body starts with #!.
+func shebangHeredoc(c dockerfile.Command) (dockerfile.Heredoc, bool) {
+	if c.JSON || len(c.Heredocs) != 1 || parser.MustParseHeredoc(strings.TrimSpace(strings.Join(c.Args, " "))) == nil {
+		return dockerfile.Heredoc{}, false
+	}
+	h := c.Heredocs[0]
+	return h, strings.HasPrefix(h.Content, "#!")
 }
 
 // runContainer runs the created container name to its end, its output
@@ -718,9 +821,33 @@ func (b *builder) copyStep(ctx context.Context, s *state, c dockerfile.Command) 
 		}
 		defer from.Close()
 	}
-	resolved, err := from.ResolveFor(strings.ToUpper(c.Name), srcs)
-	if err != nil {
-		return image.Image{}, false, err
+	// Heredoc sources (COPY <<EOF /file) are written to files of their
+	// own, in a private directory, and copied from there: the digest of
+	// the sources, the cache key, covers their content.
+	var ctxSrcs []string
+	var docs []dockerfile.Heredoc
+	for _, src := range srcs {
+		if h := heredocNamed(c.Heredocs, src); h != nil {
+			docs = append(docs, *h)
+		} else {
+			ctxSrcs = append(ctxSrcs, src)
+		}
+	}
+	var resolved []buildctx.Source
+	if len(ctxSrcs) > 0 {
+		r, err := from.ResolveFor(strings.ToUpper(c.Name), ctxSrcs)
+		if err != nil {
+			return image.Image{}, false, err
+		}
+		resolved = r
+	}
+	if len(docs) > 0 {
+		r, cleanup, err := b.heredocSources(s, strings.ToUpper(c.Name), docs)
+		if err != nil {
+			return image.Image{}, false, err
+		}
+		defer cleanup()
+		resolved = append(resolved, r...)
 	}
 	content, err := buildctx.Digest(resolved)
 	if err != nil {
@@ -762,6 +889,74 @@ func (b *builder) copyStep(ctx context.Context, s *state, c dockerfile.Command) 
 		return image.Image{}, false, err
 	}
 	return im, false, b.e.images.RecordStep(ctx, key, im.ID)
+}
+
+// heredocNamed is the heredoc the source word src (<<EOF, <<-EOF,
+// <<"EOF") stands for, or nil.
+func heredocNamed(docs []dockerfile.Heredoc, src string) *dockerfile.Heredoc {
+	h := parser.MustParseHeredoc(src)
+	if h == nil {
+		return nil
+	}
+	for i := range docs {
+		if docs[i].Name == h.Name {
+			return &docs[i]
+		}
+	}
+	return nil
+}
+
+// heredocSources writes each heredoc to a file of its name (mode 0644,
+// as buildkit's) in a private directory of the store's tmp, variables
+// expanded in it unless its name was quoted, and resolves them as
+// sources. cleanup removes the directory.
+func (b *builder) heredocSources(s *state, instr string, docs []dockerfile.Heredoc) ([]buildctx.Source, func(), error) {
+	dir, err := os.MkdirTemp(filepath.Join(b.e.store.Root(), "tmp"), "build-heredoc-")
+	if err != nil {
+		return nil, nil, err
+	}
+	cleanup := func() { os.RemoveAll(dir) }
+	fail := func(err error) ([]buildctx.Source, func(), error) { cleanup(); return nil, nil, err }
+	mtime := time.Now()
+	if b.epoch != nil {
+		mtime = *b.epoch
+	}
+	var names []string
+	for _, h := range docs {
+		if h.Name == "" || h.Name != filepath.Base(h.Name) || h.Name == "." || h.Name == ".." {
+			return fail(fmt.Errorf("heredoc <<%s: its name must be a plain file name", h.Name))
+		}
+		content := h.Content
+		if h.Expand {
+			// As buildkit: variables expanded, quotes kept.
+			lex := shell.NewLex(b.file.Escape)
+			lex.SkipProcessQuotes = true
+			if content, _, err = lex.ProcessWord(content, shell.EnvsFromSlice(s.env())); err != nil {
+				return fail(fmt.Errorf("heredoc <<%s: %w", h.Name, err))
+			}
+		}
+		p := filepath.Join(dir, h.Name)
+		if err := os.WriteFile(p, []byte(content), 0o644); err != nil {
+			return fail(err)
+		}
+		if err := os.Chmod(p, 0o644); err != nil { // whatever the umask
+			return fail(err)
+		}
+		if err := os.Chtimes(p, mtime, mtime); err != nil {
+			return fail(err)
+		}
+		names = append(names, h.Name)
+	}
+	hctx, err := buildctx.FromDir(dir)
+	if err != nil {
+		return fail(err)
+	}
+	defer hctx.Close()
+	srcs, err := hctx.ResolveFor(instr, names)
+	if err != nil {
+		return fail(err)
+	}
+	return srcs, cleanup, nil
 }
 
 // workdirStep sets the working directory and makes it, as docker does.
@@ -836,7 +1031,12 @@ func (b *builder) inContainer(ctx context.Context, im image.Image, createdBy str
 	if _, err := b.e.images.CreateContainer(ctx, name, im.ID.String(), nil); err != nil {
 		return image.Image{}, err
 	}
-	defer removeContainer(context.WithoutCancel(ctx), b.e, name)
+	keep := false
+	defer func() {
+		if !keep {
+			removeContainer(context.WithoutCancel(ctx), b.e, name)
+		}
+	}()
 	root, own, err := mountRootfs(ctx, b.e, name, filepath.Join(bundleDir(b.e, name), "rootfs"))
 	if err != nil {
 		return image.Image{}, err
@@ -848,7 +1048,7 @@ func (b *builder) inContainer(ctx context.Context, im image.Image, createdBy str
 		}
 	}
 	if ferr != nil {
-		return image.Image{}, ferr
+		return image.Image{}, b.kept(ctx, &keep, name, ferr)
 	}
 	return b.e.images.Commit(ctx, name, image.CommitOptions{CreatedBy: createdBy, Message: "strata build", SourceDateEpoch: b.epoch, Changes: changes})
 }
