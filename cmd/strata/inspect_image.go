@@ -19,7 +19,7 @@ type imageInspect struct {
 	Created      *time.Time
 	Author       string
 	Comment      string
-	Config       v1.ImageConfig
+	Config       inspectConfig
 	Architecture string
 	Variant      string `json:",omitempty"`
 	Os           string
@@ -45,6 +45,13 @@ type imageInspect struct {
 	}
 }
 
+// inspectConfig is the image's config as docker inspect shows it: the
+// OCI fields, and docker's HEALTHCHECK, ONBUILD and SHELL.
+type inspectConfig struct {
+	v1.ImageConfig
+	image.DockerExtras
+}
+
 func inspectImage(ctx context.Context, e *env, im image.Image) (imageInspect, error) {
 	var o imageInspect
 	o.Id = im.ID.String()
@@ -58,7 +65,11 @@ func inspectImage(ctx context.Context, e *env, im image.Image) (imageInspect, er
 	if n := len(im.Config.History); n > 0 {
 		o.Comment = im.Config.History[n-1].Comment
 	}
-	o.Config = im.Config.Config
+	ex, err := e.images.Extras(im)
+	if err != nil {
+		return o, err
+	}
+	o.Config = inspectConfig{im.Config.Config, ex}
 	o.Architecture, o.Variant, o.Os = im.Config.Architecture, im.Config.Variant, im.Config.OS
 	o.RootFS.Type = im.Config.RootFS.Type
 	for _, d := range im.Config.RootFS.DiffIDs {
