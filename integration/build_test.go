@@ -405,3 +405,55 @@ func TestBuildSiteStory(t *testing.T) {
 	}
 	s.checkNothingLeft()
 }
+
+// TestBuildDebian builds on the Debian minbase of the userland tests:
+// a package installed by dpkg in a RUN step, from a .deb copied in.
+func TestBuildDebian(t *testing.T) {
+	tarball, debs := debianFixture(t, "hello")
+	s := newRunStore(t)
+	s.imgMust("import", tarball, "debian:minbase")
+	files := map[string]string{
+		"Dockerfile": "FROM debian:minbase\nCOPY hello.deb /tmp/\nRUN dpkg -i /tmp/hello.deb && rm /tmp/hello.deb\nCMD [\"hello\"]\n",
+	}
+	ctx := buildContext(t, files)
+	b, err := os.ReadFile(debs[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(ctx, "hello.deb"), b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out := s.must("build", "-t", "deb:1", ctx)
+	if !strings.Contains(out, "Setting up hello") {
+		t.Errorf("dpkg's output is not in the build's:\n%s", out)
+	}
+	s.runArgs(t, []string{"deb:1"}, 0, "Hello, world!\n")
+	s.runArgs(t, []string{"deb:1", "dpkg-query", "-W", "-f", "${Status}", "hello"}, 0, "install ok installed")
+	s.checkNothingLeft()
+}
+
+// TestBuildPull pulls a FROM image the store lacks, and with --pull one
+// it has; --platform refuses an image of another platform.
+func TestBuildPull(t *testing.T) {
+	needRegistryTool(t, "docker-registry")
+	s := newRunStore(t)
+	reg := startRegistry(t, registryPlain)
+	s.must("push", "--tls-verify=false", "busybox:base", reg.Ref("lib/busybox:1"))
+	ctx := buildContext(t, map[string]string{"Dockerfile": "FROM " + reg.Ref("lib/busybox:1") + "\nRUN echo pulled > /p\nCMD [\"cat\", \"/p\"]\n"})
+	out := s.must("build", "--tls-verify=false", "-t", "p:1", ctx)
+	if !strings.Contains(out, "pulling "+reg.Ref("lib/busybox:1")) {
+		t.Errorf("the build did not pull its FROM image:\n%s", out)
+	}
+	s.runArgs(t, []string{"p:1"}, 0, "pulled\n")
+	if out := s.must("build", "--tls-verify=false", "--pull", ctx); !strings.Contains(out, "pulling") {
+		t.Errorf("--pull did not pull:\n%s", out)
+	}
+	if r := s.run("build", "--platform", "linux/s390x", ctx); r.code != 1 || !strings.Contains(r.stderr, "not linux/s390x") {
+		t.Errorf("--platform of another platform: %v", r)
+	}
+	reg.Stop()
+	if r := s.run("build", "--tls-verify=false", "--pull", ctx); r.code != 1 || !strings.Contains(r.stderr, "--pull") || !strings.Contains(r.stderr, "cannot reach registry") {
+		t.Errorf("--pull with the registry down: %v", r)
+	}
+	s.checkNothingLeft()
+}

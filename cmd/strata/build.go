@@ -45,6 +45,9 @@ var buildCmd = &command{
 		network := fs.String("network", container.NetworkPrivate, "the network of RUN steps, `MODE`: private, none or host")
 		labels := fs.StringArray("label", nil, "set the label `K=V` on the image")
 		iidfile := fs.String("iidfile", "", "write the image ID to `FILE`")
+		pullAlways := fs.Bool("pull", false, "pull every FROM image, even one the store has")
+		platform := fs.String("platform", "", "the `OS/ARCH[/VARIANT]` of the FROM images (default: this machine's)")
+		rf := addRegistryFlags(fs)
 		rm := fs.Bool("rm", true, "remove the container of a failed step (--rm=false keeps it, to look into)")
 		return func(ctx context.Context, e *env, args []string) error {
 			if len(args) != 1 {
@@ -61,7 +64,14 @@ var buildCmd = &command{
 				}
 				refs = append(refs, r)
 			}
-			b := &builder{e: e, noCache: *noCache, network: *network, quiet: *quiet, keep: !*rm, args: map[string]string{}, stages: map[string]image.Image{}}
+			b := &builder{e: e, noCache: *noCache, network: *network, quiet: *quiet, keep: !*rm, args: map[string]string{}, stages: map[string]image.Image{}, pull: *pullAlways, registry: rf}
+			if *platform != "" {
+				p, err := parsePlatform(*platform)
+				if err != nil {
+					return err
+				}
+				b.platform = &p
+			}
 			for _, kv := range *buildArgs {
 				k, v, ok := strings.Cut(kv, "=")
 				if !ok {
@@ -109,19 +119,22 @@ var buildCmd = &command{
 // a container of its own committed as an intermediate image, and keeps
 // each step's result in the build cache.
 type builder struct {
-	e       *env
-	noCache bool
-	network string
-	quiet   bool
-	keep    bool // --rm=false: keep the container of a failed step
-	epoch   *time.Time
-	args    map[string]string // --build-arg
-	used    map[string]bool   // build args some ARG consumed
-	file    *dockerfile.File
-	ctx     *buildctx.Context
-	stages  map[string]image.Image // built stages, by name and by index
-	step    int                    // steps printed so far
-	total   int
+	e        *env
+	pull     bool           // --pull
+	platform *v1.Platform   // --platform
+	registry *registryFlags // for pulling FROM images
+	noCache  bool
+	network  string
+	quiet    bool
+	keep     bool // --rm=false: keep the container of a failed step
+	epoch    *time.Time
+	args     map[string]string // --build-arg
+	used     map[string]bool   // build args some ARG consumed
+	file     *dockerfile.File
+	ctx      *buildctx.Context
+	stages   map[string]image.Image // built stages, by name and by index
+	step     int                    // steps printed so far
+	total    int
 }
 
 func (b *builder) out() io.Writer {
@@ -264,9 +277,9 @@ func (b *builder) buildStage(ctx context.Context, st *dockerfile.Stage) (image.I
 			s.im = im
 			break
 		}
-		im, err := b.e.images.Get(ctx, base)
+		im, err := b.fromImage(ctx, base, st.Platform)
 		if err != nil {
-			return image.Image{}, fmt.Errorf("Dockerfile:%d: FROM %s: %w (pull it first with 'strata pull %s', or import it)", st.Line, base, err, base)
+			return image.Image{}, fmt.Errorf("Dockerfile:%d: FROM %s: %w", st.Line, base, err)
 		}
 		s.im = im
 	}
@@ -1104,4 +1117,60 @@ var builderPruneCmd = &command{
 			return nil
 		}
 	},
+}
+
+// fromImage finds a FROM image in the store, pulling it when the store
+// lacks it, or always with --pull, as docker build does; it must be of
+// the platform asked for (FROM --platform, else --platform).
+func (b *builder) fromImage(ctx context.Context, ref, stagePlatform string) (image.Image, error) {
+	want := b.platform
+	if stagePlatform != "" {
+		p, err := parsePlatform(stagePlatform)
+		if err != nil {
+			return image.Image{}, err
+		}
+		want = &p
+	}
+	im, err := b.e.images.Get(ctx, ref)
+	if err == nil && !b.pull {
+		return im, checkPlatform(im, want)
+	}
+	if err != nil && !errors.Is(err, image.ErrNotFound) {
+		return image.Image{}, err
+	}
+	r, perr := reference.Parse(ref)
+	if perr != nil {
+		return image.Image{}, perr
+	}
+	c, cerr := b.registry.client(b.e, false)
+	if cerr != nil {
+		return image.Image{}, cerr
+	}
+	repo, rerr := c.Repository(ctx, r)
+	if rerr == nil {
+		fmt.Fprintf(b.out(), "#%d pulling %s\n", b.step, r)
+		_, rerr = b.e.images.Pull(ctx, repo, r, image.PullOptions{Platform: want})
+	}
+	if rerr != nil {
+		if err == nil {
+			return image.Image{}, fmt.Errorf("--pull: %w", rerr)
+		}
+		return image.Image{}, fmt.Errorf("not in the store, and the pull failed: %w (pull or import it first)", rerr)
+	}
+	if im, err = b.e.images.Get(ctx, r.String()); err != nil {
+		return image.Image{}, err
+	}
+	return im, checkPlatform(im, want)
+}
+
+// checkPlatform refuses an image of another platform than want.
+func checkPlatform(im image.Image, want *v1.Platform) error {
+	if want == nil {
+		return nil
+	}
+	got := im.Config.Platform
+	if got.OS != want.OS || got.Architecture != want.Architecture || want.Variant != "" && got.Variant != want.Variant {
+		return fmt.Errorf("the image is %s/%s, not %s/%s: pull it with --platform %s/%s", got.OS, got.Architecture, want.OS, want.Architecture, want.OS, want.Architecture)
+	}
+	return nil
 }
