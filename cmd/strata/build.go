@@ -28,6 +28,7 @@ import (
 	"github.com/strata-fs/strata/container"
 	"github.com/strata-fs/strata/image"
 	"github.com/strata-fs/strata/image/reference"
+	"github.com/strata-fs/strata/snapshot"
 )
 
 var buildCmd = &command{
@@ -145,6 +146,9 @@ func (b *builder) out() io.Writer {
 }
 
 func (b *builder) run(ctx context.Context, contextArg, fileArg, target string, labels []string) (image.Image, error) {
+	if err := removeOrphanedSteps(ctx, b.e); err != nil {
+		return image.Image{}, err
+	}
 	var err error
 	if contextArg == "-" {
 		if b.ctx, err = buildctx.FromTar(os.Stdin, filepath.Join(b.e.store.Root(), "tmp")); err != nil {
@@ -668,6 +672,7 @@ func (b *builder) runStep(ctx context.Context, s *state, c dockerfile.Command) (
 	if err := fs.Parse(flags); err != nil {
 		return image.Image{}, false, err
 	}
+	f.labels = b.ownerLabels()
 	if _, err := createFromImage(ctx, b.e, f, s.im.ID.String(), cmd); err != nil {
 		return image.Image{}, false, err
 	}
@@ -1041,7 +1046,7 @@ func mkdirInRoot(root, p string) error {
 // root, and commits the changes as a new image.
 func (b *builder) inContainer(ctx context.Context, im image.Image, createdBy string, fn func(root string) error, changes ...string) (image.Image, error) {
 	name := "build-" + randomStackName()[len("stack-"):]
-	if _, err := b.e.images.CreateContainer(ctx, name, im.ID.String(), nil); err != nil {
+	if _, err := b.e.images.CreateContainer(ctx, name, im.ID.String(), b.ownerExtra); err != nil {
 		return image.Image{}, err
 	}
 	keep := false
@@ -1070,7 +1075,7 @@ func (b *builder) inContainer(ctx context.Context, im image.Image, createdBy str
 // and returns its root.
 func (b *builder) mountImage(ctx context.Context, im image.Image) (string, func(), error) {
 	name := "build-from-" + randomStackName()[len("stack-"):]
-	if _, err := b.e.images.CreateContainer(ctx, name, im.ID.String(), nil); err != nil {
+	if _, err := b.e.images.CreateContainer(ctx, name, im.ID.String(), b.ownerExtra); err != nil {
 		return "", nil, err
 	}
 	root, own, err := mountRootfs(ctx, b.e, name, filepath.Join(bundleDir(b.e, name), "rootfs"))
@@ -1173,4 +1178,50 @@ func checkPlatform(im image.Image, want *v1.Platform) error {
 		return fmt.Errorf("the image is %s/%s, not %s/%s: pull it with --platform %s/%s", got.OS, got.Architecture, want.OS, want.Architecture, want.OS, want.Architecture)
 	}
 	return nil
+}
+
+// labelBuilder marks the containers of a build's steps with the build's
+// process, "PID START", so that a later build removes those of a build
+// that was killed.
+const labelBuilder = "strata.build.owner"
+
+func (b *builder) ownerLabels() map[string]string {
+	start, _ := container.ProcessStart(os.Getpid())
+	return map[string]string{labelBuilder: fmt.Sprintf("%d %d", os.Getpid(), start)}
+}
+
+func (b *builder) ownerExtra(image.Image) (map[string]string, error) { return b.ownerLabels(), nil }
+
+// removeOrphanedSteps stops and removes the step containers of builds
+// whose process is gone (killed): what they ran is killed by its
+// recorded pid, as stop does, then the container goes.
+func removeOrphanedSteps(ctx context.Context, e *env) error {
+	cs, err := e.images.Containers(ctx)
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for _, c := range cs {
+		owner := c.Labels[labelBuilder]
+		if owner == "" {
+			continue
+		}
+		var pid int
+		var start uint64
+		if _, err := fmt.Sscanf(owner, "%d %d", &pid, &start); err == nil && container.ProcessAlive(pid, start) {
+			continue // a build that still runs
+		}
+		e.log.Printf("removing %s, a step of a build that was killed", c.Name)
+		if err := stopContainer(ctx, e, c.Name, "KILL", time.Second); err != nil && !errors.Is(err, snapshot.ErrNotFound) {
+			errs = append(errs, fmt.Errorf("a step container of a killed build, %s: %w", c.Name, err))
+			continue
+		}
+		if d, ok, _ := e.store.Mounted(ctx, c.Name); ok {
+			_ = unmountDaemon(ctx, e, c.Name, d, true)
+		}
+		if err := removeContainer(ctx, e, c.Name); err != nil {
+			errs = append(errs, fmt.Errorf("a step container of a killed build, %s: %w", c.Name, err))
+		}
+	}
+	return errors.Join(errs...)
 }

@@ -82,6 +82,8 @@ type runFlags struct {
 	runtime       *string
 	autoRemove    *bool
 	fs            *pflag.FlagSet
+	// labels are more labels of the container (strata build's).
+	labels map[string]string
 }
 
 func addRunFlags(fs *pflag.FlagSet) *runFlags {
@@ -158,7 +160,11 @@ func createFromImage(ctx context.Context, e *env, f *runFlags, ref string, cmdAr
 		if err != nil {
 			return nil, err
 		}
-		return map[string]string{container.LabelConfig: v}, nil
+		labels := map[string]string{container.LabelConfig: v}
+		for k, l := range f.labels {
+			labels[k] = l
+		}
+		return labels, nil
 	})
 	if errors.Is(err, snapshot.ErrExists) {
 		return "", nameInUse(name)
