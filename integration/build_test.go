@@ -460,3 +460,103 @@ func TestBuildPull(t *testing.T) {
 	}
 	s.checkNothingLeft()
 }
+
+// everyDockerfile uses every instruction strata build takes, in one
+// Dockerfile, with the escape directive, continuations, heredocs and
+// variable substitution.
+const everyDockerfile = "# escape=`\n" + `# syntax=docker/dockerfile:1
+ARG BASE=busybox:base
+FROM ${BASE} AS tools
+RUN echo tool-from-stage > /tool.txt
+
+FROM ${BASE}
+ARG FLAVOUR
+ARG GREETING=hello
+ENV HOME_DIR=/srv/every ` + "`" + `
+    EMPTY=
+LABEL flavour="${FLAVOUR:-plain}" set="${GREETING:+yes}"
+MAINTAINER someone@example.com
+WORKDIR $HOME_DIR
+COPY --chown=alice:staff --chmod=0640 *.txt ./
+COPY --from=tools /tool.txt ./tool.txt
+ADD bundle.tar.gz /opt/
+ADD plain.conf /etc/every.conf
+SHELL ["/bin/sh", "-e", "-c"]
+RUN echo "$GREETING ${FLAVOUR:-plain}" > greeting
+RUN ["sh", "-c", "echo exec-form > exec.txt"]
+RUN <<EOF
+echo heredoc-one > heredoc.txt
+echo heredoc-two >> heredoc.txt
+EOF
+COPY <<EOF notes.txt
+from a heredoc, home ${HOME_DIR}
+EOF
+USER alice
+EXPOSE 8080/tcp
+VOLUME ["/data"]
+STOPSIGNAL SIGINT
+HEALTHCHECK --interval=30s --retries=2 CMD cat greeting || exit 1
+ONBUILD RUN echo from-the-trigger
+ENTRYPOINT ["cat"]
+CMD ["greeting"]
+`
+
+// TestBuildEveryInstruction builds everyDockerfile and checks the
+// config, the history and the files through strata run.
+func TestBuildEveryInstruction(t *testing.T) {
+	s := newRunStore(t)
+	ctx := buildContext(t, map[string]string{
+		"Dockerfile": everyDockerfile,
+		"a.txt":      "a\n", "b.txt": "b\n", "plain.conf": "conf\n",
+	})
+	if err := os.WriteFile(filepath.Join(ctx, "bundle.tar.gz"), buildTar(t, true, map[string]string{"bundle/": "", "bundle/x": "from the bundle\n"}), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	s.must("build", "--build-arg", "FLAVOUR=spicy", "-t", "every:1", ctx)
+	c := s.builtConfig(t, "every:1")
+	if c.Config.WorkingDir != "/srv/every" || c.Config.User != "alice" || c.Config.StopSignal != "SIGINT" ||
+		strings.Join(c.Config.Entrypoint, " ") != "cat" || strings.Join(c.Config.Cmd, " ") != "greeting" ||
+		c.Config.Labels["flavour"] != "spicy" || c.Config.Labels["set"] != "yes" {
+		t.Errorf("config: %+v", c.Config)
+	}
+	if !slicesContains(c.Config.Env, "HOME_DIR=/srv/every") || !slicesContains(c.Config.Env, "EMPTY=") {
+		t.Errorf("Env: %q", c.Config.Env)
+	}
+	if _, ok := c.Config.ExposedPorts["8080/tcp"]; !ok {
+		t.Errorf("ExposedPorts: %v", c.Config.ExposedPorts)
+	}
+	if _, ok := c.Config.Volumes["/data"]; !ok {
+		t.Errorf("Volumes: %v", c.Config.Volumes)
+	}
+	dc := s.dockerConfig(t, "every:1")
+	if strings.Join(dc.Config.Shell, " ") != "/bin/sh -e -c" || len(dc.Config.OnBuild) != 1 || dc.Config.Healthcheck == nil || dc.Config.Healthcheck.Retries != 2 {
+		t.Errorf("docker's fields: %+v", dc.Config)
+	}
+	if a := strings.TrimSpace(s.must("inspect", "--format", "{{.Author}}", "every:1")); a != "someone@example.com" {
+		t.Errorf("Author %q", a)
+	}
+	var layers, empty int
+	for _, h := range c.History {
+		if h.EmptyLayer {
+			empty++
+		} else {
+			layers++
+		}
+	}
+	if layers < 9 || empty < 10 {
+		t.Errorf("history: %d layers, %d empty entries:\n%+v", layers, empty, c.History)
+	}
+	s.runArgs(t, []string{"every:1"}, 0, "hello spicy\n")
+	r := s.runArgs(t, []string{"--entrypoint", "sh", "every:1", "-c",
+		"cat tool.txt exec.txt heredoc.txt notes.txt /opt/bundle/x /etc/every.conf; stat -c '%U:%G %a' a.txt b.txt; id -un"}, 0, "")
+	want := "tool-from-stage\nexec-form\nheredoc-one\nheredoc-two\nfrom a heredoc, home /srv/every\nfrom the bundle\nconf\nalice:staff 640\nalice:staff 640\nalice\n"
+	if r.stdout != want {
+		t.Errorf("files:\n%s\nwant:\n%s", r.stdout, want)
+	}
+	// The ONBUILD trigger runs in a child build.
+	child := buildContext(t, map[string]string{"Dockerfile": "FROM every:1\n"})
+	if out := s.must("build", "-t", "child:1", child); !strings.Contains(out, " from-the-trigger\n") {
+		t.Errorf("the ONBUILD trigger did not run in the child build:\n%s", out)
+	}
+	s.checkNothingLeft()
+}
