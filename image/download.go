@@ -16,6 +16,7 @@ import (
 
 	"github.com/strata-fs/strata/image/oci"
 	"github.com/strata-fs/strata/image/remote"
+	"github.com/strata-fs/strata/internal/iox"
 )
 
 // downloadRetries is how many times a blob download broken off by the
@@ -260,7 +261,7 @@ func fill(ctx context.Context, repo *remote.Repository, d v1.Descriptor, dl *dow
 				continue
 			}
 		}
-		w := &countingWriter{w: io.MultiWriter(h, f), n: have, progress: progress}
+		w := &iox.CountingWriter{W: io.MultiWriter(h, f), N: have, Progress: progress}
 		if _, err := f.Seek(have, io.SeekStart); err != nil {
 			rc.Close()
 			return err
@@ -268,7 +269,7 @@ func fill(ctx context.Context, repo *remote.Repository, d v1.Descriptor, dl *dow
 		// One byte more than wanted shows a blob that is too long.
 		_, err = io.Copy(w, io.LimitReader(rc, d.Size-have+1))
 		rc.Close()
-		have = w.n
+		have = w.N
 		if err != nil {
 			var pe *os.PathError
 			if errors.As(err, &pe) && pe.Op == "write" {
@@ -294,19 +295,6 @@ func fill(ctx context.Context, repo *remote.Repository, d v1.Descriptor, dl *dow
 		return fmt.Errorf("blob %s from %s: the content has digest %s:%x: %w: the registry sent corrupt data; nothing was stored", d.Digest, repo.Name, d.Digest.Algorithm(), got, oci.ErrDigestMismatch)
 	}
 	return f.Sync()
-}
-
-type countingWriter struct {
-	w        io.Writer
-	n        int64
-	progress func(int64)
-}
-
-func (c *countingWriter) Write(p []byte) (int, error) {
-	n, err := c.w.Write(p)
-	c.n += int64(n)
-	c.progress(c.n)
-	return n, err
 }
 
 // dropDownloads removes the downloads that no pull is working on (the

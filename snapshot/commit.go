@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/strata-fs/strata/internal/iox"
 	"github.com/strata-fs/strata/snapshot/layer"
 )
 
@@ -28,20 +29,6 @@ type LayerOptions struct {
 	// Progress, if set, is told of the bytes of the layer blob written
 	// so far, after each write.
 	Progress func(written int64)
-}
-
-// countingWriter tells progress of the bytes written through it.
-type countingWriter struct {
-	w        io.Writer
-	n        int64
-	progress func(int64)
-}
-
-func (c *countingWriter) Write(b []byte) (int, error) {
-	n, err := c.w.Write(b)
-	c.n += int64(n)
-	c.progress(c.n)
-	return n, err
 }
 
 // CommitLayer writes the changes of the active snapshot key as an OCI
@@ -84,7 +71,7 @@ func (s *Store) commitLayer(ctx context.Context, o *op, r record, opts LayerOpti
 	upper := filepath.Join(s.snapshotDir(r.ID), fsDir)
 	var w io.Writer = blob
 	if opts.Progress != nil {
-		w = &countingWriter{w: blob, progress: opts.Progress}
+		w = &iox.CountingWriter{W: blob, Progress: opts.Progress}
 	}
 	desc, err := layer.Write(ctx, w, upper, layer.WriteOptions{
 		Compression:     opts.Compression,
