@@ -560,3 +560,50 @@ func TestBuildEveryInstruction(t *testing.T) {
 	}
 	s.checkNothingLeft()
 }
+
+// TestBuildInterrupted: Ctrl-C (SIGINT) during a RUN stops the step's
+// process; the build fails at that step and leaves nothing behind.
+func TestBuildInterrupted(t *testing.T) {
+	s := newRunStore(t)
+	ctx := buildContext(t, map[string]string{"Dockerfile": "FROM busybox:base\nRUN echo started && sleep 30\n"})
+	cmd, stdout, stderr, err := cliCommand(t.TempDir(), cliOpts{}, s.args([]string{"build", ctx})...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stdout.Close()
+	defer stderr.Close()
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		b, _ := os.ReadFile(stdout.Name())
+		if strings.Contains(string(b), "#2 started") {
+			break
+		}
+		if time.Now().After(deadline) {
+			cmd.Process.Kill()
+			cmd.Wait()
+			t.Fatalf("the build never reached its RUN:\n%s", b)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	start := time.Now()
+	cmd.Process.Signal(syscall.SIGINT)
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case <-done:
+	case <-time.After(20 * time.Second):
+		cmd.Process.Kill()
+		<-done
+		t.Fatal("the build did not stop within 20 s of SIGINT")
+	}
+	if cmd.ProcessState.ExitCode() == 0 {
+		t.Errorf("an interrupted build exited 0")
+	}
+	if d := time.Since(start); d > 10*time.Second {
+		t.Errorf("the build took %v to stop after SIGINT", d)
+	}
+	s.checkNothingLeft()
+}

@@ -10,10 +10,12 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/signal"
 	"path"
 	"path/filepath"
 	"sort"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/moby/buildkit/frontend/dockerfile/parser"
@@ -734,6 +736,10 @@ func shebangHeredoc(c dockerfile.Command) (dockerfile.Heredoc, bool) {
 	return h, strings.HasPrefix(h.Content, "#!")
 }
 
+// stopGrace is how long an interrupted step's process has to end
+// before SIGKILL.
+const stopGrace = 2 * time.Second
+
 // runContainer runs the created container name to its end, its output
 // prefixed with the step's number; a non-zero exit is an error.
 func (b *builder) runContainer(ctx context.Context, name string) error {
@@ -763,7 +769,34 @@ func (b *builder) runContainer(ctx context.Context, name string) error {
 		pr.Close()
 		return err
 	}
-	code := st.wait(nil)
+	// Ctrl-C stops the step's process, as docker build cancels a step:
+	// the signal goes to it, and SIGKILL after stopGrace (a shell as a
+	// namespace's first process ignores SIGINT). The build then fails at
+	// this step.
+	caught := make(chan os.Signal, 4)
+	signal.Notify(caught, os.Interrupt, syscall.SIGTERM)
+	fwd := make(chan os.Signal, 4)
+	stopFwd := make(chan struct{})
+	go func() {
+		var kill <-chan time.Time
+		for {
+			select {
+			case sig := <-caught:
+				fwd <- sig
+				if kill == nil {
+					kill = time.After(stopGrace)
+				}
+			case <-kill:
+				fwd <- syscall.SIGKILL
+				kill = nil
+			case <-stopFwd:
+				return
+			}
+		}
+	}()
+	code := st.wait(fwd)
+	signal.Stop(caught)
+	close(stopFwd)
 	ferr := st.finish(context.WithoutCancel(ctx), code)
 	pw.Close()
 	<-done
