@@ -35,12 +35,12 @@ import (
 
 var buildCmd = &command{
 	name:    "build",
-	args:    "[-t REF]... [-f Dockerfile] [--build-arg K=V]... [--target STAGE] [--no-cache] [-q] [--network private|none|host] [--label K=V]... [--iidfile F] [--rm=false] CONTEXT",
+	args:    "[-t REF]... [-f Dockerfile] [--build-arg K=V]... [--target STAGE] [--no-cache] [--pull] [--platform OS/ARCH] [-q] [--network private|none|host] [--label K=V]... [--iidfile F] [--rm=false] CONTEXT",
 	summary: "Build an image from a Dockerfile, a layer a step, with a cache",
 	changes: true,
 	flags: func(fs *pflag.FlagSet) func(context.Context, *env, []string) error {
 		tags := fs.StringArrayP("tag", "t", nil, "name the image `REF` (repeatable)")
-		file := fs.StringP("file", "f", "", "the Dockerfile (default CONTEXT/Dockerfile; - for standard input)")
+		file := fs.StringP("file", "f", "", "the Dockerfile, `FILE` (default CONTEXT/Dockerfile; - for standard input)")
 		buildArgs := fs.StringArray("build-arg", nil, "set the build argument `K=V` (K alone: from strata's environment)")
 		target := fs.String("target", "", "build up to the stage `NAME`")
 		noCache := fs.Bool("no-cache", false, "do not use the build cache")
