@@ -150,7 +150,7 @@ func TestBuild(t *testing.T) {
 	}
 	s.runArgs(t, []string{"app:1", "id", "-u"}, 0, "1000\n")
 	// A build arg changes what RUN wrote.
-	s.must("build", "--build-arg", "GREETING=hi", "-t", "app:2", ctx)
+	s.must("build", "--network", "default", "--build-arg", "GREETING=hi", "-t", "app:2", ctx)
 	s.runArgs(t, []string{"app:2"}, 0, "hi from test\n")
 	s.checkNothingLeft()
 }

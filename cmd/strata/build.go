@@ -56,6 +56,10 @@ var buildCmd = &command{
 			if len(args) != 1 {
 				return usagef("name the build context: a directory, or - for a tar on standard input")
 			}
+			if *network == "default" || *network == "bridge" {
+				// docker's names of its default: strata's is private.
+				*network = container.NetworkPrivate
+			}
 			if err := oneOf("network", *network, container.NetworkPrivate, container.NetworkNone, container.NetworkHost); err != nil {
 				return err
 			}
