@@ -607,3 +607,51 @@ func TestBuildInterrupted(t *testing.T) {
 	}
 	s.checkNothingLeft()
 }
+
+// TestBuildArgsAndCache: what a step depends on through ARGs, SHELL and
+// ENV is in its cache key and its environment, as in docker; flags
+// strata build does not implement are refused, not ignored.
+func TestBuildArgsAndCache(t *testing.T) {
+	s := newRunStore(t)
+	// A COPY destination from an ARG: a new value is a new step.
+	ctx := buildContext(t, map[string]string{"Dockerfile": "FROM busybox:base\nARG D=/a\nCOPY f $D\n", "f": "f\n"})
+	s.must("build", "-t", "d:1", ctx)
+	s.must("build", "--build-arg", "D=/b", "-t", "d:2", ctx)
+	s.runArgs(t, []string{"d:2", "cat", "/b"}, 0, "f\n")
+	// SHELL cached still changes the shell of later steps.
+	ctx = buildContext(t, map[string]string{"Dockerfile": "FROM busybox:base\nSHELL [\"/bin/sh\", \"-e\", \"-c\"]\nRUN false; echo survived > /s\n"})
+	for i := 0; i < 2; i++ {
+		if r := s.run("build", ctx); r.code == 0 {
+			t.Errorf("build %d: RUN under sh -e should fail at false:\n%s", i+1, r.stdout)
+		}
+	}
+	// An ARG declared again in the stage takes the value given before
+	// FROM; the platform ARGs have this machine's; ENV wins over ARG.
+	ctx = buildContext(t, map[string]string{"Dockerfile": "ARG META=metaval\nFROM busybox:base\nARG META\nARG TARGETARCH\nARG V=fromarg\nENV V=fromenv\nRUN echo $META $TARGETARCH $V > /out\nCMD [\"cat\", \"/out\"]\n"})
+	s.must("build", "-t", "args:1", ctx)
+	s.runArgs(t, []string{"args:1"}, 0, "metaval "+runtimeGOARCH()+" fromenv\n")
+	// WORKDIR is expanded once.
+	ctx = buildContext(t, map[string]string{"Dockerfile": "FROM busybox:base\nENV X=xx\nWORKDIR /a$X\nRUN pwd > /pwd\nCMD [\"cat\", \"/pwd\"]\n"})
+	s.must("build", "-t", "wd:1", ctx)
+	s.runArgs(t, []string{"wd:1"}, 0, "/axx\n")
+	// A flag strata build does not implement is refused.
+	ctx = buildContext(t, map[string]string{"Dockerfile": "FROM busybox:base\nCOPY --exclude=secret . /app/\n", "secret": "s\n"})
+	if r := s.run("build", ctx); r.code != 1 || !strings.Contains(r.stderr, "COPY --exclude is not supported") {
+		t.Errorf("COPY --exclude: %v", r)
+	}
+	// --rm=false keeps the failed step's container past the next build.
+	ctx = buildContext(t, map[string]string{"Dockerfile": "FROM busybox:base\nRUN exit 3\n"})
+	r := s.run("build", "--rm=false", ctx)
+	m := regexp.MustCompile(`container (build-[0-9a-f]+) is kept`).FindStringSubmatch(r.stderr)
+	if r.code != 1 || m == nil {
+		t.Fatalf("--rm=false: %v", r)
+	}
+	s.must("build", buildContext(t, map[string]string{"Dockerfile": "FROM busybox:base\nRUN true\n"}))
+	if _, ok := s.ps()[m[1]]; !ok {
+		t.Errorf("the kept container %s was removed by the next build", m[1])
+	}
+	s.must("rm", "-f", m[1])
+	s.checkNothingLeft()
+}
+
+func runtimeGOARCH() string { return hostArch() }

@@ -23,6 +23,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"syscall"
 
 	"github.com/moby/patternmatcher"
 	"github.com/moby/patternmatcher/ignorefile"
@@ -159,7 +160,8 @@ func (c *Context) LoadIgnore(dockerfile string) error {
 // Dockerfile and .dockerignore, as docker does, though COPY does not see
 // them once excluded. Symlinks are followed inside the context only.
 func (c *Context) ReadFile(name string) ([]byte, error) {
-	f, err := openInRoot(c.root, name, os.O_RDONLY)
+	// O_NONBLOCK: a FIFO in the context must not hang the open.
+	f, err := openInRoot(c.root, name, os.O_RDONLY|syscall.O_NONBLOCK)
 	if err != nil {
 		return nil, fmt.Errorf("read %s from the build context: %w", name, err)
 	}

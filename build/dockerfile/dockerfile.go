@@ -533,3 +533,8 @@ func checkTrigger(name string) error {
 	}
 	return nil
 }
+
+// PlatformArgs are the values of the platform ARGs buildkit predefines
+// (BUILDPLATFORM, TARGETARCH, ...), K=V, for a stage that declares them:
+// this machine's platform, unless a build arg sets them.
+func PlatformArgs(buildArgs map[string]string) []string { return platformArgs(buildArgs) }

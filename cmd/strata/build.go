@@ -13,6 +13,7 @@ import (
 	"os/signal"
 	"path"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"syscall"
@@ -355,6 +356,9 @@ func (b *builder) do(ctx context.Context, st *dockerfile.Stage, s *state, c dock
 		return fmt.Errorf("Dockerfile:%d: %s: %w", c.Line, firstWord(c.Original), err)
 	}
 	expand := func(w string) (string, error) { return dockerfile.Expand(w, s.env(), b.file.Escape) }
+	if err := checkFlags(c); err != nil {
+		return fail(err)
+	}
 	var (
 		im     image.Image
 		cached bool
@@ -373,8 +377,23 @@ func (b *builder) do(ctx context.Context, st *dockerfile.Stage, s *state, c dock
 					return fail(err)
 				}
 			default:
-				// No default, not given: in scope, but unset.
-				continue
+				// No default, not given: the value of the ARG of that name
+				// before FROM, or of a platform ARG, as docker gives them;
+				// else in scope, but unset.
+				found := false
+				for _, a := range b.file.MetaArgs {
+					if a.Name == name && a.Value != nil {
+						v, found = *a.Value, true
+					}
+				}
+				for _, kv := range dockerfile.PlatformArgs(b.args) {
+					if k, val, _ := strings.Cut(kv, "="); k == name && !found {
+						v, found = val, true
+					}
+				}
+				if !found {
+					continue
+				}
 			}
 			s.argEnv = setKV(s.argEnv, name, v)
 		}
@@ -454,7 +473,36 @@ func (b *builder) history(createdBy string) v1.History {
 
 // configStep stores the image im with its config changed by edit.
 func (b *builder) configStep(ctx context.Context, im image.Image, instr string, edit func(*v1.Image, *image.DockerExtras) error) (image.Image, error) {
-	return b.e.images.Derive(ctx, im, edit, b.history("/bin/sh -c #(nop) "+instr), nil)
+	// Cached like any step, so that what follows it is too.
+	key := cacheKey(im.ID, "#(nop) "+instr, nil, "")
+	if c, ok, err := b.cached(ctx, key); err != nil || ok {
+		return c, err
+	}
+	out, err := b.e.images.Derive(ctx, im, edit, b.history("/bin/sh -c #(nop) "+instr), nil)
+	if err != nil {
+		return image.Image{}, err
+	}
+	return out, b.e.images.RecordStep(ctx, key, out.ID)
+}
+
+// supportedFlags are the flags of each instruction strata build
+// implements; the parser accepts more of buildkit's, which are refused
+// rather than ignored.
+var supportedFlags = map[string][]string{
+	"copy": {"from", "chown", "chmod"},
+	"add":  {"chown", "chmod"},
+	"run":  {"network"},
+	"from": {"platform"},
+}
+
+// checkFlags refuses a flag of c that the executor does not implement.
+func checkFlags(c dockerfile.Command) error {
+	for _, f := range c.AllFlags {
+		if !slices.Contains(supportedFlags[c.Name], f[0]) && c.Name != "healthcheck" {
+			return fmt.Errorf("%s --%s is not supported by strata build: remove it, or do without (it would otherwise be ignored)", strings.ToUpper(c.Name), f[0])
+		}
+	}
+	return nil
 }
 
 // metaStep runs an instruction that changes only the config.
@@ -472,6 +520,10 @@ func (b *builder) metaStep(ctx context.Context, s *state, c dockerfile.Command) 
 		instr += " (CMD reset)"
 	}
 	key := cacheKey(s.im.ID, instr, nil, strings.Join(s.env(), "\n"))
+	if c.Name == "shell" {
+		// The build state changes whether or not the step is cached.
+		s.shell = append([]string{}, c.Args...)
+	}
 	if im, ok, err := b.cached(ctx, key); err != nil || ok {
 		return im, ok, err
 	}
@@ -600,7 +652,6 @@ func (b *builder) metaStep(ctx context.Context, s *state, c dockerfile.Command) 
 		}
 		edit = func(i *v1.Image, ex *image.DockerExtras) error { i.Config.StopSignal = sig; return nil }
 	case "shell":
-		s.shell = append([]string{}, c.Args...)
 		sh := s.shell
 		edit = func(i *v1.Image, ex *image.DockerExtras) error { ex.Shell = sh; return nil }
 	case "healthcheck":
@@ -649,7 +700,17 @@ func (b *builder) runStep(ctx context.Context, s *state, c dockerfile.Command) (
 	name := "build-" + randomStackName()[len("stack-"):]
 	fs := pflag.NewFlagSet("build", pflag.ContinueOnError)
 	f := addRunFlags(fs)
-	flags := []string{"--name", name, "--network", b.network, "--entrypoint", ""}
+	network := b.network
+	if n := c.Flags["network"]; n != "" {
+		switch n {
+		case "default":
+		case container.NetworkNone, container.NetworkHost:
+			network = n
+		default:
+			return image.Image{}, false, fmt.Errorf("RUN --network=%s: want default, none or host", n)
+		}
+	}
+	flags := []string{"--name", name, "--network", network, "--entrypoint", ""}
 	if h, ok := shebangHeredoc(c); ok {
 		// As buildkit: a lone heredoc starting with #! is a program,
 		// mounted read-only at /dev/pipes/NAME and run by the shell, so
@@ -673,6 +734,11 @@ func (b *builder) runStep(ctx context.Context, s *state, c dockerfile.Command) (
 		cmd = append(append([]string{}, s.shell...), "/dev/pipes/"+h.Name)
 	}
 	for _, kv := range s.usedArgs() {
+		// An ENV of the same name wins, as in docker.
+		k, _, _ := strings.Cut(kv, "=")
+		if hasEnv(s.im.Config.Config.Env, k) {
+			continue
+		}
 		flags = append(flags, "-e", kv)
 	}
 	if err := fs.Parse(flags); err != nil {
@@ -705,6 +771,10 @@ func (b *builder) kept(ctx context.Context, keep *bool, name string, err error) 
 		return err
 	}
 	*keep = true
+	// Kept for the user: not an orphan for the next build to remove.
+	if _, err := b.e.store.Update(context.WithoutCancel(ctx), snapshot.Info{Name: name, Labels: map[string]string{}}, "labels."+labelBuilder); err != nil {
+		b.e.log.Printf("unmark %s: %v", name, err)
+	}
 	return fmt.Errorf("%w (its container %s is kept: 'strata mount %s' to look into it, 'strata rm %s' to remove it)", err, name, name, name)
 }
 
@@ -926,7 +996,11 @@ func (b *builder) copyStep(ctx context.Context, s *state, c dockerfile.Command) 
 	}
 	opts.Extract = c.Name == "add"
 	createdBy := fmt.Sprintf("/bin/sh -c #(nop) %s %s in %s", strings.ToUpper(c.Name), content, destAbs)
-	key := cacheKey(s.im.ID, c.Original+" "+fromID.String(), nil, content.String())
+	// The key has the instruction as expanded: the sources, the
+	// destination and --chown may come from ARGs, which the parent
+	// image does not hold; an ARG the step does not use changes nothing.
+	expanded := fmt.Sprintf("%s --chown=%s --chmod=%s --from=%s %q -> %s", strings.ToUpper(c.Name), owner, c.Flags["chmod"], fromID, srcs, destAbs)
+	key := cacheKey(s.im.ID, expanded, nil, content.String())
 	if im, ok, err := b.cached(ctx, key); err != nil || ok {
 		return im, ok, err
 	}
@@ -1036,7 +1110,7 @@ func (b *builder) workdirStep(ctx context.Context, s *state, c dockerfile.Comman
 		im, err = b.e.images.Derive(ctx, s.im, func(i *v1.Image, ex *image.DockerExtras) error { i.Config.WorkingDir = w; return nil }, b.history("/bin/sh -c #(nop) WORKDIR "+w), nil)
 	} else {
 		// One step: the directory made and the config changed.
-		im, err = b.inContainer(ctx, s.im, "/bin/sh -c #(nop) WORKDIR "+w, func(root string) error { return mkdirInRoot(root, w) }, "WORKDIR "+w)
+		im, err = b.inContainer(ctx, s.im, "/bin/sh -c #(nop) WORKDIR "+w, func(root string) error { return mkdirInRoot(root, w) }, "WORKDIR "+strings.NewReplacer(`\`, `\\`, "$", `\$`).Replace(w))
 	}
 	if err != nil {
 		return image.Image{}, false, err
@@ -1261,4 +1335,14 @@ func removeOrphanedSteps(ctx context.Context, e *env) error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// hasEnv reports whether env (K=V entries) sets k.
+func hasEnv(env []string, k string) bool {
+	for _, e := range env {
+		if strings.HasPrefix(e, k+"=") {
+			return true
+		}
+	}
+	return false
 }
