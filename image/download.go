@@ -107,7 +107,7 @@ func (r *follower) Read(p []byte) (int, error) {
 }
 
 // release unlocks the download. Of a verified blob it removes what is
-// left of the file (nothing, when ApplyFile moved it into the blobs);
+// left of the file (nothing, when ApplyFileFrom moved it into the blobs);
 // a broken-off download stays, for the next pull to resume.
 func (d *download) release() {
 	d.mu.Lock()

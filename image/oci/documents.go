@@ -31,6 +31,3 @@ func ParseConfig(b []byte, layers int) (v1.Image, error) { return parseConfig(b,
 func SelectPlatform(descs []v1.Descriptor, want v1.Platform) (int, error) {
 	return selectPlatform(descs, want)
 }
-
-// PlatformString spells p as OS/ARCH[/VARIANT].
-func PlatformString(p v1.Platform) string { return platformString(normalizePlatform(p)) }
