@@ -309,36 +309,18 @@ func TestBuildKilledMidCopy(t *testing.T) {
 		t.Fatal(err)
 	}
 	f.Close()
-	cmd, stdout, stderr, err := cliCommand(t.TempDir(), cliOpts{}, s.args([]string{"build", "--no-cache", ctx})...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer stdout.Close()
-	defer stderr.Close()
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
 	// The COPY is under way once a container's upper holds part of the
 	// file.
-	deadline := time.Now().Add(60 * time.Second)
 	var partial int64
-	for partial == 0 {
-		filepath.Walk(filepath.Join(s.root), func(p string, fi os.FileInfo, err error) error {
+	cmd := startBuild(t, s, "wrote part of big.bin", func(string) bool {
+		filepath.Walk(s.root, func(p string, fi os.FileInfo, err error) error {
 			if err == nil && fi.Mode().IsRegular() && fi.Size() > 0 && fi.Size() < 200<<20 && strings.Contains(p, "big.bin") {
 				partial = fi.Size()
 			}
 			return nil
 		})
-		if time.Now().After(deadline) {
-			cmd.Process.Kill()
-			cmd.Wait()
-			b, _ := os.ReadFile(stdout.Name())
-			t.Fatalf("the build never wrote part of big.bin:\n%s", b)
-		}
-		if partial == 0 {
-			time.Sleep(5 * time.Millisecond)
-		}
-	}
+		return partial > 0
+	}, "--no-cache", ctx)
 	cmd.Process.Signal(syscall.SIGKILL)
 	cmd.Wait()
 	t.Logf("killed with %d MB of big.bin copied", partial>>20)

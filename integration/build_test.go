@@ -6,6 +6,7 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -321,29 +322,8 @@ func TestBuildReproducible(t *testing.T) {
 func TestBuildKilled(t *testing.T) {
 	s := newRunStore(t)
 	ctx := buildContext(t, map[string]string{"Dockerfile": "FROM busybox:base\nRUN echo started > /s && sleep 30\n"})
-	cmd, stdout, stderr, err := cliCommand(t.TempDir(), cliOpts{}, s.args([]string{"build", ctx})...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer stdout.Close()
-	defer stderr.Close()
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		b, _ := os.ReadFile(stdout.Name())
-		if strings.Contains(string(b), "RUN echo started") {
-			time.Sleep(500 * time.Millisecond)
-			break
-		}
-		if time.Now().After(deadline) {
-			cmd.Process.Kill()
-			cmd.Wait()
-			t.Fatalf("the build never reached its RUN:\n%s", b)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	cmd := startBuild(t, s, "reached its RUN", func(out string) bool { return strings.Contains(out, "RUN echo started") }, ctx)
+	time.Sleep(500 * time.Millisecond)
 	cmd.Process.Signal(syscall.SIGKILL)
 	cmd.Wait()
 	// The RUN's process outlives the build (it is runc's child): the
@@ -566,28 +546,7 @@ func TestBuildEveryInstruction(t *testing.T) {
 func TestBuildInterrupted(t *testing.T) {
 	s := newRunStore(t)
 	ctx := buildContext(t, map[string]string{"Dockerfile": "FROM busybox:base\nRUN echo started && sleep 30\n"})
-	cmd, stdout, stderr, err := cliCommand(t.TempDir(), cliOpts{}, s.args([]string{"build", ctx})...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer stdout.Close()
-	defer stderr.Close()
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		b, _ := os.ReadFile(stdout.Name())
-		if strings.Contains(string(b), "#2 started") {
-			break
-		}
-		if time.Now().After(deadline) {
-			cmd.Process.Kill()
-			cmd.Wait()
-			t.Fatalf("the build never reached its RUN:\n%s", b)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	cmd := startBuild(t, s, "reached its RUN", func(out string) bool { return strings.Contains(out, "#2 started") }, ctx)
 	start := time.Now()
 	cmd.Process.Signal(syscall.SIGINT)
 	done := make(chan error, 1)
@@ -655,3 +614,33 @@ func TestBuildArgsAndCache(t *testing.T) {
 }
 
 func runtimeGOARCH() string { return hostArch() }
+
+// startBuild starts `strata build ARGS` and returns once reached, asked
+// with what the build has printed so far, holds: the build is then at
+// the point a test interrupts it. It fails the test, killing the build,
+// if that takes over a minute.
+func startBuild(t *testing.T, s *runStore, what string, reached func(out string) bool, args ...string) *exec.Cmd {
+	t.Helper()
+	cmd, stdout, stderr, err := cliCommand(t.TempDir(), cliOpts{}, s.args(append([]string{"build"}, args...))...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { stdout.Close(); stderr.Close() })
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(time.Minute)
+	for {
+		b, _ := os.ReadFile(stdout.Name())
+		if reached(string(b)) {
+			return cmd
+		}
+		if time.Now().After(deadline) {
+			cmd.Process.Kill()
+			cmd.Wait()
+			e, _ := os.ReadFile(stderr.Name())
+			t.Fatalf("the build never %s:\n%s%s", what, b, e)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
