@@ -29,9 +29,12 @@ func (s *Stack) Setattr(rel string, e *Entry, a SetAttr, fd int) error {
 	if !s.Writable() {
 		return unix.EROFS
 	}
-	dataLen := int64(-1)
-	if a.Size != nil && *a.Size == 0 {
+	dataLen := int64(MetaOnly) // a change of metadata alone
+	switch {
+	case a.Size != nil && *a.Size == 0:
 		dataLen = 0
+	case a.Size != nil:
+		dataLen = -1
 	}
 	if err := s.CopyUp(rel, e, dataLen); err != nil {
 		return err
@@ -106,7 +109,14 @@ func (s *Stack) Setattr(rel string, e *Entry, a SetAttr, fd int) error {
 				return err
 			}
 		}
-		return unix.Fstat(pfd, &e.Stat)
+		blocks := e.Stat.Blocks
+		if err := unix.Fstat(pfd, &e.Stat); err != nil {
+			return err
+		}
+		if e.Metacopy() {
+			e.Stat.Blocks = blocks // the data's
+		}
+		return nil
 	})
 }
 

@@ -44,13 +44,13 @@ func BenchmarkLookup(b *testing.B) {
 			if err != nil {
 				b.Fatal(err)
 			}
-			d, err := s.Lookup("", root.Lowers, "d")
+			d, err := s.Lookup("", &root, "d")
 			if err != nil {
 				b.Fatal(err)
 			}
 			b.ResetTimer()
 			for i := 0; i < b.N; i++ {
-				if _, err := s.Lookup("d", d.Lowers, fmt.Sprint(i%files)); err != nil {
+				if _, err := s.Lookup("d", &d, fmt.Sprint(i%files)); err != nil {
 					b.Fatal(err)
 				}
 			}

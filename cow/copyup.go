@@ -4,16 +4,20 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"path"
 	"strings"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/strata-fs/strata/ovl"
 )
 
 // CopyUp makes sure the entry at rel lives in the upper layer, copying it
 // and its parent directories up from the lower layer that holds it. It
 // updates e. With dataLen 0 a regular file is copied without its data
-// (the caller truncates it to zero anyway); -1 copies all of it.
+// (the caller truncates it to zero anyway); -1 copies all of it;
+// MetaOnly copies a lower regular file's metadata only where the stack
+// makes metacopy files (see CanMetacopy), all of it elsewhere. A
+// metacopy file of the upper gets its data for any dataLen but MetaOnly.
 //
 // The algorithm (gVisor's and the kernel's): parents first; the copy is
 // built in the work directory under a fresh name, data first (FICLONE,
@@ -28,23 +32,32 @@ func (s *Stack) CopyUp(rel string, e *Entry, dataLen int64) error {
 		return unix.EROFS
 	}
 	if s.Refresh(rel, e); e.InUpper() {
+		if !e.Metacopy() || dataLen == MetaOnly {
+			return nil
+		}
+		defer s.changing()()
+		if err := s.copyUpData(rel, e, dataLen); err != nil {
+			return fmt.Errorf("copy up data of %s: %w", rel, err)
+		}
 		return nil
+	}
+	if dataLen == MetaOnly && !s.CanMetacopy(e) {
+		dataLen = -1
 	}
 	defer s.changing()()
 	// A copy of one name of a lower hard link is a file of its own (no
 	// index joins the names, as in overlayfs with index=off): it gets
 	// its own merged inode number.
 	brokeLink := !e.IsDir() && e.Stat.Nlink > 1
-	dir, name := path.Split(rel)
-	dir = strings.TrimSuffix(dir, "/")
+	dir, _ := splitRel(rel)
 	if err := s.copyUpParents(dir); err != nil {
 		return err
 	}
 	var err error
 	if e.IsDir() {
-		err = s.copyUpDir(rel, e.Layer, &e.Stat)
+		err = s.copyUpDir(rel, Lower{e.Layer, e.Path}, &e.Stat)
 	} else {
-		err = s.copyUpNonDir(dir, name, e, dataLen)
+		err = s.copyUpNonDir(rel, e, dataLen)
 	}
 	if err != nil {
 		return fmt.Errorf("copy up %s: %w", rel, err)
@@ -53,14 +66,66 @@ func (s *Stack) CopyUp(rel string, e *Entry, dataLen int64) error {
 	if err := s.upper().Lstat(rel, &st); err != nil {
 		return fmt.Errorf("copy up %s: %w", rel, err)
 	}
-	e.Layer, e.Stat = UpperIndex, st
+	if dataLen == MetaOnly {
+		if !e.Metacopy() {
+			e.Data = Lower{e.Layer, e.Path}
+		}
+		st.Blocks = e.Stat.Blocks // the data's
+	} else {
+		e.Data = Lower{}
+	}
+	e.Layer, e.Path, e.Stat = UpperIndex, rel, st
 	if brokeLink {
 		e.Ino = s.mapIno(UpperIndex, st.Ino)
 	}
 	return nil
 }
 
-// copyUpParents makes dir and its parents exist in the upper layer.
+// MetaOnly is CopyUp's dataLen for a copy of metadata alone.
+const MetaOnly = -2
+
+// CanMetacopy reports whether a copy-up of e can leave its data where it
+// is: a lower regular file with data and one name, on a stack that makes
+// metacopy files. (A lower hard link is copied whole: its names part on
+// copy-up, and each copy must then have its own data.)
+func (s *Stack) CanMetacopy(e *Entry) bool {
+	return s.metacopy && !e.InUpper() && e.Stat.Mode&unix.S_IFMT == unix.S_IFREG &&
+		e.Stat.Nlink == 1 && e.Stat.Size > 0
+}
+
+// copyUpData gives the metacopy file e of the upper, at rel, its data:
+// a full copy is built in the work directory from the lower data and the
+// upper file's metadata, and renamed over the metacopy file, so a crash
+// leaves one or the other.
+func (s *Stack) copyUpData(rel string, e *Entry, dataLen int64) error {
+	wfd := s.work.fd
+	tmp := s.tmpName()
+	var st unix.Stat_t
+	if err := s.upper().Lstat(rel, &st); err != nil {
+		return err
+	}
+	if err := s.copyData(e.Data, tmp, &st, dataLen); err != nil {
+		unix.Unlinkat(wfd, tmp, 0)
+		return err
+	}
+	err := s.finishCopy(Lower{UpperIndex, rel}, tmp, &st, e.Ino)
+	if err == nil {
+		err = s.publish(tmp, rel, 0)
+	}
+	if err != nil {
+		unix.Unlinkat(wfd, tmp, 0)
+		return err
+	}
+	if err := s.upper().Lstat(rel, &e.Stat); err != nil {
+		return err
+	}
+	e.Data = Lower{}
+	return nil
+}
+
+// copyUpParents makes dir and its parents exist in the upper layer. The
+// merged directories are resolved from the root, since a redirect above
+// may put them at other paths in the lower layers.
 func (s *Stack) copyUpParents(dir string) error {
 	if dir == "" {
 		return nil
@@ -75,39 +140,38 @@ func (s *Stack) copyUpParents(dir string) error {
 	} else if !notFound(err) {
 		return err
 	}
-	parent := path.Dir(dir)
-	if parent == "." {
-		parent = ""
-	}
-	if err := s.copyUpParents(parent); err != nil {
+	e, err := s.Root()
+	if err != nil {
 		return err
 	}
-	// The merged dir exists and the upper lacks it, so the topmost lower
-	// holding the path holds it as a directory.
-	for li := 1; li < len(s.layers); li++ {
-		if err := s.layers[li].Lstat(dir, &st); err == nil {
-			if st.Mode&unix.S_IFMT != unix.S_IFDIR {
-				return fmt.Errorf("copy up %s: not a directory in %s: %w", dir, s.layers[li].Path, unix.ENOTDIR)
-			}
-			if err := s.copyUpDir(dir, li, &st); err != nil {
-				return fmt.Errorf("copy up %s: %w", dir, err)
-			}
-			return nil
-		} else if !notFound(err) {
-			return err
+	cur := ""
+	for _, name := range strings.Split(dir, "/") {
+		ch, err := s.Lookup(cur, &e, name)
+		if err != nil {
+			return fmt.Errorf("copy up %s: %w", joinRel(cur, name), err)
 		}
+		cur = joinRel(cur, name)
+		if !ch.IsDir() {
+			return fmt.Errorf("copy up %s: not a directory: %w", cur, unix.ENOTDIR)
+		}
+		if !ch.InUpper() {
+			if err := s.copyUpDir(cur, Lower{ch.Layer, ch.Path}, &ch.Stat); err != nil {
+				return fmt.Errorf("copy up %s: %w", cur, err)
+			}
+		}
+		e = ch
 	}
-	return fmt.Errorf("copy up %s: in no layer: %w", dir, unix.ENOENT)
+	return nil
 }
 
-// copyUpDir copies the directory rel (not its contents) from layer li.
-func (s *Stack) copyUpDir(rel string, li int, st *unix.Stat_t) error {
+// copyUpDir copies the directory src (not its contents) to rel.
+func (s *Stack) copyUpDir(rel string, src Lower, st *unix.Stat_t) error {
 	wfd := s.work.fd
 	tmp := s.tmpName()
 	if err := unix.Mkdirat(wfd, tmp, 0o700); err != nil {
 		return err
 	}
-	err := s.finishCopy(li, rel, tmp, st, 0)
+	err := s.finishCopy(src, tmp, st, 0)
 	if err == nil {
 		// Before and after: a lookup between the two must not record
 		// the directory absent.
@@ -125,21 +189,26 @@ func (s *Stack) copyUpDir(rel string, li int, st *unix.Stat_t) error {
 	return nil
 }
 
-// copyUpNonDir copies a non-directory.
-func (s *Stack) copyUpNonDir(dir, name string, e *Entry, dataLen int64) error {
-	rel := path.Join(dir, name)
-	src := s.layers[e.Layer]
+// copyUpNonDir copies the non-directory e to rel; with dataLen MetaOnly
+// a regular file gets its size and metadata, and marks that say where its
+// data is.
+func (s *Stack) copyUpNonDir(rel string, e *Entry, dataLen int64) error {
+	src := Lower{e.Layer, e.Path}
+	data := src
+	if e.Metacopy() {
+		data = e.Data
+	}
 	wfd := s.work.fd
 	tmp := s.tmpName()
 	st := &e.Stat
 	switch st.Mode & unix.S_IFMT {
 	case unix.S_IFREG:
-		if err := s.copyData(src, rel, tmp, st, dataLen); err != nil {
+		if err := s.copyData(data, tmp, st, dataLen); err != nil {
 			unix.Unlinkat(wfd, tmp, 0)
 			return err
 		}
 	case unix.S_IFLNK:
-		target, err := src.Readlink(rel)
+		target, err := s.layers[src.Layer].Readlink(src.Path)
 		if err != nil {
 			return err
 		}
@@ -157,7 +226,10 @@ func (s *Stack) copyUpNonDir(dir, name string, e *Entry, dataLen int64) error {
 		// index), so only a file with no other name keeps its number.
 		origin = e.Ino
 	}
-	err := s.finishCopy(e.Layer, rel, tmp, st, origin)
+	err := s.finishCopy(src, tmp, st, origin)
+	if err == nil && dataLen == MetaOnly {
+		err = s.markMetacopy(tmp, rel, data)
+	}
 	if err == nil {
 		err = s.publish(tmp, rel, unix.RENAME_NOREPLACE)
 		if errors.Is(err, unix.EEXIST) {
@@ -171,8 +243,32 @@ func (s *Stack) copyUpNonDir(dir, name string, e *Entry, dataLen int64) error {
 	return err
 }
 
-// copyData copies a regular file's data into a new work file tmp.
-func (s *Stack) copyData(src *Layer, rel, tmp string, st *unix.Stat_t, dataLen int64) error {
+// markMetacopy marks the work file tmp, to be published at rel, as a
+// metacopy file whose data is data: the kernel's metacopy xattr, and a
+// redirect to the data where it is not at rel in the layers beneath.
+func (s *Stack) markMetacopy(tmp, rel string, data Lower) error {
+	if u := s.upper(); !u.metacopies.Load() {
+		// Before the first one: readers then ask every file.
+		if err := u.Setxattr("", ovl.MetacopiesXattrs.Name(s.trustedXattrs), nil, 0); err != nil {
+			return fmt.Errorf("mark the upper as holding metacopy files: %w", err)
+		}
+		u.metacopies.Store(true)
+	}
+	if err := s.work.Setxattr(tmp, ovl.MetacopyXattrs.Name(s.trustedXattrs), nil, 0); err != nil {
+		return fmt.Errorf("mark metacopy: %w", err)
+	}
+	if data.Path != rel {
+		if err := s.work.Setxattr(tmp, ovl.RedirectXattrs.Name(s.trustedXattrs), ovl.FormatRedirect(data.Path), 0); err != nil {
+			return fmt.Errorf("mark metacopy: %w", err)
+		}
+	}
+	return nil
+}
+
+// copyData makes a new work file tmp with st's size and the data of the
+// regular file data: none with dataLen 0, a hole of that size with
+// MetaOnly, all of it with -1.
+func (s *Stack) copyData(data Lower, tmp string, st *unix.Stat_t, dataLen int64) error {
 	dst, err := unix.Openat(s.work.fd, tmp, unix.O_CREAT|unix.O_EXCL|unix.O_WRONLY|unix.O_CLOEXEC, 0o600)
 	if err != nil {
 		return err
@@ -181,14 +277,17 @@ func (s *Stack) copyData(src *Layer, rel, tmp string, st *unix.Stat_t, dataLen i
 		if dataLen == 0 || st.Size == 0 {
 			return nil
 		}
-		in, err := src.openAt(rel, unix.O_RDONLY, 0)
+		if dataLen == MetaOnly {
+			return unix.Ftruncate(dst, st.Size)
+		}
+		in, err := s.layers[data.Layer].openAt(data.Path, unix.O_RDONLY, 0)
 		if err != nil {
 			return err
 		}
 		defer unix.Close(in)
 		return cloneOrCopy(dst, in, st.Size)
 	}()
-	if err == nil && !s.volatile {
+	if err == nil && !s.volatile && dataLen != MetaOnly {
 		err = unix.Fsync(dst)
 	}
 	return errors.Join(err, unix.Close(dst))
@@ -262,9 +361,8 @@ func copyRead(dst, src int, from, to int64) error {
 }
 
 // finishCopy gives the work entry tmp the owner, xattrs, mode and times of
-// rel in layer li, and records origin (when non-zero) as its merged inode
-// number.
-func (s *Stack) finishCopy(li int, rel, tmp string, st *unix.Stat_t, origin uint64) error {
+// src, and records origin (when non-zero) as its merged inode number.
+func (s *Stack) finishCopy(src Lower, tmp string, st *unix.Stat_t, origin uint64) error {
 	wfd := s.work.fd
 	isLink := st.Mode&unix.S_IFMT == unix.S_IFLNK
 	// Owner first: chown clears security.capability, which the
@@ -272,7 +370,7 @@ func (s *Stack) finishCopy(li int, rel, tmp string, st *unix.Stat_t, origin uint
 	if err := unix.Fchownat(wfd, tmp, int(st.Uid), int(st.Gid), unix.AT_SYMLINK_NOFOLLOW); err != nil {
 		return err
 	}
-	if err := s.copyXattrs(s.layers[li], rel, tmp); err != nil {
+	if err := s.copyXattrs(s.layers[src.Layer], src.Path, tmp); err != nil {
 		return err
 	}
 	if !isLink {

@@ -8,6 +8,8 @@ import (
 	"unsafe"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/strata-fs/strata/ovl"
 )
 
 // DirEntry is one name of a merged directory listing.
@@ -16,6 +18,7 @@ type DirEntry struct {
 	Type  uint32 // S_IFMT bits
 	Ino   uint64 // merged inode number
 	Layer int    // the layer the entry comes from
+	path  string // its path in that layer
 }
 
 type rawDirent struct {
@@ -93,17 +96,18 @@ func dtToMode(t uint8) uint32 {
 
 // readLayerDir lists dir in layer li for a merge: visible entries, and
 // the names that the layer's whiteouts hide beneath it.
-func (s *Stack) readLayerDir(li int, dir string) (ents []rawDirent, whiteouts []string, opaque bool, err error) {
+func (s *Stack) readLayerDir(li int, dir string) (ents []rawDirent, whiteouts []string, marks dirMarks, err error) {
 	l := s.layers[li]
 	fd, err := l.openAt(dir, unix.O_RDONLY|unix.O_DIRECTORY, 0)
 	if err != nil {
-		return nil, nil, false, err
+		return nil, nil, marks, err
 	}
 	defer unix.Close(fd)
 	raw, err := readDirFd(fd)
 	if err != nil {
-		return nil, nil, false, err
+		return nil, nil, marks, err
 	}
+	opaque := false
 	xattrWhiteouts := false
 	if names, _ := ListxattrFd(fd); len(names) > 0 {
 		for _, n := range names {
@@ -119,6 +123,14 @@ func (s *Stack) readLayerDir(li int, dir string) (ents []rawDirent, whiteouts []
 				}
 				if err == nil && string(v) == "y" {
 					opaque = true
+				}
+			case ovl.XattrRedirect, ovl.XattrUserRedirect:
+				if v, err := GetxattrFd(fd, n); err == nil && marks.redirect == "" {
+					marks.redirect = string(v)
+				}
+			case ovl.XattrOrigin, ovl.XattrUserOrigin:
+				if v, err := GetxattrFd(fd, n); err == nil && len(v) == 8 {
+					marks.origin = binary.LittleEndian.Uint64(v)
 				}
 			}
 		}
@@ -139,7 +151,7 @@ func (s *Stack) readLayerDir(li int, dir string) (ents []rawDirent, whiteouts []
 				if notFound(err) {
 					continue
 				}
-				return nil, nil, false, err
+				return nil, nil, marks, err
 			}
 			de.Type = uint8(st.Mode & unix.S_IFMT >> 12)
 			if l.isWhiteout(path.Join(dir, de.Name), &st) {
@@ -149,7 +161,8 @@ func (s *Stack) readLayerDir(li int, dir string) (ents []rawDirent, whiteouts []
 		}
 		ents = append(ents, de)
 	}
-	return ents, whiteouts, opaque, nil
+	marks.opaque = opaque
+	return ents, whiteouts, marks, nil
 }
 
 // ReadDir lists the merged directory dir, whose entry is e. Whiteouts and
@@ -158,13 +171,13 @@ func (s *Stack) readLayerDir(li int, dir string) (ents []rawDirent, whiteouts []
 func (s *Stack) ReadDir(dir string, e *Entry) ([]DirEntry, error) {
 	seen := make(map[string]int)
 	var out []DirEntry
-	merge := func(li int) error {
-		ents, whs, opaque, err := s.readLayerDir(li, dir)
+	merge := func(li int, ldir string) error {
+		ents, whs, marks, err := s.readLayerDir(li, ldir)
 		if err != nil {
 			return err
 		}
 		if li != UpperIndex {
-			s.putIndex(li, dir, ents, whs, opaque)
+			s.putIndex(li, ldir, ents, whs, marks)
 		}
 		for _, de := range ents {
 			if i, ok := seen[de.Name]; ok {
@@ -172,10 +185,16 @@ func (s *Stack) ReadDir(dir string, e *Entry) ([]DirEntry, error) {
 					// The first lower holding the name of an upper
 					// directory: as in Lookup, the directory takes
 					// the lower's inode number if it merges with it
-					// (not opaque, and the lower's is a directory),
-					// else keeps its own.
+					// (not opaque, not redirected elsewhere, and the
+					// lower's is a directory), else keeps its own.
 					out[i].Ino &^= inoFromUpper
-					if de.Type == unix.DT_DIR && !s.upper().isOpaque(path.Join(dir, de.Name)) {
+					m := s.upper().dirMarks(joinRel(dir, de.Name))
+					switch {
+					case m.redirect != "" && s.redirect:
+						if m.origin != 0 {
+							out[i].Ino = m.origin
+						}
+					case de.Type == unix.DT_DIR && !m.opaque:
 						out[i].Ino = s.mapIno(li, de.Ino)
 					}
 				}
@@ -186,7 +205,7 @@ func (s *Stack) ReadDir(dir string, e *Entry) ([]DirEntry, error) {
 			if li == UpperIndex {
 				ino |= inoFromUpper
 			}
-			out = append(out, DirEntry{Name: de.Name, Type: dtToMode(de.Type), Ino: ino, Layer: li})
+			out = append(out, DirEntry{Name: de.Name, Type: dtToMode(de.Type), Ino: ino, Layer: li, path: joinRel(ldir, de.Name)})
 		}
 		// A layer's whiteouts hide the names of the layers beneath it
 		// only: an OCI ".wh.x" leaves an "x" of its own layer listed,
@@ -196,32 +215,36 @@ func (s *Stack) ReadDir(dir string, e *Entry) ([]DirEntry, error) {
 			switch {
 			case !ok:
 				seen[w] = -1
-			case i >= 0 && li != UpperIndex && out[i].Type == unix.S_IFDIR:
+			case i >= 0 && li != UpperIndex && out[i].Type == unix.S_IFDIR && out[i].Ino&inoFromUpper != 0:
 				// A lower whiteout ends the merge of an upper
-				// directory of that name: it keeps its own number.
+				// directory of that name: it keeps its own number,
+				// or the one a rename recorded.
 				out[i].Ino &^= inoFromUpper
+				if o, ok := s.originIno(joinRel(dir, w)); ok {
+					out[i].Ino = o
+				}
 			}
 		}
 		return nil
 	}
 	if s.Writable() {
-		err := merge(UpperIndex)
+		err := merge(UpperIndex, dir)
 		if err != nil && !(notFound(err) && !e.InUpper()) {
 			return nil, err
 		}
 	}
-	for _, li := range e.Lowers {
-		if err := merge(li); err != nil {
+	for i, li := range e.Lowers {
+		if err := merge(li, e.lowerPath(i)); err != nil {
 			return nil, err
 		}
 	}
 	for i := range out {
 		if out[i].Ino&inoFromUpper != 0 {
 			out[i].Ino &^= inoFromUpper
-			if out[i].Type != unix.S_IFDIR {
-				if o, ok := s.originIno(path.Join(dir, out[i].Name)); ok {
-					out[i].Ino = o
-				}
+			// A copied-up file, or a renamed directory, keeps the
+			// number it had.
+			if o, ok := s.originIno(joinRel(dir, out[i].Name)); ok {
+				out[i].Ino = o
 			}
 		}
 	}
@@ -271,10 +294,13 @@ func (s *Stack) LookupListed(dir string, de DirEntry) (Entry, bool) {
 	var e Entry
 	// dir was opened beneath this immutable layer without crossing a
 	// symlink when it was listed (see lowerLookup).
-	if err := s.layers[de.Layer].statAt(joinRel(dir, de.Name), &e.Stat); err != nil {
+	if err := s.layers[de.Layer].statAt(de.path, &e.Stat); err != nil {
 		return e, false
 	}
-	e.Layer = de.Layer
+	if s.metacopy && s.layers[de.Layer].maybeMetacopy(&e.Stat) {
+		return Entry{}, false // may need its data found: look it up
+	}
+	e.Layer, e.Path = de.Layer, de.path
 	e.Ino = s.mapIno(de.Layer, e.Stat.Ino)
 	return e, true
 }

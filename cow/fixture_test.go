@@ -248,7 +248,7 @@ func lookupPath(s *cow.Stack, rel string) (cow.Entry, error) {
 		if !e.IsDir() {
 			return cow.Entry{}, unix.ENOTDIR
 		}
-		if e, err = s.Lookup(dir, e.Lowers, name); err != nil {
+		if e, err = s.Lookup(dir, &e, name); err != nil {
 			return e, err
 		}
 		dir = path.Join(dir, name)
@@ -382,7 +382,7 @@ func walkEngine(s *cow.Stack) ([]treeNode, []error) {
 			if strings.HasPrefix(d.Name, cow.WhiteoutPrefix) {
 				errs = append(errs, fmt.Errorf("ReadDir(%q) lists the reserved name %q", dir, d.Name))
 			}
-			e, err := s.Lookup(dir, de.Lowers, d.Name)
+			e, err := s.Lookup(dir, &de, d.Name)
 			if err != nil {
 				errs = append(errs, fmt.Errorf("ReadDir(%q) lists %q, but Lookup gives %v", dir, d.Name, err))
 				continue
@@ -394,10 +394,13 @@ func walkEngine(s *cow.Stack) ([]treeNode, []error) {
 				errs = append(errs, fmt.Errorf("%s: ReadDir ino %d, Lookup ino %d (layer %d, lowers %v)", rel, d.Ino, e.Ino, e.Layer, e.Lowers))
 			}
 			n := nodeFromStat(rel, &e.Stat)
-			l := s.Layer(e.Layer)
+			l, lp := s.Layer(e.Layer), rel
+			if !e.InUpper() {
+				lp = e.Path // where a redirect put it
+			}
 			switch e.Stat.Mode & unix.S_IFMT {
 			case unix.S_IFREG:
-				fd, err := l.Open(rel, unix.O_RDONLY, 0)
+				fd, _, err := s.Open(rel, &e, unix.O_RDONLY)
 				if err != nil {
 					errs = append(errs, fmt.Errorf("open %s: %v", rel, err))
 					break
@@ -410,16 +413,16 @@ func walkEngine(s *cow.Stack) ([]treeNode, []error) {
 				}
 				n.data = string(b)
 			case unix.S_IFLNK:
-				if n.data, err = l.Readlink(rel); err != nil {
+				if n.data, err = l.Readlink(lp); err != nil {
 					errs = append(errs, fmt.Errorf("readlink %s: %v", rel, err))
 				}
 			}
-			names, _ := l.Listxattr(rel)
+			names, _ := l.Listxattr(lp)
 			for _, x := range names {
 				if cow.IsHiddenXattr(x) || strings.HasPrefix(x, "security.") {
 					continue
 				}
-				v, err := l.Getxattr(rel, x)
+				v, err := l.Getxattr(lp, x)
 				if err != nil {
 					errs = append(errs, fmt.Errorf("getxattr %s %s: %v", rel, x, err))
 				}
@@ -569,7 +572,7 @@ func (f *fixture) mountKernel() string {
 			f.t.Fatal(err)
 		}
 	}
-	opts := "lowerdir=" + strings.Join(f.lowers, ":") + ",upperdir=" + f.upper + ",workdir=" + work
+	opts := "lowerdir=" + strings.Join(f.lowers, ":") + ",upperdir=" + f.upper + ",workdir=" + work + ",redirect_dir=on,metacopy=on"
 	if err := unix.Mount("overlay", mnt, "overlay", unix.MS_RDONLY, opts); err != nil {
 		f.t.Fatalf("mount overlay %s: %v", opts, err)
 	}

@@ -212,7 +212,7 @@ func fzMergedTree(s *cow.Stack) (map[string]string, []error) {
 			if strings.HasPrefix(d.Name, cow.WhiteoutPrefix) {
 				errs = append(errs, fmt.Errorf("ReadDir(%q) lists the reserved name %q", dir, d.Name))
 			}
-			e, err := s.Lookup(dir, de.Lowers, d.Name)
+			e, err := s.Lookup(dir, &de, d.Name)
 			if err != nil {
 				errs = append(errs, fmt.Errorf("ReadDir(%q) lists %q, but Lookup gives %w", dir, d.Name, err))
 				continue
@@ -224,10 +224,13 @@ func fzMergedTree(s *cow.Stack) (map[string]string, []error) {
 				errs = append(errs, fmt.Errorf("%s: ReadDir ino %d, Lookup ino %d (layer %d, lowers %v)", rel, d.Ino, e.Ino, e.Layer, e.Lowers))
 			}
 			n := treeNode{path: rel, mode: e.Stat.Mode}
-			l := s.Layer(e.Layer)
+			l, lp := s.Layer(e.Layer), rel
+			if !e.InUpper() {
+				lp = e.Path // where a redirect put it
+			}
 			switch e.Stat.Mode & unix.S_IFMT {
 			case unix.S_IFREG:
-				fd, err := l.Open(rel, unix.O_RDONLY, 0)
+				fd, _, err := s.Open(rel, &e, unix.O_RDONLY)
 				if err != nil {
 					errs = append(errs, fmt.Errorf("open %s: %w", rel, err))
 					break
@@ -241,7 +244,7 @@ func fzMergedTree(s *cow.Stack) (map[string]string, []error) {
 				}
 				n.data = string(buf[:k])
 			case unix.S_IFLNK:
-				if n.data, err = l.Readlink(rel); err != nil {
+				if n.data, err = l.Readlink(lp); err != nil {
 					errs = append(errs, fmt.Errorf("readlink %s: %w", rel, err))
 				}
 			}
@@ -514,7 +517,7 @@ func (z *fzOpsFixture) checkErr(what string, err error) {
 
 // lookupName resolves name in dir: the entry, or nil if absent.
 func (z *fzOpsFixture) lookupName(dir string, de cow.Entry, name string) (*cow.Entry, bool) {
-	e, err := z.s.Lookup(dir, de.Lowers, name)
+	e, err := z.s.Lookup(dir, &de, name)
 	if errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ENOTDIR) {
 		return nil, true
 	}
@@ -672,7 +675,7 @@ func (z *fzOpsFixture) step(i int, b []byte) {
 			break
 		}
 		ran = true
-		err = z.s.Remove(dir1, de.Lowers, name1, e)
+		err = z.s.Remove(dir1, &de, name1, e)
 		if err == nil {
 			if len(fzSubtree(prev, rel1)) > 1 {
 				z.failf("%s: removed a non-empty directory", desc)
@@ -707,7 +710,7 @@ func (z *fzOpsFixture) step(i int, b []byte) {
 			desc += ": into itself, skipped"
 		default:
 			ran = true
-			err = z.s.Rename(dir1, ode.Lowers, name1, oe, dir2, nde.Lowers, name2, ne, flags)
+			err = z.s.Rename(dir1, &ode, name1, oe, dir2, &nde, name2, ne, flags)
 		}
 		if ran && err == nil {
 			want = fzClone(prev)
@@ -1094,7 +1097,7 @@ func FuzzNames(f *testing.F) {
 		// create it, and a rename replaces it.
 		var existing *cow.Entry
 		if !invalid && !reserved {
-			if e, err := s.Lookup("", rootE.Lowers, name); err == nil {
+			if e, err := s.Lookup("", &rootE, name); err == nil {
 				existing = &e
 			} else if !errors.Is(err, unix.ENOENT) && !errors.Is(err, unix.ENAMETOOLONG) {
 				t.Fatalf("Lookup(%q): %v", name, err)
@@ -1163,7 +1166,7 @@ func FuzzNames(f *testing.F) {
 			if name == src || (existing != nil && existing.IsDir()) {
 				return
 			}
-			oe, lerr := s.Lookup("", rootE.Lowers, src)
+			oe, lerr := s.Lookup("", &rootE, src)
 			if lerr != nil {
 				t.Fatal(lerr)
 			}
@@ -1173,7 +1176,7 @@ func FuzzNames(f *testing.F) {
 				}
 				_, err = s.Link(src, &oe, "", name)
 			} else {
-				err = s.Rename("", rootE.Lowers, src, &oe, "", rootE.Lowers, name, existing, 0)
+				err = s.Rename("", &rootE, src, &oe, "", &rootE, name, existing, 0)
 			}
 		}
 		what := fmt.Sprintf("%s %q", opName, name)
@@ -1230,7 +1233,7 @@ func FuzzNames(f *testing.F) {
 				want[src] = upperAfter[src]
 			}
 			// The merged view shows it.
-			if e, lerr := s.Lookup("", rootE.Lowers, name); lerr != nil || !e.InUpper() || e.Stat.Mode&unix.S_IFMT != wantType {
+			if e, lerr := s.Lookup("", &rootE, name); lerr != nil || !e.InUpper() || e.Stat.Mode&unix.S_IFMT != wantType {
 				t.Errorf("%s succeeded, then Lookup = layer %d mode %o, %v", what, e.Layer, e.Stat.Mode, lerr)
 			}
 		} else if opName == "rename lower file" {

@@ -13,6 +13,7 @@ import (
 type dirIndex struct {
 	missing   bool // the directory is not in this layer
 	opaque    bool
+	redirect  string // the directory's redirect xattr, if any
 	names     map[string]rawDirent // visible entries
 	whiteouts map[string]struct{}  // names hidden beneath this layer
 }
@@ -52,7 +53,7 @@ func (s *Stack) lowerIndex(li int, dir string) (*dirIndex, error) {
 	if d := s.index.get(k); d != nil {
 		return d, nil
 	}
-	ents, whs, opaque, err := s.readLayerDir(li, dir)
+	ents, whs, marks, err := s.readLayerDir(li, dir)
 	if notFound(err) {
 		d := &dirIndex{missing: true}
 		s.index.put(k, d)
@@ -61,12 +62,12 @@ func (s *Stack) lowerIndex(li int, dir string) (*dirIndex, error) {
 	if err != nil {
 		return nil, err
 	}
-	return s.putIndex(li, dir, ents, whs, opaque), nil
+	return s.putIndex(li, dir, ents, whs, marks), nil
 }
 
 // putIndex records a listing of dir in lower layer li.
-func (s *Stack) putIndex(li int, dir string, ents []rawDirent, whs []string, opaque bool) *dirIndex {
-	d := &dirIndex{opaque: opaque, names: make(map[string]rawDirent, len(ents))}
+func (s *Stack) putIndex(li int, dir string, ents []rawDirent, whs []string, marks dirMarks) *dirIndex {
+	d := &dirIndex{opaque: marks.opaque, redirect: marks.redirect, names: make(map[string]rawDirent, len(ents))}
 	for _, de := range ents {
 		d.names[de.Name] = de
 	}

@@ -6,8 +6,11 @@ import (
 	"path"
 	"strconv"
 	"strings"
+	"sync/atomic"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/strata-fs/strata/ovl"
 )
 
 // A Layer is one directory of a stack, held open for its lifetime. Every
@@ -19,6 +22,9 @@ type Layer struct {
 	Path string // as given by the user, for messages only
 	fd   int    // O_PATH|O_DIRECTORY
 	Dev  uint64
+	// metacopies: the layer may hold metacopy files that are not
+	// sparse (see ovl.XattrMetacopies).
+	metacopies atomic.Bool
 }
 
 // OpenLayer opens dir as a layer.
@@ -32,7 +38,9 @@ func OpenLayer(dir string) (*Layer, error) {
 		unix.Close(fd)
 		return nil, fmt.Errorf("stat layer %s: %w", dir, err)
 	}
-	return &Layer{Path: dir, fd: fd, Dev: st.Dev}, nil
+	l := &Layer{Path: dir, fd: fd, Dev: st.Dev}
+	l.metacopies.Store(ovl.MetacopiesXattrs.Has(fd))
+	return l, nil
 }
 
 // Close releases the layer's directory fd.

@@ -1,11 +1,15 @@
 package cow
 
 import (
+	"encoding/binary"
 	"errors"
+	"fmt"
 	"path"
 	"strings"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/strata-fs/strata/ovl"
 )
 
 // ErrReservedName is returned for a name that the OCI layer format
@@ -32,12 +36,13 @@ func CheckName(name string) error {
 }
 
 // lowerHas reports whether a lower layer holds name in the merged
-// directory dir (with lowers dirLowers), hidden or not by the upper: such
-// a name needs a whiteout when it leaves the upper.
-func (s *Stack) lowerHas(dir string, dirLowers []int, name string) (bool, error) {
-	for _, li := range dirLowers {
+// directory parent, hidden or not by the upper: such a name needs a
+// whiteout when it leaves the upper.
+func (s *Stack) lowerHas(parent *Entry, name string) (bool, error) {
+	for _, c := range childLowers(parent, name) {
 		var st unix.Stat_t
-		found, whiteout, err := s.lowerLookup(li, dir, name, &st)
+		dir, n := splitRel(c.Path)
+		found, whiteout, err := s.lowerLookup(c.Layer, dir, n, &st)
 		if err != nil || found || whiteout {
 			return found, err
 		}
@@ -288,7 +293,7 @@ func (s *Stack) whiteoutAt(pfd int, name string) error {
 // Remove deletes the entry name (resolved as e) from the merged
 // directory dir: unlink or rmdir. What a lower layer holds under the
 // name is hidden by a whiteout.
-func (s *Stack) Remove(dir string, dirLowers []int, name string, e *Entry) error {
+func (s *Stack) Remove(dir string, parent *Entry, name string, e *Entry) error {
 	if !s.Writable() {
 		return unix.EROFS
 	}
@@ -316,7 +321,7 @@ func (s *Stack) Remove(dir string, dirLowers []int, name string, e *Entry) error
 	needWh := !e.InUpper()
 	if e.InUpper() {
 		var err error
-		if needWh, err = s.lowerHas(dir, dirLowers, name); err != nil {
+		if needWh, err = s.lowerHas(parent, name); err != nil {
 			return err
 		}
 	}
@@ -370,15 +375,20 @@ func (s *Stack) Remove(dir string, dirLowers []int, name string, e *Entry) error
 	})
 }
 
-// Rename moves the entry oldName of merged dir oldDir (resolved as oldE)
-// to newName in newDir, over newE if that is not nil. flags are
-// renameat2's (RENAME_NOREPLACE, RENAME_EXCHANGE).
+// Rename moves the entry oldName of merged dir oldDir (whose entry is
+// oldParent), resolved as oldE, to newName in newDir (entry newParent),
+// over newE if that is not nil. flags are renameat2's (RENAME_NOREPLACE,
+// RENAME_EXCHANGE).
 //
-// A directory that a lower layer holds (merged or lower only) cannot be
-// moved without redirects, and gives EXDEV as kernel overlayfs does by
-// default; callers such as mv then copy it.
-func (s *Stack) Rename(oldDir string, oldLowers []int, oldName string, oldE *Entry,
-	newDir string, newLowers []int, newName string, newE *Entry, flags uint) error {
+// A directory that a lower layer holds (merged or lower only) is copied
+// up and given a redirect to its path in the layers beneath, as kernel
+// overlayfs does with redirect_dir=on; without redirects (NoRedirect) it
+// cannot be moved, and gives EXDEV as kernel overlayfs does by default:
+// callers such as mv then copy it. A lower regular file is copied up
+// without its data where it can be (see CanMetacopy), with a redirect to
+// its data.
+func (s *Stack) Rename(oldDir string, oldParent *Entry, oldName string, oldE *Entry,
+	newDir string, newParent *Entry, newName string, newE *Entry, flags uint) error {
 	if !s.Writable() {
 		return unix.EROFS
 	}
@@ -386,7 +396,7 @@ func (s *Stack) Rename(oldDir string, oldLowers []int, oldName string, oldE *Ent
 		return err
 	}
 	defer s.changing()()
-	oldRel, newRel := path.Join(oldDir, oldName), path.Join(newDir, newName)
+	oldRel, newRel := joinRel(oldDir, oldName), joinRel(newDir, newName)
 	s.Refresh(oldRel, oldE)
 	if newE != nil {
 		s.Refresh(newRel, newE)
@@ -404,8 +414,9 @@ func (s *Stack) Rename(oldDir string, oldLowers []int, oldName string, oldE *Ent
 	if exchange && newE == nil {
 		return unix.ENOENT
 	}
-	lowerDir := func(e *Entry) bool { return e.IsDir() && (!e.InUpper() || len(e.Lowers) > 0) }
-	if lowerDir(oldE) || (exchange && lowerDir(newE)) {
+	oldRedirect := lowerDir(oldE)
+	newRedirect := exchange && lowerDir(newE)
+	if (oldRedirect || newRedirect) && !s.makeRedirects {
 		return unix.EXDEV
 	}
 	if newE != nil && !exchange {
@@ -424,22 +435,25 @@ func (s *Stack) Rename(oldDir string, oldLowers []int, oldName string, oldE *Ent
 			}
 		}
 	}
-	if err := s.CopyUp(oldRel, oldE, -1); err != nil {
+	if oldE.IsDir() && isAncestor(oldRel, newRel) || exchange && newE.IsDir() && isAncestor(newRel, oldRel) {
+		return unix.EINVAL // the kernel checks this before asking
+	}
+	if err := s.CopyUp(oldRel, oldE, MetaOnly); err != nil {
 		return err
 	}
 	if exchange {
-		if err := s.CopyUp(newRel, newE, -1); err != nil {
+		if err := s.CopyUp(newRel, newE, MetaOnly); err != nil {
 			return err
 		}
 	}
 	if err := s.copyUpParents(newDir); err != nil {
 		return err
 	}
-	oldWh, err := s.lowerHas(oldDir, oldLowers, oldName)
+	oldWh, err := s.lowerHas(oldParent, oldName)
 	if err != nil {
 		return err
 	}
-	newLower, err := s.lowerHas(newDir, newLowers, newName)
+	newLower, err := s.lowerHas(newParent, newName)
 	if err != nil {
 		return err
 	}
@@ -454,20 +468,20 @@ func (s *Stack) Rename(oldDir string, oldLowers []int, oldName string, oldE *Ent
 		s.absent.changed()
 		defer s.absent.changed()
 	}
-	// A pure-upper directory moved onto a name the lowers hold must not
-	// merge with them.
-	if oldE.IsDir() && newLower {
-		if err := u.withParent(oldRel, s.setOpaqueAt); err != nil {
+	// What is moved must find its lower layers where they are: a
+	// directory of the lowers, or a metacopy file, gets a redirect. A
+	// pure-upper directory moved onto a name the lowers hold must not
+	// merge with them: it is made opaque.
+	if err := s.prepareMove(oldRel, oldE, oldRedirect, newLower); err != nil {
+		return err
+	}
+	if exchange {
+		ol, err := s.lowerHas(oldParent, oldName)
+		if err != nil {
 			return err
 		}
-	}
-	if exchange && newE.IsDir() {
-		if ol, err := s.lowerHas(oldDir, oldLowers, oldName); err != nil {
+		if err := s.prepareMove(newRel, newE, newRedirect, ol); err != nil {
 			return err
-		} else if ol {
-			if err := u.withParent(newRel, s.setOpaqueAt); err != nil {
-				return err
-			}
 		}
 	}
 	err = u.withParent(oldRel, func(ofd int, on string) error {
@@ -487,6 +501,54 @@ func (s *Stack) Rename(oldDir string, oldLowers []int, oldName string, oldE *Ent
 		})
 	}
 	return nil
+}
+
+// lowerDir reports whether e is a directory that a lower layer holds.
+func lowerDir(e *Entry) bool { return e.IsDir() && (!e.InUpper() || len(e.Lowers) > 0) }
+
+// isAncestor reports whether the merged path a is a directory above b.
+func isAncestor(a, b string) bool {
+	return strings.HasPrefix(b, a+"/")
+}
+
+// prepareMove marks the upper entry rel (resolved as e), about to be
+// moved to a name where the lower layers hold something if onLower, so
+// that it finds the same lower layers at its new name: a redirect (and
+// the inode number, so that it keeps it) for a directory of the lowers,
+// a redirect for a metacopy file, opacity for a directory of the upper
+// alone.
+func (s *Stack) prepareMove(rel string, e *Entry, redirect, onLower bool) error {
+	u := s.upper()
+	switch {
+	case redirect:
+		return u.withPath(rel, func(fd int) error {
+			if err := s.setRedirectFd(fd, e.lowerPath(0)); err != nil {
+				return err
+			}
+			var b [8]byte
+			binary.LittleEndian.PutUint64(b[:], e.Ino)
+			if err := unix.Setxattr(ovl.ProcPath(fd), s.originXattr(), b[:], 0); err != nil {
+				return fmt.Errorf("record the inode number of %s: %w", rel, err)
+			}
+			return nil
+		})
+	case e.Metacopy():
+		return u.withPath(rel, func(fd int) error { return s.setRedirectFd(fd, e.Data.Path) })
+	case e.IsDir() && onLower:
+		return u.withParent(rel, s.setOpaqueAt)
+	}
+	return nil
+}
+
+// setRedirectFd gives the upper entry fd a redirect to lower, its path in
+// the layers beneath. Where no xattr can hold it the rename cannot be
+// done faithfully: EXDEV, as without redirects.
+func (s *Stack) setRedirectFd(fd int, lower string) error {
+	err := unix.Setxattr(ovl.ProcPath(fd), ovl.RedirectXattrs.Name(s.trustedXattrs), ovl.FormatRedirect(lower), 0)
+	if err == unix.ENOTSUP || err == unix.EPERM {
+		return unix.EXDEV
+	}
+	return err
 }
 
 // renameUpper moves on to nn in the upper, replacing whatever is at nn

@@ -13,6 +13,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/strata-fs/strata/cow"
+	"github.com/strata-fs/strata/ovl"
 )
 
 // Operations on a fixture, resolving their arguments as the FUSE layer
@@ -20,27 +21,27 @@ import (
 
 func (f *fixture) remove(rel string) error {
 	dir, de, name := f.parent(rel)
-	e, err := f.s.Lookup(dir, de.Lowers, name)
+	e, err := f.s.Lookup(dir, &de, name)
 	if err != nil {
 		return err
 	}
-	return f.s.Remove(dir, de.Lowers, name, &e)
+	return f.s.Remove(dir, &de, name, &e)
 }
 
 func (f *fixture) rename(oldRel, newRel string, flags uint) error {
 	od, ode, on := f.parent(oldRel)
-	oe, err := f.s.Lookup(od, ode.Lowers, on)
+	oe, err := f.s.Lookup(od, &ode, on)
 	if err != nil {
 		return err
 	}
 	nd, nde, nn := f.parent(newRel)
 	var newE *cow.Entry
-	if ne, err := f.s.Lookup(nd, nde.Lowers, nn); err == nil {
+	if ne, err := f.s.Lookup(nd, &nde, nn); err == nil {
 		newE = &ne
 	} else if !errors.Is(err, unix.ENOENT) {
 		return err
 	}
-	return f.s.Rename(od, ode.Lowers, on, &oe, nd, nde.Lowers, nn, newE, flags)
+	return f.s.Rename(od, &ode, on, &oe, nd, &nde, nn, newE, flags)
 }
 
 func (f *fixture) create(rel, content string) error {
@@ -89,6 +90,9 @@ func (f *fixture) upperKind(rel string) string {
 	case unix.S_IFDIR:
 		if v, err := lgetxattr(filepath.Join(f.upper, rel), cow.XattrOpaque); err == nil && v == "y" {
 			return "opaque dir"
+		}
+		if v, err := lgetxattr(filepath.Join(f.upper, rel), ovl.XattrRedirect); err == nil {
+			return "redirect " + v
 		}
 		return "dir"
 	case unix.S_IFREG:
@@ -139,6 +143,7 @@ func runOpCases(t *testing.T, tests []opCase) {
 				}
 			}
 			f.checkWorkEmpty()
+			f.checkKernelAgrees()
 		})
 	}
 }
@@ -387,27 +392,84 @@ func TestReservedNames(t *testing.T) {
 func TestRename(t *testing.T) {
 	runOpCases(t, []opCase{
 		{
-			name:    "lower dir gives EXDEV",
+			name:    "lower dir moves with a redirect",
 			lowers:  [][]fixtureEntry{{file("d/x", "x")}},
 			ops:     []func(*fixture) error{renameOp("d", "e", 0)},
-			wantErr: unix.EXDEV,
-			tree:    []string{"d/", `d/x "x"`},
-			inUpper: map[string]string{"d": "absent", "e": "absent"},
+			tree:    []string{"e/", `e/x "x"`},
+			inUpper: map[string]string{"d": "whiteout", "e": "redirect /d", "e/x": "absent"},
 		},
 		{
-			name:    "empty lower dir gives EXDEV",
+			name:    "empty lower dir moves",
 			lowers:  [][]fixtureEntry{{dir("d")}},
 			ops:     []func(*fixture) error{renameOp("d", "e", 0)},
-			wantErr: unix.EXDEV,
-			tree:    []string{"d/"},
+			tree:    []string{"e/"},
+			inUpper: map[string]string{"d": "whiteout", "e": "redirect /d"},
 		},
 		{
-			name:    "merged dir gives EXDEV",
+			name:    "merged dir moves",
 			upper:   []fixtureEntry{file("d/u", "u")},
 			lowers:  [][]fixtureEntry{{file("d/x", "x")}},
 			ops:     []func(*fixture) error{renameOp("d", "e", 0)},
-			wantErr: unix.EXDEV,
-			tree:    []string{"d/", `d/u "u"`, `d/x "x"`},
+			tree:    []string{"e/", `e/u "u"`, `e/x "x"`},
+			inUpper: map[string]string{"d": "whiteout", "e": "redirect /d", "e/u": "file"},
+		},
+		{
+			name:   "lower dir moved into another, its files copied up there",
+			lowers: [][]fixtureEntry{{file("d/sub/x", "x"), file("o/y", "y")}},
+			ops: []func(*fixture) error{renameOp("d", "o/d2", 0), copyUpOp("o/d2/sub/x"),
+				createOp("o/d2/sub/n", "n"), removeOp("o/d2/sub/x")},
+			tree:    []string{"o/", "o/d2/", "o/d2/sub/", `o/d2/sub/n "n"`, `o/y "y"`},
+			inUpper: map[string]string{"d": "whiteout", "o/d2": "redirect /d", "o/d2/sub": "dir", "o/d2/sub/x": "whiteout"},
+		},
+		{
+			name:    "moved twice and back",
+			lowers:  [][]fixtureEntry{{file("d/x", "x")}},
+			ops:     []func(*fixture) error{renameOp("d", "e", 0), renameOp("e", "f", 0), renameOp("f", "d", 0)},
+			tree:    []string{"d/", `d/x "x"`},
+			inUpper: map[string]string{"e": "absent", "f": "absent"},
+		},
+		{
+			name:    "a new dir at the old name is empty",
+			lowers:  [][]fixtureEntry{{file("d/x", "x")}},
+			ops:     []func(*fixture) error{renameOp("d", "e", 0), mkdirOp("d"), createOp("d/n", "n")},
+			tree:    []string{"d/", `d/n "n"`, "e/", `e/x "x"`},
+			inUpper: map[string]string{"d": "opaque dir", "e": "redirect /d"},
+		},
+		{
+			name:    "moved over an empty lower dir",
+			lowers:  [][]fixtureEntry{{file("d/x", "x"), dir("e")}},
+			ops:     []func(*fixture) error{renameOp("d", "e", 0)},
+			tree:    []string{"e/", `e/x "x"`},
+			inUpper: map[string]string{"d": "whiteout", "e": "redirect /d"},
+		},
+		{
+			name:    "moved dir removed",
+			lowers:  [][]fixtureEntry{{file("d/x", "x")}},
+			ops:     []func(*fixture) error{renameOp("d", "e", 0), removeOp("e/x"), removeOp("e")},
+			tree:    []string{},
+			inUpper: map[string]string{"d": "whiteout", "e": "absent"},
+		},
+		{
+			name:    "a non-empty moved dir is not removed",
+			lowers:  [][]fixtureEntry{{file("d/x", "x")}},
+			ops:     []func(*fixture) error{renameOp("d", "e", 0), removeOp("e")},
+			wantErr: unix.ENOTEMPTY,
+			tree:    []string{"e/", `e/x "x"`},
+		},
+		{
+			name:    "RENAME_EXCHANGE of two lower dirs",
+			lowers:  [][]fixtureEntry{{file("a/x", "x"), file("b/y", "y")}},
+			ops:     []func(*fixture) error{renameOp("a", "b", unix.RENAME_EXCHANGE)},
+			tree:    []string{"a/", `a/y "y"`, "b/", `b/x "x"`},
+			inUpper: map[string]string{"a": "redirect /b", "b": "redirect /a"},
+		},
+		{
+			name:    "into its own subdirectory",
+			lowers:  [][]fixtureEntry{{file("d/sub/x", "x")}},
+			ops:     []func(*fixture) error{renameOp("d", "d/sub/d", 0)},
+			wantErr: unix.EINVAL,
+			tree:    []string{"d/", "d/sub/", `d/sub/x "x"`},
+			inUpper: map[string]string{"d": "absent"},
 		},
 		{
 			name:    "upper-only dir moves",
@@ -748,7 +810,10 @@ func TestKernelAcceptsUpper(t *testing.T) {
 			return err
 		}, nil},
 		{"rename lower file", func() error { return f.rename("home/user/.profile", "home/user/.profile.bak", 0) }, nil},
-		{"rename lower dir", func() error { return f.rename("var/cache", "var/cache2", 0) }, unix.EXDEV},
+		{"rename lower dir, and back", func() error {
+			return errors.Join(f.rename("var/cache", "var/cache2", 0), f.rename("var/cache2", "var/cache", 0))
+		}, nil},
+		{"move a lower dir elsewhere", func() error { return f.rename("usr/share/doc", "doc", 0) }, nil},
 		{"symlink", func() error { _, err := f.s.Symlink("home/user", "link", "../../etc/conf", cow.Owner{}); return err }, nil},
 		{"mknod fifo", func() error { _, err := f.s.Mknod("run", "fifo2", unix.S_IFIFO|0o600, 0, cow.Owner{}); return err }, nil},
 		{"link", func() error {
@@ -789,6 +854,7 @@ func TestKernelAcceptsUpper(t *testing.T) {
 		}
 	}
 	f.checkTree([]string{
+		"doc/", `doc/c "c"`,
 		`etc/`, `etc/conf "new"`, `etc/new "v1+local"`,
 		"home/", "home/user/", `home/user/f "f"`,
 		"lib/",
@@ -796,7 +862,7 @@ func TestKernelAcceptsUpper(t *testing.T) {
 		"run/", "run/fifo fifo", "run/fifo2 fifo",
 		"usr/", "usr/bin/", `usr/bin/tool "tool"`, `usr/bin/tool2 "tool"`,
 		"usr/lib/", `usr/lib/libc.so "libc"`,
-		"usr/share/", "usr/share/doc/", `usr/share/doc/c "c"`,
+		"usr/share/",
 		"var/", `var/tmpfile "tmp"`,
 	})
 	f.checkWorkEmpty()

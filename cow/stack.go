@@ -6,12 +6,13 @@ import (
 	"fmt"
 	"hash/fnv"
 	"os"
-	"path"
 	"strconv"
 	"strings"
 	"sync/atomic"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/strata-fs/strata/ovl"
 )
 
 // Options describe a stack.
@@ -25,6 +26,20 @@ type Options struct {
 	// Volatile skips the fsync of copied-up data before it is renamed
 	// into place (overlayfs "volatile", fuse-overlayfs "fsync=0").
 	Volatile bool
+	// NoRedirect neither writes nor follows directory redirects
+	// (overlayfs "redirect_dir=nofollow"): a directory a lower layer
+	// holds cannot be renamed (EXDEV), and a redirect found in a layer
+	// is ignored, for lower layers that are not trusted.
+	NoRedirect bool
+	// RedirectFollowOnly follows redirects but writes none
+	// (overlayfs "redirect_dir=follow"): a directory a lower layer holds
+	// cannot be renamed (EXDEV).
+	RedirectFollowOnly bool
+	// NoMetacopy neither makes nor follows metadata-only copies
+	// (overlayfs "metacopy=off"): a change of attributes copies the
+	// data up too, and a metacopy file found in a layer shows as what
+	// it holds itself (an empty, sparse file).
+	NoMetacopy bool
 }
 
 // A Stack is a union of layers: at most one writable upper layer over
@@ -32,10 +47,13 @@ type Options struct {
 // only the upper layer. Its methods take paths relative to the stack root
 // ("" is the root, no leading slash), already split and clean.
 type Stack struct {
-	layers   []*Layer // layers[0] is the upper, nil when read-only
-	work     *Layer
-	sameDev  bool
-	volatile bool
+	layers        []*Layer // layers[0] is the upper, nil when read-only
+	work          *Layer
+	sameDev       bool
+	volatile      bool
+	redirect      bool // follow redirects (not Options.NoRedirect)
+	makeRedirects bool // and write them
+	metacopy      bool // make and follow metacopy files
 
 	// What the upper's filesystem lets us write, probed at New.
 	kernelWhiteouts bool // mknod of a 0/0 char device
@@ -70,14 +88,43 @@ const UpperIndex = 0
 type Entry struct {
 	// Layer is the index of the topmost layer holding the entry.
 	Layer int
+	// Path is, for an entry of a lower layer, its path in that layer,
+	// which a redirect above it may make differ from its merged path.
+	// Lower layers never change, so it stays true while the entry is
+	// renamed. An upper entry is always at its merged path.
+	Path string
 	// Stat is the entry's real stat in that layer (st_ino not mapped).
+	// For a metacopy file, st_blocks are its data's.
 	Stat unix.Stat_t
 	// Ino is the inode number in the merged view.
 	Ino uint64
-	// Lowers are, for a directory, the lower layers whose directory of
-	// the same path is merged beneath, top first; cut at the first
-	// opaque one. It excludes the upper layer.
-	Lowers []int
+	// Lowers are, for a directory, the lower layers whose directory is
+	// merged beneath, top first; cut at the first opaque one. It
+	// excludes the upper layer. LowerPaths holds each one's path in its
+	// layer: the merged path, unless a redirect leads elsewhere.
+	Lowers     []int
+	LowerPaths []string
+	// Data is, for a metacopy file of the upper layer (its metadata
+	// copied up, not its data), the lower file holding its data; its
+	// Layer is 0 for any other entry.
+	Data Lower
+}
+
+// Lower names a file or directory of a lower layer.
+type Lower struct {
+	Layer int
+	Path  string
+}
+
+// Metacopy reports whether e is a metacopy file: its data is e.Data's.
+func (e *Entry) Metacopy() bool { return e.Data.Layer > 0 }
+
+// DataLayer is the layer holding e's data: Data's for a metacopy file.
+func (e *Entry) DataLayer() int {
+	if e.Metacopy() {
+		return e.Data.Layer
+	}
+	return e.Layer
 }
 
 // IsDir reports whether e is a directory.
@@ -97,7 +144,9 @@ func New(opts Options) (*Stack, error) {
 	if len(opts.Lower) > 254 {
 		return nil, fmt.Errorf("%d lower layers: at most 254 are supported", len(opts.Lower))
 	}
-	s := &Stack{volatile: opts.Volatile, layers: make([]*Layer, 1, len(opts.Lower)+1)}
+	s := &Stack{volatile: opts.Volatile, redirect: !opts.NoRedirect, metacopy: !opts.NoMetacopy,
+		makeRedirects: !opts.NoRedirect && !opts.RedirectFollowOnly,
+		layers:        make([]*Layer, 1, len(opts.Lower)+1)}
 	ok := false
 	defer func() {
 		if !ok {
@@ -267,6 +316,7 @@ func (s *Stack) Root() (Entry, error) {
 			e.Ino = s.mapIno(li, st.Ino)
 		}
 		e.Lowers = append(e.Lowers, li)
+		e.LowerPaths = append(e.LowerPaths, "")
 		if li < len(s.layers)-1 && s.layers[li].isOpaque("") {
 			break
 		}
@@ -278,15 +328,65 @@ func notFound(err error) bool {
 	return errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ENOTDIR)
 }
 
-// Lookup resolves name in the merged directory dir, whose lower layers
-// are dirLowers (its Entry.Lowers).
-func (s *Stack) Lookup(dir string, dirLowers []int, name string) (Entry, error) {
+// childLowers are the places where the lower layers may hold name of the
+// merged directory parent: name in each of parent's lower directories.
+func childLowers(parent *Entry, name string) []Lower {
+	out := make([]Lower, len(parent.Lowers))
+	for i, li := range parent.Lowers {
+		out[i] = Lower{li, joinRel(parent.lowerPath(i), name)}
+	}
+	return out
+}
+
+// lowerPath is the path of e's i-th lower directory in its layer.
+func (e *Entry) lowerPath(i int) string {
+	if i < len(e.LowerPaths) {
+		return e.LowerPaths[i]
+	}
+	return e.Path
+}
+
+// redirected returns where the layers beneath layer after look for an
+// entry that a redirect in layer after sends to redirect (the xattr's
+// value), the entry being name of the merged directory parent: an
+// absolute redirect names a path in every layer beneath, a relative one
+// a name beside the entry in parent's lower directories.
+func (s *Stack) redirected(parent *Entry, after int, redirect string) ([]Lower, error) {
+	if strings.HasPrefix(redirect, "/") {
+		p, err := ovl.ResolveRedirect([]byte(redirect), "")
+		if err != nil {
+			return nil, err
+		}
+		out := make([]Lower, 0, len(s.layers)-1-after)
+		for li := after + 1; li < len(s.layers); li++ {
+			out = append(out, Lower{li, p})
+		}
+		return out, nil
+	}
+	var out []Lower
+	for i, li := range parent.Lowers {
+		if li <= after {
+			continue
+		}
+		p, err := ovl.ResolveRedirect([]byte(redirect), parent.lowerPath(i))
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, Lower{li, p})
+	}
+	return out, nil
+}
+
+// Lookup resolves name in the merged directory dir, whose entry is
+// parent.
+func (s *Stack) Lookup(dir string, parent *Entry, name string) (Entry, error) {
 	var e Entry
 	if name == "" || name == "." || name == ".." || strings.ContainsAny(name, "/\x00") {
 		return e, unix.ENOENT // not a name in this directory
 	}
-	rel := path.Join(dir, name)
+	rel := joinRel(dir, name)
 	found := false
+	cands := childLowers(parent, name)
 	absent, gen := s.absent.has(dir)
 	if u := s.upper(); u != nil && !absent {
 		var st unix.Stat_t
@@ -301,13 +401,30 @@ func (s *Stack) Lookup(dir string, dirLowers []int, name string) (Entry, error) 
 			if u.isWhiteout(rel, &st) {
 				return e, unix.ENOENT
 			}
-			e.Layer, e.Stat, found = UpperIndex, st, true
+			e.Layer, e.Path, e.Stat, found = UpperIndex, rel, st, true
 			if !e.IsDir() {
-				e.Ino = s.upperIno(rel, &st)
+				return e, s.upperNonDir(rel, parent, cands, &e)
+			}
+			m := u.dirMarks(rel)
+			if m.opaque {
+				e.Ino = s.mapIno(UpperIndex, st.Ino)
 				return e, nil
 			}
-			if len(dirLowers) == 0 || u.isOpaque(rel) {
-				e.Ino = s.mapIno(UpperIndex, st.Ino)
+			if m.redirect != "" && s.redirect {
+				if cands, err = s.redirected(parent, UpperIndex, m.redirect); err != nil {
+					return e, fmt.Errorf("%s: %w", rel, err)
+				}
+				// A renamed directory keeps the number it had
+				// (recorded at the rename), else has its own.
+				e.Ino = m.origin
+				if e.Ino == 0 {
+					e.Ino = s.mapIno(UpperIndex, st.Ino)
+				}
+			}
+			if len(cands) == 0 {
+				if e.Ino == 0 {
+					e.Ino = s.mapIno(UpperIndex, st.Ino)
+				}
 				return e, nil
 			}
 		case notFound(err):
@@ -315,9 +432,11 @@ func (s *Stack) Lookup(dir string, dirLowers []int, name string) (Entry, error) 
 			return e, err
 		}
 	}
-	for i, li := range dirLowers {
+	for i := 0; i < len(cands); i++ {
+		c := cands[i]
 		var st unix.Stat_t
-		ok, wh, err := s.lowerLookup(li, dir, name, &st)
+		cdir, cname := splitRel(c.Path)
+		ok, wh, err := s.lowerLookup(c.Layer, cdir, cname, &st)
 		if err != nil {
 			return e, err
 		}
@@ -329,25 +448,33 @@ func (s *Stack) Lookup(dir string, dirLowers []int, name string) (Entry, error) 
 		}
 		isDir := st.Mode&unix.S_IFMT == unix.S_IFDIR
 		if !found {
-			e.Layer, e.Stat, found = li, st, true
+			e.Layer, e.Path, e.Stat, found = c.Layer, c.Path, st, true
 			if !isDir {
-				e.Ino = s.mapIno(li, st.Ino)
-				return e, nil
+				e.Ino = s.mapIno(c.Layer, st.Ino)
+				return e, s.lowerNonDir(parent, cands[i+1:], &e)
 			}
 		} else if !isDir {
 			break // a non-directory ends the merge beneath a directory
 		}
-		if len(e.Lowers) == 0 {
-			e.Ino = s.mapIno(li, st.Ino)
+		if e.Ino == 0 {
+			e.Ino = s.mapIno(c.Layer, st.Ino)
 		}
-		e.Lowers = append(e.Lowers, li)
-		if i < len(dirLowers)-1 {
-			d, err := s.lowerIndex(li, rel)
+		e.Lowers = append(e.Lowers, c.Layer)
+		e.LowerPaths = append(e.LowerPaths, c.Path)
+		if c.Layer < len(s.layers)-1 {
+			d, err := s.lowerIndex(c.Layer, c.Path)
 			if err != nil {
 				return e, err
 			}
 			if d.opaque {
 				break
+			}
+			if d.redirect != "" && s.redirect {
+				rest, err := s.redirected(parent, c.Layer, d.redirect)
+				if err != nil {
+					return e, fmt.Errorf("%s in %s: %w", c.Path, s.layers[c.Layer].Path, err)
+				}
+				cands = append(cands[:i+1:i+1], rest...)
 			}
 		}
 	}
@@ -360,6 +487,14 @@ func (s *Stack) Lookup(dir string, dirLowers []int, name string) (Entry, error) 
 	return e, nil
 }
 
+// splitRel splits a layer path into its directory and last name.
+func splitRel(p string) (dir, name string) {
+	if i := strings.LastIndexByte(p, '/'); i >= 0 {
+		return p[:i], p[i+1:]
+	}
+	return "", p
+}
+
 // Refresh notices that e, resolved in a lower layer, has been copied up
 // since (a directory is, by a copy-up of anything beneath it).
 func (s *Stack) Refresh(rel string, e *Entry) {
@@ -369,7 +504,14 @@ func (s *Stack) Refresh(rel string, e *Entry) {
 	var st unix.Stat_t
 	u := s.upper()
 	if u.Lstat(rel, &st) == nil && !u.isWhiteout(rel, &st) && st.Mode&unix.S_IFMT == e.Stat.Mode&unix.S_IFMT {
-		e.Layer, e.Stat = UpperIndex, st
+		if e.Stat.Mode&unix.S_IFMT == unix.S_IFREG && s.metacopy && u.maybeMetacopy(&st) && u.isMetacopy(rel) {
+			// Copied up without its data, which stays where it was.
+			if !e.Metacopy() {
+				e.Data = Lower{e.Layer, e.Path}
+			}
+			st.Blocks = e.Stat.Blocks
+		}
+		e.Layer, e.Path, e.Stat = UpperIndex, rel, st
 	}
 }
 

@@ -172,7 +172,7 @@ func TestLookupThroughSymlink(t *testing.T) {
 	}
 	f := newFixture(t, nil, []fixtureEntry{symlink("esc", outside)})
 	root := f.mustLookup("")
-	if _, err := f.s.Lookup("esc", root.Lowers, "secret"); err == nil {
+	if _, err := f.s.Lookup("esc", &root, "secret"); err == nil {
 		t.Errorf("Lookup(esc, secret) resolved through a symlink out of the layer")
 	}
 }
@@ -503,8 +503,8 @@ func TestReadOnlyStack(t *testing.T) {
 	ops["CopyUp"] = s.CopyUp("f", &e, -1)
 	_, ops["Mkdir"] = s.Mkdir("", "n", 0o755, cow.Owner{})
 	_, _, ops["Create"] = s.Create("", "n", unix.O_RDWR, 0o644, cow.Owner{})
-	ops["Remove"] = s.Remove("", root.Lowers, "f", &e)
-	ops["Rename"] = s.Rename("", root.Lowers, "f", &e, "", root.Lowers, "g", nil, 0)
+	ops["Remove"] = s.Remove("", &root, "f", &e)
+	ops["Rename"] = s.Rename("", &root, "f", &e, "", &root, "g", nil, 0)
 	for op, err := range ops {
 		if !errors.Is(err, unix.EROFS) {
 			t.Errorf("%s on a read-only stack: %v, want EROFS", op, err)

@@ -63,7 +63,7 @@ func (f *file) current() *gofs.LoopbackFile {
 	// The node's lock is taken before a file's, never inside it.
 	n := f.node
 	n.mu.Lock()
-	inUpper := n.e.InUpper()
+	inUpper := n.e.DataLayer() == cow.UpperIndex // a metacopy file's data is not
 	n.mu.Unlock()
 	if !inUpper {
 		return lf

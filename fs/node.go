@@ -269,27 +269,15 @@ func (n *node) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*go
 		return nil, syscall.ENOENT
 	}
 	pe := n.entry()
-	e, err := n.root.Stack.Lookup(n.rel(), pe.Lowers, name)
+	e, err := n.root.Stack.Lookup(n.rel(), &pe, name)
 	if err != nil {
 		return nil, n.errno("lookup", err)
 	}
 	return n.newChild(ctx, name, e, out), 0
 }
 
-// stat refreshes the node's entry from its layer. A directory that a
-// child's copy-up created in the upper is found there.
-func (n *node) statLocked() error {
-	st := n.root.Stack
-	rel := n.rel()
-	if n.e.IsDir() && !n.e.InUpper() && st.Writable() {
-		var ust unix.Stat_t
-		if err := st.Layer(cow.UpperIndex).Lstat(rel, &ust); err == nil {
-			n.e.Layer, n.e.Stat = cow.UpperIndex, ust
-			return nil
-		}
-	}
-	return st.Layer(n.e.Layer).Lstat(rel, &n.e.Stat)
-}
+// statLocked refreshes the node's entry from its layer.
+func (n *node) statLocked() error { return n.root.Stack.Stat(n.rel(), &n.e) }
 
 func (n *node) Getattr(ctx context.Context, fh gofs.FileHandle, out *fuse.AttrOut) syscall.Errno {
 	n.mu.Lock()
@@ -325,7 +313,7 @@ func (n *node) Getattr(ctx context.Context, fh gofs.FileHandle, out *fuse.AttrOu
 // the caller has released the node's lock it calls relooked (see
 // copiedUpLocked).
 func (n *node) copyUpLocked(dataLen int64) (relooked func(), err error) {
-	if n.e.InUpper() {
+	if n.e.InUpper() && !n.e.Metacopy() {
 		return noWait, nil
 	}
 	broke := lowerHardlink(&n.e)
@@ -429,11 +417,11 @@ func (n *node) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint32,
 		// open(O_TRUNC) arrives as this open and a truncate to 0,
 		// which then copies no data. The file is copied up by the
 		// time the open is closed, as with kernel overlayfs.
-		fd, err := n.root.Stack.Layer(n.e.Layer).Open(n.rel(), syscall.O_RDONLY, 0)
+		fd, li, err := n.root.Stack.Open(n.rel(), &n.e, syscall.O_RDONLY)
 		if err != nil {
 			return nil, 0, n.errno("open", err)
 		}
-		f := &file{node: n, fd: fd, layer: n.e.Layer, flags: oflags &^ syscall.O_TRUNC, pending: true,
+		f := &file{node: n, fd: fd, layer: li, flags: oflags &^ syscall.O_TRUNC, pending: true,
 			lf: gofs.NewLoopbackFile(fd).(*gofs.LoopbackFile)}
 		n.cacheMode = true
 		n.root.opened(f)
@@ -450,11 +438,11 @@ func (n *node) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint32,
 		}
 
 	}
-	fd, err := n.root.Stack.Layer(n.e.Layer).Open(n.rel(), oflags, 0)
+	fd, li, err := n.root.Stack.Open(n.rel(), &n.e, oflags)
 	if err != nil {
 		return nil, 0, n.errno("open", err)
 	}
-	return n.newFileLocked(fd, n.e.Layer, oflags)
+	return n.newFileLocked(fd, li, oflags)
 }
 
 // newFileLocked wraps an open fd of layer li into a file handle.
@@ -609,7 +597,7 @@ func (n *node) remove(ctx context.Context, name string) syscall.Errno {
 	cn.mu.Lock()
 	defer cn.mu.Unlock()
 	cn.holdOrphanLocked(n.rel(), name)
-	if err := n.root.Stack.Remove(n.rel(), pe.Lowers, name, &cn.e); err != nil {
+	if err := n.root.Stack.Remove(n.rel(), &pe, name, &cn.e); err != nil {
 		cn.dropOrphanLocked()
 		return n.errno("remove", err)
 	}
@@ -670,7 +658,7 @@ func (n *node) Rename(ctx context.Context, name string, newParent gofs.InodeEmbe
 	if dst != nil && flags&unix.RENAME_EXCHANGE == 0 {
 		dst.holdOrphanLocked(np.rel(), newName)
 	}
-	err := n.root.Stack.Rename(n.rel(), ope.Lowers, name, &src.e, np.rel(), npe.Lowers, newName, dstE, uint(flags))
+	err := n.root.Stack.Rename(n.rel(), &ope, name, &src.e, np.rel(), &npe, newName, dstE, uint(flags))
 	// The kernel holds both parents until the reply: a name of a lower
 	// hard link that the rename copied up is retired, not waited for.
 	if srcBroke && src.e.InUpper() {
@@ -847,7 +835,7 @@ func (n *node) holdOrphanLocked(dir, name string) {
 	if dir != "" {
 		rel = dir + "/" + name
 	}
-	if fd, err := n.root.Stack.Layer(n.e.Layer).Open(rel, unix.O_PATH, 0); err == nil {
+	if fd, err := n.root.Stack.OpenPath(rel, &n.e); err == nil {
 		n.orphan = fd
 	}
 }

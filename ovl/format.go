@@ -72,6 +72,15 @@ const (
 	XattrOrigin = "trusted.overlay.strata.origin"
 	// XattrUserOrigin is XattrOrigin where trusted.* cannot be written.
 	XattrUserOrigin = "user.overlay.strata.origin"
+
+	// XattrMetacopies, on the root of a layer, says that the layer may
+	// hold metacopy files of any size. strata sets it on an upper when
+	// it first makes one there. Without it, readers ask only sparse
+	// files whether they are metacopy files: every metacopy file is
+	// sparse except a small one whose xattrs take a block of their own,
+	// and asking every file would cost lookups a system call each.
+	XattrMetacopies     = "trusted.overlay.strata.metacopies"
+	XattrUserMetacopies = "user.overlay.strata.metacopies"
 )
 
 // hiddenXattrPrefixes are xattr namespaces of overlay bookkeeping: never
@@ -99,11 +108,12 @@ func IsHiddenXattr(name string) bool {
 type Xattrs struct{ Trusted, User string }
 
 var (
-	RedirectXattrs = Xattrs{XattrRedirect, XattrUserRedirect}
-	MetacopyXattrs = Xattrs{XattrMetacopy, XattrUserMetacopy}
-	OriginXattrs   = Xattrs{XattrOrigin, XattrUserOrigin}
-	OpaqueXattrs   = Xattrs{XattrOpaque, XattrUserOpaque}
-	WhiteoutXattrs = Xattrs{XattrWhiteout, XattrUserWhiteout}
+	RedirectXattrs   = Xattrs{XattrRedirect, XattrUserRedirect}
+	MetacopyXattrs   = Xattrs{XattrMetacopy, XattrUserMetacopy}
+	OriginXattrs     = Xattrs{XattrOrigin, XattrUserOrigin}
+	MetacopiesXattrs = Xattrs{XattrMetacopies, XattrUserMetacopies}
+	OpaqueXattrs     = Xattrs{XattrOpaque, XattrUserOpaque}
+	WhiteoutXattrs   = Xattrs{XattrWhiteout, XattrUserWhiteout}
 )
 
 // Name returns the name to write: the trusted one when trusted is set.

@@ -45,7 +45,17 @@ Options (-o, comma separated): lowerdir=, upperdir=, workdir=, ro, rw,
 allow_other, default_permissions, fsname=NAME, volatile, fsync=0|1,
 timeout=SECONDS, noxattrs=0|1, passthrough=upper|all, dev (device nodes
 open; without it the mount is nodev, as fuse-overlayfs's is), and the
-generic mount options (nosuid, noexec, noatime, ...).
+generic mount options (nosuid, noexec, noatime, ...), and
+redirect_dir=on|follow|off|nofollow and metacopy=on|off, with the kernel's
+meanings.
+
+By default (redirect_dir=on, metacopy=on) a directory of a lower layer can
+be renamed (the upper records a redirect to it) and a change of a lower
+file's attributes copies up its metadata only; both are recorded in the
+kernel's format, and both are followed when found in a lower layer, which
+trusts the lower layers to point only at each other: give
+redirect_dir=nofollow,metacopy=off for layers you do not trust (layers
+that strata applies from image tars never carry these marks).
 
 passthrough=all serves lower files by FUSE passthrough as well: faster
 reads, but a file open read-only from a lower layer keeps its old content

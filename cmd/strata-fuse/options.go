@@ -59,8 +59,6 @@ var refusedOptions = map[string]string{
 	"squash_to_uid":  "owner squashing",
 	"squash_to_gid":  "owner squashing",
 	"plugins":        "layer plugins",
-	"redirect_dir":   "directory redirects",
-	"metacopy":       "metadata-only copy-up",
 	"index":          "the inode index",
 	"nfs_export":     "NFS export",
 	"userxattr":      "user.* overlay xattrs for its own upper",
@@ -114,6 +112,30 @@ func parseOptions(args []string) (options, []string, error) {
 					o.lowerPass = true
 				default:
 					return o, warnings, fmt.Errorf("passthrough=%s: want upper (the default) or all", val)
+				}
+			case "redirect_dir":
+				// The kernel's values: on makes and follows redirects;
+				// follow and off (with the kernel's default
+				// redirect_always_follow) follow them only; nofollow
+				// neither, for lower layers that are not trusted.
+				switch val {
+				case "on":
+					o.stack.NoRedirect, o.stack.RedirectFollowOnly = false, false
+				case "follow", "off":
+					o.stack.NoRedirect, o.stack.RedirectFollowOnly = false, true
+				case "nofollow":
+					o.stack.NoRedirect = true
+				default:
+					return o, warnings, fmt.Errorf("redirect_dir=%s: want on (the default), follow, off or nofollow", val)
+				}
+			case "metacopy":
+				switch val {
+				case "on":
+					o.stack.NoMetacopy = false
+				case "off":
+					o.stack.NoMetacopy = true
+				default:
+					return o, warnings, fmt.Errorf("metacopy=%s: want on (the default) or off", val)
 				}
 			case "dev":
 				o.allowDevices = true

@@ -1122,7 +1122,7 @@ func (x *extractor) lowerDir(rel string) (*cow.Entry, error) {
 			x.lowerCache[rel] = nil
 			return nil, nil
 		}
-		e, err = x.lower.Lookup(dir, pe.Lowers, base)
+		e, err = x.lower.Lookup(dir, pe, base)
 	}
 	switch {
 	case errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ENOTDIR) || err == nil && !e.IsDir():

@@ -176,7 +176,7 @@ func changesTestInLowers(t *testing.T, lowers []string, p string) bool {
 		if !e.IsDir() {
 			return false
 		}
-		e, err = s.Lookup(dir, e.Lowers, name)
+		e, err = s.Lookup(dir, &e, name)
 		if errors.Is(err, unix.ENOENT) {
 			return false
 		}

@@ -250,7 +250,7 @@ func (f *rtFS) lookup(p string) (cow.Entry, error) {
 		if !e.IsDir() {
 			return e, unix.ENOTDIR
 		}
-		if e, err = f.s.Lookup(dir, e.Lowers, c); err != nil {
+		if e, err = f.s.Lookup(dir, &e, c); err != nil {
 			return e, err
 		}
 		dir = path.Join(dir, c)
@@ -269,7 +269,7 @@ func (f *rtFS) resolve(p string) (dir string, de cow.Entry, name string, e *cow.
 		err = unix.ENOTDIR
 		return
 	}
-	x, lerr := f.s.Lookup(dir, de.Lowers, name)
+	x, lerr := f.s.Lookup(dir, &de, name)
 	switch {
 	case lerr == nil:
 		e = &x
@@ -468,7 +468,7 @@ func (f *rtFS) remove(p string, dir bool) error {
 	case !dir && e.IsDir():
 		return unix.EISDIR
 	}
-	return f.s.Remove(pdir, de.Lowers, name, e)
+	return f.s.Remove(pdir, &de, name, e)
 }
 
 // removeAll is rm -r.
@@ -518,7 +518,7 @@ func (f *rtFS) rename(oldp, newp string, flags uint) error {
 			return err
 		}
 	}
-	return f.s.Rename(odir, ode.Lowers, oname, oe, ndir, nde.Lowers, nname, ne, flags)
+	return f.s.Rename(odir, &ode, oname, oe, ndir, &nde, nname, ne, flags)
 }
 
 // rtStep is one change, described for the log.
@@ -660,7 +660,7 @@ func rtCowTree(top string, lowers []string) (map[string]*rtEntry, error) {
 			if _, ok := tree[rel]; ok {
 				return fmt.Errorf("ReadDir %q lists %q twice", dir, d.Name)
 			}
-			e, err := s.Lookup(dir, de.Lowers, d.Name)
+			e, err := s.Lookup(dir, &de, d.Name)
 			if err != nil {
 				return fmt.Errorf("ReadDir %q lists %q, but Lookup: %w", dir, d.Name, err)
 			}

@@ -1,0 +1,183 @@
+//go:build linux
+
+package cow
+
+import (
+	"encoding/binary"
+	"fmt"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/strata-fs/strata/ovl"
+)
+
+// dirMarks are the overlay xattrs of an upper directory that lookups
+// need.
+type dirMarks struct {
+	opaque   bool
+	redirect string // the redirect xattr's value, "" for none
+	origin   uint64 // merged inode number recorded at a rename, 0 for none
+}
+
+// dirMarks reads the marks of the directory rel: one listxattr, and a
+// getxattr for each mark it has.
+func (l *Layer) dirMarks(rel string) dirMarks {
+	var m dirMarks
+	l.withPath(rel, func(fd int) error {
+		names, _ := ovl.ListxattrFd(fd)
+		for _, n := range names {
+			switch n {
+			case ovl.XattrOpaque, ovl.XattrUserOpaque, ovl.XattrFuseOverlayfsOpaque:
+				if v, err := ovl.GetxattrFd(fd, n); err == nil && string(v) == "y" {
+					m.opaque = true
+				}
+			case ovl.XattrRedirect, ovl.XattrUserRedirect:
+				if m.redirect == "" {
+					if v, err := ovl.GetxattrFd(fd, n); err == nil {
+						m.redirect = string(v)
+					}
+				}
+			case ovl.XattrOrigin, ovl.XattrUserOrigin:
+				if v, err := ovl.GetxattrFd(fd, n); err == nil && len(v) == 8 {
+					m.origin = binary.LittleEndian.Uint64(v)
+				}
+			}
+		}
+		if !m.opaque {
+			var st unix.Stat_t
+			m.opaque = unix.Fstatat(fd, ovl.OpaqueMarker, &st, unix.AT_SYMLINK_NOFOLLOW) == nil
+		}
+		return nil
+	})
+	return m
+}
+
+// maybeMetacopy reports whether a regular file with stat st, in layer l,
+// can be a metacopy file, whose data is elsewhere. A metacopy file is
+// made by setting its size (by strata and by the kernel), so it is
+// sparse, unless its xattrs took a block of their own, which a small file
+// may then exceed: files of layers that may hold such files are all
+// asked (see ovl.XattrMetacopies), others only when sparse. That keeps
+// lookups of ordinary files at the system calls they cost before.
+func (l *Layer) maybeMetacopy(st *unix.Stat_t) bool {
+	return st.Mode&unix.S_IFMT == unix.S_IFREG && st.Size > 0 &&
+		(st.Blocks*512 < st.Size || l.metacopies.Load())
+}
+
+// fileMarks are the overlay xattrs of a non-directory that lookups need.
+type fileMarks struct {
+	origin   uint64
+	metacopy bool
+	redirect string
+}
+
+// fileMarks reads the marks of the non-directory rel, whose stat is st.
+func (l *Layer) fileMarks(rel string, st *unix.Stat_t, origin bool) fileMarks {
+	var m fileMarks
+	meta := l.maybeMetacopy(st)
+	if !origin && !meta {
+		return m
+	}
+	l.withPath(rel, func(fd int) error {
+		if origin {
+			if v, err := ovl.OriginXattrs.Get(fd); err == nil && len(v) == 8 {
+				m.origin = binary.LittleEndian.Uint64(v)
+			}
+		}
+		if meta && ovl.MetacopyXattrs.Has(fd) {
+			m.metacopy = true
+			if v, err := ovl.RedirectXattrs.Get(fd); err == nil {
+				m.redirect = string(v)
+			}
+		}
+		return nil
+	})
+	return m
+}
+
+// isMetacopy reports whether the regular file rel is a metacopy file.
+func (l *Layer) isMetacopy(rel string) bool {
+	ok := false
+	l.withPath(rel, func(fd int) error {
+		ok = ovl.MetacopyXattrs.Has(fd)
+		return nil
+	})
+	return ok
+}
+
+// upperNonDir completes the entry e of a non-directory found in the
+// upper at rel: its merged inode number, and for a metacopy file where
+// its data is, looked for in cands (the places the lower layers may hold
+// the name, in the merged directory parent) or at its redirect.
+func (s *Stack) upperNonDir(rel string, parent *Entry, cands []Lower, e *Entry) error {
+	m := s.upper().fileMarks(rel, &e.Stat, true)
+	e.Ino = m.origin
+	if e.Ino == 0 {
+		e.Ino = s.mapIno(UpperIndex, e.Stat.Ino)
+	}
+	if !m.metacopy || !s.metacopy {
+		return nil
+	}
+	return s.findData(rel, parent, UpperIndex, m.redirect, cands, e)
+}
+
+// lowerNonDir completes the entry e of a non-directory found in a lower
+// layer: if it is a metacopy file (of an upper made by overlayfs, now a
+// lower), where its data is, looked for in cands (the places beneath it).
+func (s *Stack) lowerNonDir(parent *Entry, cands []Lower, e *Entry) error {
+	if !s.metacopy || !s.layers[e.Layer].maybeMetacopy(&e.Stat) {
+		return nil
+	}
+	m := s.layers[e.Layer].fileMarks(e.Path, &e.Stat, false)
+	if !m.metacopy {
+		return nil
+	}
+	return s.findData(e.Path, parent, e.Layer, m.redirect, cands, e)
+}
+
+// findData finds the data of the metacopy file e (at name in layer
+// layer, with redirect, the redirect xattr's value if any): the first
+// regular file beneath it that is not a metacopy file itself. It sets
+// e.Data, and st_blocks to the data's.
+func (s *Stack) findData(name string, parent *Entry, layer int, redirect string, cands []Lower, e *Entry) error {
+	for {
+		if redirect != "" && s.redirect {
+			var err error
+			if cands, err = s.redirected(parent, layer, redirect); err != nil {
+				return fmt.Errorf("metacopy file %s: %w", name, err)
+			}
+		}
+		redirect = ""
+		found := false
+		for i, c := range cands {
+			var st unix.Stat_t
+			dir, n := splitRel(c.Path)
+			ok, wh, err := s.lowerLookup(c.Layer, dir, n, &st)
+			if err != nil {
+				return err
+			}
+			if wh {
+				break
+			}
+			if !ok {
+				continue
+			}
+			if st.Mode&unix.S_IFMT != unix.S_IFREG {
+				break
+			}
+			if s.layers[c.Layer].maybeMetacopy(&st) {
+				if m := s.layers[c.Layer].fileMarks(c.Path, &st, false); m.metacopy {
+					layer, redirect, cands = c.Layer, m.redirect, cands[i+1:]
+					found = true
+					break
+				}
+			}
+			e.Data = Lower{c.Layer, c.Path}
+			e.Stat.Blocks = st.Blocks
+			return nil
+		}
+		if !found {
+			return fmt.Errorf("metacopy file %s: no lower layer holds its data: %w", name, unix.EIO)
+		}
+	}
+}
