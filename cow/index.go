@@ -13,7 +13,7 @@ import (
 type dirIndex struct {
 	missing   bool // the directory is not in this layer
 	opaque    bool
-	redirect  string // the directory's redirect xattr, if any
+	redirect  string               // the directory's redirect xattr, if any
 	names     map[string]rawDirent // visible entries
 	whiteouts map[string]struct{}  // names hidden beneath this layer
 }
