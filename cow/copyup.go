@@ -45,18 +45,22 @@ func (s *Stack) CopyUp(rel string, e *Entry, dataLen int64) error {
 		dataLen = -1
 	}
 	defer s.changing()()
-	// A copy of one name of a lower hard link is a file of its own (no
-	// index joins the names, as in overlayfs with index=off): it gets
-	// its own merged inode number.
-	brokeLink := !e.IsDir() && e.Stat.Nlink > 1
+	// A copy of one name of a lower hard link is a file of its own
+	// where the names cannot be joined (see copyUpLinked): it gets its
+	// own merged inode number.
+	linked := !e.IsDir() && e.Stat.Nlink > 1
+	brokeLink := linked && !s.JoinsLinks()
 	dir, _ := splitRel(rel)
 	if err := s.copyUpParents(dir); err != nil {
 		return err
 	}
 	var err error
-	if e.IsDir() {
+	switch {
+	case e.IsDir():
 		err = s.copyUpDir(rel, Lower{e.Layer, e.Path}, &e.Stat)
-	} else {
+	case linked && !brokeLink:
+		err = s.copyUpLinked(rel, e, dataLen)
+	default:
 		err = s.copyUpNonDir(rel, e, dataLen)
 	}
 	if err != nil {

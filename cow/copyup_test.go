@@ -275,19 +275,68 @@ func TestCopyUpSparse(t *testing.T) {
 // on its own (copy-up breaks the link, as overlayfs without index does)
 // and the other name still shows the lower data.
 func TestCopyUpHardLink(t *testing.T) {
-	f := newFixture(t, nil, []fixtureEntry{file("a", "data")})
-	if err := os.Link(filepath.Join(f.lowers[0], "a"), filepath.Join(f.lowers[0], "b")); err != nil {
+	f := newFixture(t, nil, []fixtureEntry{file("a", "data"), dir("d"), dir("gone")})
+	for _, n := range []string{"b", "d/c", "gone/x"} {
+		if err := os.Link(filepath.Join(f.lowers[0], "a"), filepath.Join(f.lowers[0], n)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := f.remove("gone/x"); err != nil {
 		t.Fatal(err)
 	}
 	e := f.mustLookup("a")
 	if err := f.s.CopyUp("a", &e, -1); err != nil {
 		t.Fatal(err)
 	}
-	f.checkTree([]string{`a "data"`, `b "data"`})
-	if b := f.mustLookup("b"); b.Layer != 1 {
-		t.Errorf("b: layer %d, want 1 (not copied)", b.Layer)
+	f.checkTree([]string{`a "data"`, `b "data"`, "d/", `d/c "data"`, "gone/"})
+	// Every name the merged view showed is now one upper inode, with
+	// the merged inode number the lower one had.
+	var first unix.Stat_t
+	for i, n := range []string{"a", "b", "d/c"} {
+		ne := f.mustLookup(n)
+		if !ne.InUpper() || ne.Ino != e.Ino {
+			t.Errorf("%s: layer %d ino %d, want the upper and ino %d", n, ne.Layer, ne.Ino, e.Ino)
+		}
+		var st unix.Stat_t
+		if err := unix.Lstat(filepath.Join(f.upper, n), &st); err != nil {
+			t.Fatal(err)
+		}
+		if i == 0 {
+			first = st
+		} else if st.Ino != first.Ino {
+			t.Errorf("upper %s is inode %d, upper a is %d: the link broke", n, st.Ino, first.Ino)
+		}
+	}
+	// The names of the deleted one (3: a, b, d/c).
+	if first.Nlink != 3 {
+		t.Errorf("upper nlink %d, want 3", first.Nlink)
+	}
+	if err := f.remove("b"); err != nil {
+		t.Fatal(err)
+	}
+	if ne := f.mustLookup("a"); ne.Stat.Nlink != 2 {
+		t.Errorf("after removing b: nlink %d, want 2", ne.Stat.Nlink)
 	}
 	f.checkWorkEmpty()
+	f.checkKernelAgrees()
+}
+
+// TestRemoveHardLink checks that removing one name of a lower hard link
+// leaves the others one inode, with the link count down by one.
+func TestRemoveHardLink(t *testing.T) {
+	f := newFixture(t, nil, []fixtureEntry{file("a", "data")})
+	if err := os.Link(filepath.Join(f.lowers[0], "a"), filepath.Join(f.lowers[0], "b")); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.remove("a"); err != nil {
+		t.Fatal(err)
+	}
+	f.checkTree([]string{`b "data"`})
+	if b := f.mustLookup("b"); !b.InUpper() || b.Stat.Nlink != 1 {
+		t.Errorf("b: layer %d nlink %d, want the upper and 1", b.Layer, b.Stat.Nlink)
+	}
+	f.checkWorkEmpty()
+	f.checkKernelAgrees()
 }
 
 // TestCopyUpMerged checks a copy-up from a middle layer, under a

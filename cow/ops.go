@@ -303,6 +303,13 @@ func (s *Stack) Remove(dir string, parent *Entry, name string, e *Entry) error {
 	}
 	rel := path.Join(dir, name)
 	s.Refresh(rel, e)
+	if !e.InUpper() && !e.IsDir() && e.Stat.Nlink > 1 && s.JoinsLinks() {
+		// The inode's other names stay, and their link count must drop
+		// with this one: copy it up with them (see copyUpLinked).
+		if err := s.CopyUp(rel, e, -1); err != nil {
+			return err
+		}
+	}
 	if e.InUpper() {
 		// Links made since the lookup count for the caller's nlink.
 		if err := s.upper().Lstat(rel, &e.Stat); err != nil {

@@ -105,9 +105,8 @@ func (f *file) materialize() syscall.Errno {
 	}
 	n := f.node
 	n.mu.Lock()
-	relooked, err := n.copyUpLocked(-1)
+	err := n.copyUpLocked(-1)
 	n.mu.Unlock()
-	relooked()
 	if err != nil {
 		return n.errno("copy up", err)
 	}

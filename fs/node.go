@@ -2,7 +2,6 @@ package fs
 
 import (
 	"context"
-	"hash/fnv"
 	"log"
 	"strconv"
 	"strings"
@@ -107,13 +106,6 @@ type node struct {
 	cacheMode     bool
 	lowerPassMode bool
 	unlinked      bool // its last name was removed while it was open
-	// retired marks a name of a lower hard link copied up while the
-	// kernel held its parent (a link within the directory): its node
-	// still has the lower inode number, which go-fuse puts in every
-	// GETATTR reply, so a GETATTR without an open file gets ESTALE,
-	// after which the kernel looks the name up again (LOOKUP_REVAL) and
-	// finds the copy's node.
-	retired bool
 	tmpfile int // for an O_TMPFILE file without a name: an fd of it, else 0
 	// For a regular file whose last name was removed: an O_PATH fd of it
 	// taken before, else 0. The kernel still opens it by its node (exec
@@ -216,12 +208,9 @@ func fillAttr(out *fuse.Attr, st *unix.Stat_t, ino uint64) {
 // newChild makes (or finds, for a known inode number) the node for e.
 func (n *node) newChild(ctx context.Context, name string, e cow.Entry, out *fuse.EntryOut) *gofs.Inode {
 	fresh := &node{root: n.root, e: e}
+	// The names of a lower hard link are one node, as they stay one
+	// inode through copy-up (see cow.Stack.JoinsLinks).
 	attr := gofs.StableAttr{Mode: e.Stat.Mode & unix.S_IFMT, Ino: e.Ino}
-	if lowerHardlink(&e) {
-		// Each name of a lower hard link is its own node (same st_ino):
-		// copy-up breaks the link, and FUSE requests name only the node.
-		attr.Gen = nameGen(n.rel(), name)
-	}
 	attr.Gen ^= n.root.respawnGen(e.Ino)
 	ch := n.NewInode(ctx, fresh, attr)
 	if old, ok := ch.Operations().(*node); ok && old != fresh {
@@ -250,20 +239,6 @@ func fileFd(fh gofs.FileHandle, li int) (int, bool) {
 	return fd, layer == li
 }
 
-// lowerHardlink reports whether e is a lower file with more names.
-func lowerHardlink(e *cow.Entry) bool {
-	return !e.InUpper() && !e.IsDir() && e.Stat.Nlink > 1
-}
-
-// nameGen derives a node generation from a name.
-func nameGen(dir, name string) uint64 {
-	h := fnv.New64a()
-	h.Write([]byte(dir))
-	h.Write([]byte{0})
-	h.Write([]byte(name))
-	return h.Sum64() | 1
-}
-
 func (n *node) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
 	if strings.HasPrefix(name, cow.WhiteoutPrefix) {
 		return nil, syscall.ENOENT
@@ -282,9 +257,6 @@ func (n *node) statLocked() error { return n.root.Stack.Stat(n.rel(), &n.e) }
 func (n *node) Getattr(ctx context.Context, fh gofs.FileHandle, out *fuse.AttrOut) syscall.Errno {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	if n.retired && fh == nil {
-		return syscall.ESTALE
-	}
 	if fd, ok := fileFd(fh, n.e.Layer); ok {
 		var st unix.Stat_t
 		if err := unix.Fstat(fd, &st); err != nil {
@@ -309,86 +281,27 @@ func (n *node) Getattr(ctx context.Context, fh gofs.FileHandle, out *fuse.AttrOu
 	return 0
 }
 
-// copyUpLocked copies the node up if it is not in the upper yet. Once
-// the caller has released the node's lock it calls relooked (see
-// copiedUpLocked).
-func (n *node) copyUpLocked(dataLen int64) (relooked func(), err error) {
+// copyUpLocked copies the node up if it is not in the upper yet, or
+// gives a metacopy file its data. A copy-up keeps the inode number, so
+// the kernel's view of the node stays true.
+func (n *node) copyUpLocked(dataLen int64) error {
 	if n.e.InUpper() && !n.e.Metacopy() {
-		return noWait, nil
+		return nil
 	}
-	broke := lowerHardlink(&n.e)
-	if err := n.root.Stack.CopyUp(n.rel(), &n.e, dataLen); err != nil {
-		return noWait, err
-	}
-	return n.copiedUpLocked(broke), nil
-}
-
-func noWait() {}
-
-// notifyWait bounds how long a request waits for the kernel to drop the
-// name of a node that a copy-up gave a new inode number.
-const notifyWait = 50 * time.Millisecond
-
-// copiedUpLocked follows a copy-up of the node; broke reports that it was
-// a name of a lower hard link. The copy is then a file of its own, with
-// its own inode number, and the kernel must look the name up again to
-// get the node of that number: go-fuse reports a node's first number in
-// every GETATTR. The notification cannot be sent from within the
-// request, whose caller may hold the locks the kernel takes for it (the
-// parent directory's, for a link within it), so it goes from a goroutine,
-// and the request waits for it, briefly, once it has released the node's
-// lock (a lookup in the parent may be waiting for that lock while the
-// kernel holds the parent). Within the wait, a stat right after the
-// change sees the new number and link count, as on kernel overlayfs.
-func (n *node) copiedUpLocked(broke bool) (relooked func()) {
-	if !broke || !n.e.InUpper() {
-		return noWait
-	}
-	name, parent := n.Parent()
-	if parent == nil {
-		return noWait
-	}
-	done := make(chan struct{})
-	go func() {
-		parent.NotifyEntry(name)
-		close(done)
-	}()
-	return func() {
-		t := time.NewTimer(notifyWait)
-		defer t.Stop()
-		select {
-		case <-done:
-		case <-t.C:
-		}
-	}
-}
-
-// retireLocked retires a node that a copy-up gave a new inode number
-// while the kernel holds its parent (see node.retired). Invalidating its
-// attributes takes no lock in the kernel.
-func (n *node) retireLocked() {
-	n.retired = true
-	n.NotifyContent(-1, 0)
+	return n.root.Stack.CopyUp(n.rel(), &n.e, dataLen)
 }
 
 func (n *node) Setattr(ctx context.Context, fh gofs.FileHandle, in *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Errno {
 	defer n.root.changing()()
-	relooked := noWait
-	defer func() { relooked() }() // after the unlock below
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	fd := -1
 	if ffd, ok := fileFd(fh, cow.UpperIndex); ok {
 		fd = ffd
 	}
-	broke := lowerHardlink(&n.e)
-	err := n.root.Stack.Setattr(n.rel(), &n.e, setattrRequest(in), fd)
-	relooked = n.copiedUpLocked(broke)
-	if err != nil {
+	if err := n.root.Stack.Setattr(n.rel(), &n.e, setattrRequest(in), fd); err != nil {
 		return n.errno("setattr", err)
 	}
-	// The reply's inode number is the one stat shows until the next
-	// GETATTR: the copy's own, if the copy-up gave it one.
 	fillAttr(&out.Attr, &n.e.Stat, n.e.Ino)
 	return 0
 }
@@ -399,8 +312,6 @@ func (n *node) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint32,
 	if flags&writeFlags != 0 {
 		defer n.root.changing()()
 	}
-	relooked := noWait
-	defer func() { relooked() }() // after the unlock below
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	oflags := backingOpenFlags(flags)
@@ -432,8 +343,7 @@ func (n *node) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint32,
 		if flags&syscall.O_TRUNC != 0 {
 			dataLen = 0
 		}
-		var err error
-		if relooked, err = n.copyUpLocked(dataLen); err != nil {
+		if err := n.copyUpLocked(dataLen); err != nil {
 			return nil, 0, n.errno("open", err)
 		}
 
@@ -529,7 +439,6 @@ func (n *node) Link(ctx context.Context, target gofs.InodeEmbedder, name string,
 	tn.mu.Lock()
 	var e cow.Entry
 	var err error
-	relooked := noWait
 	if tn.tmpfile > 0 {
 		// linkat of an O_TMPFILE file: give it its first name.
 		e, err = n.root.Stack.LinkFd(tn.tmpfile, n.rel(), name)
@@ -539,20 +448,11 @@ func (n *node) Link(ctx context.Context, target gofs.InodeEmbedder, name string,
 			tn.tmpfile = 0
 		}
 	} else {
-		broke := lowerHardlink(&tn.e)
-		if relooked, err = tn.copyUpLocked(-1); err == nil {
+		if err = tn.copyUpLocked(-1); err == nil {
 			e, err = n.root.Stack.Link(tn.rel(), &tn.e, n.rel(), name)
-		}
-		if _, tp := tn.Parent(); broke && tn.e.InUpper() && tp == n.EmbeddedInode() {
-			// The kernel holds this directory, which the target's
-			// name is in, until the reply: retire the node instead of
-			// waiting. Invalidating its attributes takes no lock.
-			tn.retireLocked()
-			relooked = noWait
 		}
 	}
 	tn.mu.Unlock()
-	relooked()
 	if err != nil {
 		return nil, n.errno("link", err)
 	}
@@ -652,21 +552,11 @@ func (n *node) Rename(ctx context.Context, name string, newParent gofs.InodeEmbe
 	}
 	ope, npe := n.entry(), np.entry()
 	// The engine copies up what it renames, once the rename is known to
-	// be allowed (kernel overlayfs checks EXDEV first too).
-	srcBroke := lowerHardlink(&src.e)
-	dstBroke := dst != nil && flags&unix.RENAME_EXCHANGE != 0 && lowerHardlink(&dst.e)
+	// be allowed.
 	if dst != nil && flags&unix.RENAME_EXCHANGE == 0 {
 		dst.holdOrphanLocked(np.rel(), newName)
 	}
 	err := n.root.Stack.Rename(n.rel(), &ope, name, &src.e, np.rel(), &npe, newName, dstE, uint(flags))
-	// The kernel holds both parents until the reply: a name of a lower
-	// hard link that the rename copied up is retired, not waited for.
-	if srcBroke && src.e.InUpper() {
-		src.retireLocked()
-	}
-	if dstBroke && dst.e.InUpper() {
-		dst.retireLocked()
-	}
 	if err != nil {
 		if dst != nil {
 			dst.dropOrphanLocked()
@@ -739,15 +629,12 @@ func (n *node) Setxattr(ctx context.Context, attr string, data []byte, flags uin
 	if cow.IsHiddenXattr(attr) {
 		return syscall.EPERM
 	}
-	relooked := noWait
-	defer func() { relooked() }() // after the unlock below
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	var err error
-	relooked, err = n.copyUpLocked(-1)
-	if err != nil {
+	if err := n.copyUpLocked(-1); err != nil {
 		return n.errno("setxattr", err)
 	}
+	var err error
 	err = n.root.Stack.Layer(cow.UpperIndex).Setxattr(n.rel(), attr, data, int(flags))
 	return n.errno("setxattr", err)
 }
@@ -757,8 +644,6 @@ func (n *node) Removexattr(ctx context.Context, attr string) syscall.Errno {
 	if cow.IsHiddenXattr(attr) {
 		return syscall.ENODATA
 	}
-	relooked := noWait
-	defer func() { relooked() }() // after the unlock below
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	var err error
@@ -769,8 +654,7 @@ func (n *node) Removexattr(ctx context.Context, attr string) syscall.Errno {
 			return n.errno("removexattr", err)
 		}
 	}
-	relooked, err = n.copyUpLocked(-1)
-	if err != nil {
+	if err = n.copyUpLocked(-1); err != nil {
 		return n.errno("removexattr", err)
 	}
 	err = n.root.Stack.Layer(cow.UpperIndex).Removexattr(n.rel(), attr)
