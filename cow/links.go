@@ -70,10 +70,10 @@ func (s *Stack) copyUpLinked(rel string, e *Entry, dataLen int64) error {
 	if err != nil {
 		return errors.Join(err, ignoreENOENT(unix.Unlinkat(wfd, tmp, 0)))
 	}
+	// Every name, e.Path too: e may have been resolved at another name
+	// of the inode than rel (one node stands for all of them), and a
+	// name already in the upper is skipped.
 	for _, p := range names {
-		if p == e.Path {
-			continue
-		}
 		if err := s.linkAlias(tmp, src.Layer, p); err != nil {
 			return errors.Join(fmt.Errorf("link %s: %w", p, err), unix.Unlinkat(wfd, tmp, 0))
 		}

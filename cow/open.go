@@ -35,20 +35,14 @@ func (s *Stack) dataOf(rel string, e *Entry) (int, string) {
 	switch {
 	case e.Metacopy():
 		return e.Data.Layer, e.Data.Path
-	case e.InUpper():
-		return UpperIndex, rel
 	}
-	return e.Layer, e.Path
+	return e.Layer, e.LayerPath(rel)
 }
 
 // OpenPath opens the entry e at rel itself, not its data, as an O_PATH
 // fd: for the xattrs and attributes of a file that may lose its name.
 func (s *Stack) OpenPath(rel string, e *Entry) (int, error) {
-	p := rel
-	if !e.InUpper() {
-		p = e.Path
-	}
-	return s.layers[e.Layer].openAt(p, unix.O_PATH, 0)
+	return s.layers[e.Layer].openAt(e.LayerPath(rel), unix.O_PATH, 0)
 }
 
 // Stat refreshes e, the entry at rel, from its layer. A directory that a
@@ -73,4 +67,13 @@ func (s *Stack) Stat(rel string, e *Entry) error {
 		e.Stat.Blocks = blocks
 	}
 	return nil
+}
+
+// LayerPath is the path of the entry e, at rel in the merged view, in its
+// layer e.Layer.
+func (e *Entry) LayerPath(rel string) string {
+	if e.InUpper() {
+		return rel
+	}
+	return e.Path
 }

@@ -461,7 +461,7 @@ func (n *node) Link(ctx context.Context, target gofs.InodeEmbedder, name string,
 
 func (n *node) Readlink(ctx context.Context) ([]byte, syscall.Errno) {
 	e := n.entry()
-	t, err := n.root.Stack.Layer(e.Layer).Readlink(n.rel())
+	t, err := n.root.Stack.Layer(e.Layer).Readlink(e.LayerPath(n.rel()))
 	if err != nil {
 		return nil, n.errno("readlink", err)
 	}
@@ -583,7 +583,7 @@ func (n *node) Getxattr(ctx context.Context, attr string, dest []byte) (uint32, 
 	if orphan > 0 {
 		v, err = cow.GetxattrFd(orphan, attr)
 	} else {
-		v, err = n.root.Stack.Layer(e.Layer).Getxattr(n.rel(), attr)
+		v, err = n.root.Stack.Layer(e.Layer).Getxattr(e.LayerPath(n.rel()), attr)
 	}
 	if err != nil {
 		return 0, n.errno("getxattr", err)
@@ -604,7 +604,7 @@ func (n *node) Listxattr(ctx context.Context, dest []byte) (uint32, syscall.Errn
 	if orphan > 0 {
 		names, err = cow.ListxattrFd(orphan)
 	} else {
-		names, err = n.root.Stack.Layer(e.Layer).Listxattr(n.rel())
+		names, err = n.root.Stack.Layer(e.Layer).Listxattr(e.LayerPath(n.rel()))
 	}
 	if err != nil {
 		return 0, n.errno("listxattr", err)
@@ -650,7 +650,7 @@ func (n *node) Removexattr(ctx context.Context, attr string) syscall.Errno {
 	e := n.e
 	if !e.InUpper() {
 		// Removing what is not there needs no copy-up.
-		if _, err := n.root.Stack.Layer(e.Layer).Getxattr(n.rel(), attr); err != nil {
+		if _, err := n.root.Stack.Layer(e.Layer).Getxattr(e.LayerPath(n.rel()), attr); err != nil {
 			return n.errno("removexattr", err)
 		}
 	}
