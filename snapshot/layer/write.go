@@ -16,7 +16,7 @@ import (
 	"github.com/opencontainers/go-digest"
 	"golang.org/x/sys/unix"
 
-	"github.com/strata-fs/strata/cow"
+	"github.com/strata-fs/strata/ovl"
 )
 
 // WriteOptions are the options of Write.
@@ -72,7 +72,7 @@ const (
 //   - A file with several links in upper is written in full at the first
 //     of its paths, and as hard links to that path at the others.
 //   - xattrs are kept as "SCHILY.xattr.<name>" records, except the
-//     overlay's own (cow.IsHiddenXattr).
+//     overlay's own (ovl.IsHiddenXattr).
 //   - gzip carries no name or time in its header. (A compressed blob
 //     still depends on the klauspost/compress version; the diff ID does
 //     not.)
@@ -225,12 +225,12 @@ func (lw *writeWalker) writeDir(dfd int, prefix string, mtime unix.Timespec) err
 		return fmt.Errorf("%s: %w", writeDisplay(prefix), err)
 	}
 	if d.opaque {
-		if err := lw.writeWhiteout(prefix + cow.OpaqueMarker); err != nil {
+		if err := lw.writeWhiteout(prefix + ovl.OpaqueMarker); err != nil {
 			return err
 		}
 	}
 	for _, wh := range d.whiteouts {
-		if err := lw.writeWhiteout(prefix + cow.WhiteoutPrefix + wh.name); err != nil {
+		if err := lw.writeWhiteout(prefix + ovl.WhiteoutPrefix + wh.name); err != nil {
 			return err
 		}
 	}
@@ -389,8 +389,8 @@ func (lw *writeWalker) writeData(fd int, name string, size int64) error {
 // writeXattrs returns the PAX records of the xattrs of fd (O_PATH or
 // not), less the overlay's own.
 func writeXattrs(fd int) (map[string]string, error) {
-	names, err := cow.ListxattrFd(fd)
-	if err == unix.ENOTSUP {
+	names, err := ovl.ListxattrFd(fd)
+	if ovl.NoXattr(err) {
 		return nil, nil
 	}
 	if err != nil {
@@ -398,10 +398,10 @@ func writeXattrs(fd int) (map[string]string, error) {
 	}
 	var recs map[string]string
 	for _, n := range names {
-		if cow.IsHiddenXattr(n) {
+		if ovl.IsHiddenXattr(n) {
 			continue
 		}
-		v, err := cow.GetxattrFd(fd, n)
+		v, err := ovl.GetxattrFd(fd, n)
 		if err == unix.ENODATA {
 			continue // removed since it was listed
 		}
