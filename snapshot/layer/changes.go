@@ -151,23 +151,12 @@ func Changes(upper string, lowers []string) (changes []Change, err error) {
 		return nil, fmt.Errorf("changes: open upper %s: %w", upper, err)
 	}
 	defer unix.Close(ufd)
-	var roots []int
-	defer func() { changesCloseAll(roots) }()
-	for _, l := range lowers {
-		fd, err := unix.Open(l, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
-		if err != nil {
-			return nil, fmt.Errorf("changes: open lower %s: %w", l, err)
-		}
-		roots = append(roots, fd)
-		opaque, err := ovl.IsOpaque(fd)
-		if err != nil {
-			return nil, fmt.Errorf("changes: lower %s: %w", l, err)
-		}
-		if opaque {
-			break
-		}
+	v, err := openLowers(lowers)
+	if err != nil {
+		return nil, fmt.Errorf("changes: %w", err)
 	}
-	if err := changesWalk(ufd, "/", roots, &changes); err != nil {
+	defer v.close()
+	if err := changesWalk(v, ufd, "/", v.roots, &changes); err != nil {
 		return nil, fmt.Errorf("changes of %s: %w", upper, err)
 	}
 	slices.SortFunc(changes, func(a, b Change) int { return strings.Compare(a.Path, b.Path) })
@@ -178,7 +167,7 @@ func Changes(upper string, lowers []string) (changes []Change, err error) {
 // in the merged tree is dir, to out. lowerDirs are O_PATH fds of the lower
 // directories that merge at dir, top first (none if the lower layers do
 // not hold dir as a directory).
-func changesWalk(udfd int, dir string, lowerDirs []int, out *[]Change) error {
+func changesWalk(v *lowerView, udfd int, dir string, lowerDirs []int, out *[]Change) error {
 	d, err := readChangedDir(udfd)
 	if err != nil {
 		return fmt.Errorf("%s: %w", dir, err)
@@ -217,7 +206,8 @@ func changesWalk(udfd int, dir string, lowerDirs []int, out *[]Change) error {
 		}
 		*out = append(*out, Change{Kind: kind, Path: p})
 		if e.st.Mode&unix.S_IFMT == unix.S_IFDIR {
-			err = changesWalkChild(udfd, e.name, p, childDirs, out)
+			parent := writeAt{lower: dir[1:], lowerOK: !d.opaque}
+			err = changesWalkChild(v, udfd, e.name, p, childDirs, parent, out)
 		}
 		changesCloseAll(childDirs)
 		if err != nil {
@@ -227,13 +217,97 @@ func changesWalk(udfd int, dir string, lowerDirs []int, out *[]Change) error {
 	return nil
 }
 
-func changesWalkChild(udfd int, name, p string, lowerDirs []int, out *[]Change) error {
+func changesWalkChild(v *lowerView, udfd int, name, p string, lowerDirs []int, parent writeAt, out *[]Change) error {
 	fd, err := unix.Openat(udfd, name, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return fmt.Errorf("open %s: %w", p, err)
 	}
 	defer unix.Close(fd)
-	return changesWalk(fd, p, lowerDirs, out)
+	at, redirected, err := entryLower(fd, name, parent, true)
+	if err != nil {
+		return fmt.Errorf("%s: %w", p, err)
+	}
+	if redirected || parent.full {
+		if len(v.roots) == 0 {
+			return fmt.Errorf("%s: %w", p, errNoLowers)
+		}
+		return changesWalkFull(v, fd, p, lowerDirs, at, out)
+	}
+	return changesWalk(v, fd, p, lowerDirs, out)
+}
+
+// changesWalkFull appends the changes in the directory of the merged
+// tree at path dir, beneath a redirect: its contents are those of the
+// upper directory ufd (-1 for none) over the lower directories at at, and
+// lowerDirs (O_PATH fds, top first) are what the lowers held at dir
+// before, against which each entry is added or modified, and which the
+// directory, opaque at dir, deletes where it does not hold them.
+func changesWalkFull(v *lowerView, ufd int, dir string, lowerDirs []int, at writeAt, out *[]Change) error {
+	var d *changedDir
+	if ufd >= 0 {
+		var err error
+		if d, err = readChangedDir(ufd); err != nil {
+			return fmt.Errorf("%s: %w", dir, err)
+		}
+	}
+	inner := at
+	inner.full = true
+	inner.lowerOK = at.lowerOK && (d == nil || !d.opaque)
+	var dirs []lowerHit
+	if inner.lowerOK {
+		hits, err := v.lookup(inner.lower)
+		if err != nil {
+			return fmt.Errorf("%s: %w", dir, err)
+		}
+		defer v.closeHits(hits)
+		if len(hits) > 0 && hits[0].isDir() {
+			dirs = hits
+		}
+	}
+	ents, err := mergeDir(ufd, d, dirs)
+	if err != nil {
+		return fmt.Errorf("%s: read lower layers: %w", dir, err)
+	}
+	present := make(map[string]bool, len(ents))
+	for _, e := range ents {
+		present[e.name] = true
+	}
+	if len(lowerDirs) > 0 {
+		names, err := changesLowerNames(lowerDirs)
+		if err != nil {
+			return fmt.Errorf("read lower %s: %w", dir, err)
+		}
+		for _, n := range names {
+			if !present[n] {
+				*out = append(*out, Change{Kind: Deleted, Path: path.Join(dir, n)})
+			}
+		}
+	}
+	for _, e := range ents {
+		p := path.Join(dir, e.name)
+		found, childDirs, err := changesLowerLookup(lowerDirs, e.name)
+		if err != nil {
+			return fmt.Errorf("look up %s in lower layers: %w", p, err)
+		}
+		kind := Added
+		if found {
+			kind = Modified
+		}
+		*out = append(*out, Change{Kind: kind, Path: p})
+		if e.st.Mode&unix.S_IFMT == unix.S_IFDIR {
+			if e.upper {
+				err = changesWalkChild(v, e.dfd, e.name, p, childDirs, inner, out)
+			} else {
+				cat := writeAt{lower: joinRel(inner.lower, e.name), lowerOK: true, full: true}
+				err = changesWalkFull(v, -1, p, childDirs, cat, out)
+			}
+		}
+		changesCloseAll(childDirs)
+		if err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // changesLowerLookup resolves name in the merged lower directory whose
