@@ -18,7 +18,6 @@ import (
 	"github.com/opencontainers/go-digest"
 	"golang.org/x/sys/unix"
 
-	"github.com/strata-fs/strata/cow"
 	"github.com/strata-fs/strata/ovl"
 )
 
@@ -255,9 +254,8 @@ type extractor struct {
 	buf     []byte                // copyData's, made on first use
 	zero    []byte                // applyBlock zeros, likewise
 
-	lowerDirs  []string
-	lower      *cow.Stack            // the lowers' merged view, opened on first use
-	lowerCache map[string]*cow.Entry // nil: no directory there
+	lowerDirs []string
+	lower     *lowerView // the lowers' merged view, opened on first use
 }
 
 func newExtractor(dir string, opts ApplyOptions) (*extractor, error) {
@@ -279,13 +277,12 @@ func newExtractor(dir string, opts ApplyOptions) (*extractor, error) {
 		return nil, errors.Join(err, unix.Close(fd))
 	}
 	return &extractor{
-		root:       fd,
-		dialect:    d,
-		euid:       os.Geteuid(),
-		warn:       opts.Warn,
-		nodes:      map[string]*applyNode{"": {kind: applyDir}},
-		lowerDirs:  opts.Lowers,
-		lowerCache: make(map[string]*cow.Entry),
+		root:      fd,
+		dialect:   d,
+		euid:      os.Geteuid(),
+		warn:      opts.Warn,
+		nodes:     map[string]*applyNode{"": {kind: applyDir}},
+		lowerDirs: opts.Lowers,
 	}, nil
 }
 
@@ -305,7 +302,7 @@ func applyDirEmpty(fd int) (bool, error) {
 func (x *extractor) close() error {
 	err := unix.Close(x.root)
 	if x.lower != nil {
-		err = errors.Join(err, x.lower.Close())
+		x.lower.close()
 	}
 	return err
 }
@@ -1042,82 +1039,55 @@ func (x *extractor) finishDir(name string, n *applyNode) error {
 }
 
 // lowerMeta returns the metadata of the directory rel in the lowers'
-// merged view, nil if it has none there.
+// merged view, as the overlay resolves it (whiteouts, opaque directories
+// and redirects of the lowers count): nil where it is absent there or
+// not a directory.
 func (x *extractor) lowerMeta(rel string) (*applyMeta, error) {
-	e, err := x.lowerDir(rel)
-	if err != nil || e == nil {
-		return nil, err
+	if len(x.lowerDirs) == 0 {
+		return nil, nil
 	}
-	l := x.lower.Layer(e.Layer)
+	if x.lower == nil {
+		v, err := openLowers(x.lowerDirs)
+		if err != nil {
+			return nil, err
+		}
+		x.lower = v
+	}
+	hits, err := x.lower.lookup(rel)
+	if err != nil {
+		return nil, fmt.Errorf("lower %q: %w", applyShow(rel), err)
+	}
+	defer x.lower.closeHits(hits)
+	if len(hits) == 0 || !hits[0].isDir() {
+		return nil, nil
+	}
+	h := hits[0]
 	m := &applyMeta{
-		uid:   int(e.Stat.Uid),
-		gid:   int(e.Stat.Gid),
-		mode:  e.Stat.Mode & 0o7777,
-		atime: e.Stat.Atim,
-		mtime: e.Stat.Mtim,
+		uid:   int(h.st.Uid),
+		gid:   int(h.st.Gid),
+		mode:  h.st.Mode & 0o7777,
+		atime: h.st.Atim,
+		mtime: h.st.Mtim,
 		times: true,
 	}
-	names, err := l.Listxattr(rel)
-	if err != nil && !errors.Is(err, unix.ENOTSUP) {
-		return nil, fmt.Errorf("lower %s: list xattrs: %w", l.Path, err)
+	l := x.lowerDirs[h.layer]
+	names, err := ovl.ListxattrFd(h.fd)
+	if err != nil && !ovl.NoXattr(err) {
+		return nil, fmt.Errorf("lower %s: %q: list xattrs: %w", l, applyShow(rel), err)
 	}
 	for _, xn := range names {
 		if ovl.IsHiddenXattr(xn) {
 			continue
 		}
-		v, err := l.Getxattr(rel, xn)
+		v, err := ovl.GetxattrFd(h.fd, xn)
 		if errors.Is(err, unix.ENODATA) {
 			continue
 		}
 		if err != nil {
-			return nil, fmt.Errorf("lower %s: xattr %s: %w", l.Path, xn, err)
+			return nil, fmt.Errorf("lower %s: %q: xattr %s: %w", l, applyShow(rel), xn, err)
 		}
 		m.xattrs = append(m.xattrs, applyXattr{xn, v})
 	}
 	slices.SortFunc(m.xattrs, func(a, b applyXattr) int { return strings.Compare(a.name, b.name) })
 	return m, nil
-}
-
-// lowerDir resolves the directory rel in the lowers' merged view, as the
-// overlay would (whiteouts and opaque directories of the lowers count):
-// nil where it is absent or not a directory.
-func (x *extractor) lowerDir(rel string) (*cow.Entry, error) {
-	if len(x.lowerDirs) == 0 {
-		return nil, nil
-	}
-	if e, ok := x.lowerCache[rel]; ok {
-		return e, nil
-	}
-	if x.lower == nil {
-		s, err := cow.New(cow.Options{Lower: x.lowerDirs})
-		if err != nil {
-			return nil, fmt.Errorf("open lowers: %w", err)
-		}
-		x.lower = s
-	}
-	var e cow.Entry
-	var err error
-	if rel == "" {
-		e, err = x.lower.Root()
-	} else {
-		dir, base := applySplit(rel)
-		pe, perr := x.lowerDir(dir)
-		if perr != nil {
-			return nil, perr
-		}
-		if pe == nil {
-			x.lowerCache[rel] = nil
-			return nil, nil
-		}
-		e, err = x.lower.Lookup(dir, pe.Lowers, base)
-	}
-	switch {
-	case errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ENOTDIR) || err == nil && !e.IsDir():
-		x.lowerCache[rel] = nil
-		return nil, nil
-	case err != nil:
-		return nil, fmt.Errorf("lower %q: %w", applyShow(rel), err)
-	}
-	x.lowerCache[rel] = &e
-	return &e, nil
 }
