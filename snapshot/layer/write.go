@@ -246,7 +246,7 @@ func (lw *writeWalker) writeRoot(upper string) error {
 		ModTime:  lw.time(st.Mtim),
 		Format:   tar.FormatPAX,
 	}
-	if hdr.PAXRecords, err = writeXattrs(fd); err != nil {
+	if hdr.PAXRecords, _, err = writeXattrs(fd); err != nil {
 		return fmt.Errorf("read xattrs of the root: %w", err)
 	}
 	if err := lw.tw.WriteHeader(hdr); err != nil {
@@ -428,30 +428,29 @@ func (lw *writeWalker) writeEntry(dfd int, prefix string, e changedEntry, upper 
 		}
 		lw.links[key] = name
 	}
-	if hdr.PAXRecords, err = writeXattrs(fd); err != nil {
+	var rec writeRecords
+	if hdr.PAXRecords, rec, err = writeXattrs(fd); err != nil {
 		return fmt.Errorf("read xattrs of %s: %w", name, err)
 	}
-	at, redirected := writeAt{}, false
-	data := fd // where a regular file's data is
-	switch typ {
-	case unix.S_IFREG, unix.S_IFDIR:
+	// Where the entry stands in the lowers; only an upper's own
+	// redirect moves it (lookup follows the lowers' own).
+	at := writeAt{lower: joinRel(parent.lower, e.name), lowerOK: parent.lowerOK, full: parent.full}
+	redirected := false
+	if upper && rec.redirect && (typ == unix.S_IFREG || typ == unix.S_IFDIR) {
 		if at, redirected, err = entryLower(fd, e.name, parent, upper); err != nil {
 			return fmt.Errorf("%s: %w", name, err)
 		}
 	}
-	if typ == unix.S_IFREG {
-		meta, err := ovl.Metacopy(fd)
+	data := fd // where a regular file's data is
+	if typ == unix.S_IFREG && rec.metacopy {
+		// A metacopy file of the upper or (beneath a redirect) of a
+		// lower: lookup at its path reaches the data beneath it.
+		dataFd, err := lw.openData(at)
 		if err != nil {
 			return fmt.Errorf("%s: %w", name, err)
 		}
-		if meta {
-			dataFd, err := lw.openData(at)
-			if err != nil {
-				return fmt.Errorf("%s: %w", name, err)
-			}
-			defer unix.Close(dataFd)
-			data = dataFd
-		}
+		defer unix.Close(dataFd)
+		data = dataFd
 	}
 	if typ == unix.S_IFDIR && redirected && len(lw.lowers.roots) == 0 {
 		return fmt.Errorf("%s: %w", name, errNoLowers)
@@ -563,18 +562,29 @@ func (lw *writeWalker) writeData(fd int, name string, size int64) error {
 	return nil
 }
 
+// writeRecords are the overlay records an entry carries that Write
+// resolves.
+type writeRecords struct{ redirect, metacopy bool }
+
 // writeXattrs returns the PAX records of the xattrs of fd (O_PATH or
-// not), less the overlay's own.
-func writeXattrs(fd int) (map[string]string, error) {
+// not), less the overlay's own, and which of those refer to the lowers.
+func writeXattrs(fd int) (map[string]string, writeRecords, error) {
+	var rec writeRecords
 	names, err := ovl.ListxattrFd(fd)
 	if ovl.NoXattr(err) {
-		return nil, nil
+		return nil, rec, nil
 	}
 	if err != nil {
-		return nil, err
+		return nil, rec, err
 	}
 	var recs map[string]string
 	for _, n := range names {
+		switch n {
+		case ovl.XattrRedirect, ovl.XattrUserRedirect:
+			rec.redirect = true
+		case ovl.XattrMetacopy, ovl.XattrUserMetacopy:
+			rec.metacopy = true
+		}
 		if ovl.IsHiddenXattr(n) {
 			continue
 		}
@@ -583,14 +593,14 @@ func writeXattrs(fd int) (map[string]string, error) {
 			continue // removed since it was listed
 		}
 		if err != nil {
-			return nil, fmt.Errorf("%s: %w", n, err)
+			return nil, rec, fmt.Errorf("%s: %w", n, err)
 		}
 		if recs == nil {
 			recs = make(map[string]string)
 		}
 		recs["SCHILY.xattr."+n] = string(v)
 	}
-	return recs, nil
+	return recs, rec, nil
 }
 
 // writeReadlink reads the target of the symlink fd (O_PATH|O_NOFOLLOW).
