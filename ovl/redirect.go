@@ -7,8 +7,6 @@ import (
 	"fmt"
 	"path"
 	"strings"
-
-	"golang.org/x/sys/unix"
 )
 
 // ErrBadRedirect is a redirect xattr that names no path beneath the layer
@@ -54,10 +52,11 @@ func joinRel(dir, name string) string {
 }
 
 // Get reads the first of x's xattrs that fd carries: trusted first, then
-// user. ENODATA when it has neither.
+// user. ENODATA when it has neither; an error NoXattr accepts on the
+// trusted name falls through to the user one.
 func (x Xattrs) Get(fd int) ([]byte, error) {
 	v, err := GetxattrFd(fd, x.Trusted)
-	if err == nil || (err != unix.ENODATA && err != unix.ENOTSUP && err != unix.EPERM) {
+	if err == nil || !NoXattr(err) {
 		return v, err
 	}
 	return GetxattrFd(fd, x.User)

@@ -9,6 +9,8 @@ import (
 	"path/filepath"
 	"time"
 
+	bolt "go.etcd.io/bbolt"
+
 	"github.com/strata-fs/strata/internal/iox"
 	"github.com/strata-fs/strata/snapshot/layer"
 )
@@ -69,6 +71,10 @@ func (s *Store) commitLayer(ctx context.Context, o *op, r record, opts LayerOpti
 		}
 	}
 	upper := filepath.Join(s.snapshotDir(r.ID), fsDir)
+	lowers, err := s.parentLayers(r)
+	if err != nil {
+		return Info{}, errors.Join(err, thaw())
+	}
 	var w io.Writer = blob
 	if opts.Progress != nil {
 		w = &iox.CountingWriter{W: blob, Progress: opts.Progress}
@@ -76,6 +82,7 @@ func (s *Store) commitLayer(ctx context.Context, o *op, r record, opts LayerOpti
 	desc, err := layer.Write(ctx, w, upper, layer.WriteOptions{
 		Compression:     opts.Compression,
 		SourceDateEpoch: opts.SourceDateEpoch,
+		Lowers:          lowers,
 	})
 	if err := errors.Join(err, thaw()); err != nil {
 		return Info{}, err
@@ -117,9 +124,28 @@ func (s *Store) ExportLayer(ctx context.Context, key string, w io.Writer) (layer
 			return layer.Descriptor{}, fmt.Errorf("export %q: %w", key, err)
 		}
 	}
-	desc, err := layer.Write(ctx, w, filepath.Join(s.snapshotDir(r.ID), fsDir), layer.WriteOptions{Compression: layer.Gzip})
+	lowers, err := s.parentLayers(r)
+	if err != nil {
+		return layer.Descriptor{}, fmt.Errorf("export %q: %w", key, err)
+	}
+	desc, err := layer.Write(ctx, w, filepath.Join(s.snapshotDir(r.ID), fsDir), layer.WriteOptions{Compression: layer.Gzip, Lowers: lowers})
 	if err != nil {
 		return layer.Descriptor{}, fmt.Errorf("export %q: %w", key, err)
 	}
 	return desc, nil
+}
+
+// parentLayers returns the layer directories beneath the snapshot r, top
+// first: what its upper's redirects and metacopy files refer to.
+func (s *Store) parentLayers(r record) ([]string, error) {
+	var lowers []string
+	err := s.view(func(tx *bolt.Tx) error {
+		var err error
+		lowers, err = s.chain(tx, r.Parent)
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("parent layers: %w", err)
+	}
+	return lowers, nil
 }

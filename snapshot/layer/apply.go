@@ -18,7 +18,7 @@ import (
 	"github.com/opencontainers/go-digest"
 	"golang.org/x/sys/unix"
 
-	"github.com/strata-fs/strata/cow"
+	"github.com/strata-fs/strata/ovl"
 )
 
 // ApplyOptions tune Apply.
@@ -87,7 +87,7 @@ const (
 
 // applyAufsPrefix marks aufs bookkeeping (".wh..wh.plnk" and the like),
 // which old docker layers carry and nothing reads.
-const applyAufsPrefix = cow.WhiteoutPrefix + cow.WhiteoutPrefix
+const applyAufsPrefix = ovl.WhiteoutPrefix + ovl.WhiteoutPrefix
 
 // applyXattrPrefix is the PAX record prefix of extended attributes.
 const applyXattrPrefix = "SCHILY.xattr."
@@ -246,16 +246,16 @@ type applyXattr struct {
 
 // extractor writes the entries of one layer into its directory.
 type extractor struct {
-	root  int // O_RDONLY|O_DIRECTORY fd of the layer directory
-	euid  int
-	warn  func(string)
-	nodes map[string]*applyNode // by clean relative name; "" is the root
-	buf   []byte                // copyData's, made on first use
-	zero  []byte                // applyBlock zeros, likewise
+	root    int // O_RDONLY|O_DIRECTORY fd of the layer directory
+	dialect ovl.Dialect
+	euid    int
+	warn    func(string)
+	nodes   map[string]*applyNode // by clean relative name; "" is the root
+	buf     []byte                // copyData's, made on first use
+	zero    []byte                // applyBlock zeros, likewise
 
-	lowerDirs  []string
-	lower      *cow.Stack            // the lowers' merged view, opened on first use
-	lowerCache map[string]*cow.Entry // nil: no directory there
+	lowerDirs []string
+	lower     *lowerView // the lowers' merged view, opened on first use
 }
 
 func newExtractor(dir string, opts ApplyOptions) (*extractor, error) {
@@ -267,16 +267,22 @@ func newExtractor(dir string, opts ApplyOptions) (*extractor, error) {
 	if err == nil && !empty {
 		err = fmt.Errorf("%s is not empty", dir)
 	}
+	var d ovl.Dialect
+	if err == nil {
+		// Once for the layer: every whiteout and opaque mark of it
+		// takes the same form.
+		d, err = ovl.Probe(fd)
+	}
 	if err != nil {
 		return nil, errors.Join(err, unix.Close(fd))
 	}
 	return &extractor{
-		root:       fd,
-		euid:       os.Geteuid(),
-		warn:       opts.Warn,
-		nodes:      map[string]*applyNode{"": {kind: applyDir}},
-		lowerDirs:  opts.Lowers,
-		lowerCache: make(map[string]*cow.Entry),
+		root:      fd,
+		dialect:   d,
+		euid:      os.Geteuid(),
+		warn:      opts.Warn,
+		nodes:     map[string]*applyNode{"": {kind: applyDir}},
+		lowerDirs: opts.Lowers,
 	}, nil
 }
 
@@ -296,7 +302,7 @@ func applyDirEmpty(fd int) (bool, error) {
 func (x *extractor) close() error {
 	err := unix.Close(x.root)
 	if x.lower != nil {
-		err = errors.Join(err, x.lower.Close())
+		x.lower.close()
 	}
 	return err
 }
@@ -320,21 +326,21 @@ func (x *extractor) apply(hdr *tar.Header, data applyData) error {
 	dir, base := applySplit(name)
 	for _, c := range strings.Split(dir, "/") {
 		switch {
-		case strings.HasPrefix(c, applyAufsPrefix) && c != cow.OpaqueMarker:
+		case strings.HasPrefix(c, applyAufsPrefix) && c != ovl.OpaqueMarker:
 			x.warnf(hdr.Name, "aufs metadata skipped")
 			return nil
-		case strings.HasPrefix(c, cow.WhiteoutPrefix):
+		case strings.HasPrefix(c, ovl.WhiteoutPrefix):
 			return fmt.Errorf("parent %q: %w", c, errApplyWhiteout)
 		}
 	}
 	switch {
-	case base == cow.OpaqueMarker:
+	case base == ovl.OpaqueMarker:
 		return x.applyOpaque(dir)
 	case strings.HasPrefix(base, applyAufsPrefix):
 		x.warnf(hdr.Name, "aufs metadata skipped")
 		return nil
-	case strings.HasPrefix(base, cow.WhiteoutPrefix):
-		return x.applyWhiteout(dir, base[len(cow.WhiteoutPrefix):])
+	case strings.HasPrefix(base, ovl.WhiteoutPrefix):
+		return x.applyWhiteout(dir, base[len(ovl.WhiteoutPrefix):])
 	}
 	return x.applyEntry(name, dir, base, hdr, data)
 }
@@ -445,21 +451,11 @@ func (x *extractor) applyWhiteout(dir, target string) error {
 	return nil
 }
 
-// makeWhiteout creates a whiteout of name in the directory pfd: the
-// kernel's, or the OCI file without CAP_MKNOD. It reports which.
+// makeWhiteout creates a whiteout of name in the directory pfd in the
+// layer's dialect: the kernel's, or the OCI file without CAP_MKNOD. It
+// reports which.
 func (x *extractor) makeWhiteout(pfd int, name string) (file bool, err error) {
-	err = unix.Mknodat(pfd, name, unix.S_IFCHR, cow.WhiteoutDev)
-	if err == nil {
-		return false, nil
-	}
-	if !errors.Is(err, unix.EPERM) {
-		return false, fmt.Errorf("mknod whiteout: %w", err)
-	}
-	fd, err := unix.Openat(pfd, cow.WhiteoutPrefix+name, unix.O_CREAT|unix.O_EXCL|unix.O_WRONLY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
-	if err != nil {
-		return true, fmt.Errorf("create whiteout file: %w", err)
-	}
-	return true, unix.Close(fd)
+	return !x.dialect.KernelWhiteouts, x.dialect.Whiteout(pfd, name)
 }
 
 // removeWhiteout removes the whiteout n of name from the directory pfd,
@@ -467,7 +463,7 @@ func (x *extractor) makeWhiteout(pfd int, name string) (file bool, err error) {
 func (x *extractor) removeWhiteout(pfd int, name string, n *applyNode) error {
 	victim := name
 	if n.whiteoutFile {
-		victim = cow.WhiteoutPrefix + name
+		victim = ovl.WhiteoutPrefix + name
 	}
 	if err := unix.Unlinkat(pfd, victim, 0); err != nil {
 		return fmt.Errorf("remove whiteout: %w", err)
@@ -515,7 +511,7 @@ func (x *extractor) removeTree(pfd int, base, rel string) error {
 	for _, c := range names {
 		crel := rel + "/" + c
 		delete(x.nodes, crel)
-		if w, ok := strings.CutPrefix(c, cow.WhiteoutPrefix); ok {
+		if w, ok := strings.CutPrefix(c, ovl.WhiteoutPrefix); ok {
 			delete(x.nodes, rel+"/"+w) // a whiteout file's record
 		}
 		err := unix.Unlinkat(fd, c, 0)
@@ -529,26 +525,14 @@ func (x *extractor) removeTree(pfd int, base, rel string) error {
 	return unix.Unlinkat(pfd, base, unix.AT_REMOVEDIR)
 }
 
-// markOpaque marks the directory fd, recorded as n, opaque: in the
-// kernel's format, else with the userxattr one, else with the OCI marker
-// file.
+// markOpaque marks the directory fd, recorded as n, opaque in the
+// layer's dialect: the kernel's xattr, else the userxattr one, else the
+// OCI marker file.
 func (x *extractor) markOpaque(fd int, n *applyNode) error {
 	if n.opaque {
 		return nil
 	}
-	p := cow.ProcPath(fd)
-	err := unix.Setxattr(p, cow.XattrOpaque, []byte("y"), 0)
-	if applyNotAllowed(err) {
-		err = unix.Setxattr(p, cow.XattrUserOpaque, []byte("y"), 0)
-	}
-	if applyNotAllowed(err) {
-		var mfd int
-		mfd, err = unix.Openat(fd, cow.OpaqueMarker, unix.O_CREAT|unix.O_EXCL|unix.O_WRONLY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
-		if err == nil {
-			err = unix.Close(mfd)
-		}
-	}
-	if err != nil {
+	if err := x.dialect.SetOpaque(fd); err != nil {
 		return fmt.Errorf("mark opaque: %w", err)
 	}
 	n.opaque = true
@@ -754,7 +738,7 @@ func applyHeaderMeta(hdr *tar.Header) (*applyMeta, error) {
 	}
 	for k, v := range hdr.PAXRecords {
 		name, ok := strings.CutPrefix(k, applyXattrPrefix)
-		if !ok || cow.IsHiddenXattr(name) {
+		if !ok || ovl.IsHiddenXattr(name) {
 			continue
 		}
 		if name == "" || len(name) > applyMaxXattrName || strings.IndexByte(name, 0) >= 0 {
@@ -782,7 +766,7 @@ func (x *extractor) setMeta(fd int, m *applyMeta, isLink bool, name string) erro
 	if err != nil && !(errors.Is(err, unix.EPERM) && x.euid != 0) {
 		return fmt.Errorf("chown %d:%d: %w", m.uid, m.gid, err)
 	}
-	p := cow.ProcPath(fd)
+	p := ovl.ProcPath(fd)
 	for _, xa := range m.xattrs {
 		if err := unix.Setxattr(p, xa.name, xa.value, 0); err != nil {
 			if applyNotAllowed(err) {
@@ -991,7 +975,7 @@ func (x *extractor) createSpecial(pfd int, base string, hdr *tar.Header, m *appl
 			return false, fmt.Errorf("device %d:%d out of range", hdr.Devmajor, hdr.Devminor)
 		}
 		dev = int(unix.Mkdev(uint32(hdr.Devmajor), uint32(hdr.Devminor)))
-		if typ == unix.S_IFCHR && dev == cow.WhiteoutDev {
+		if typ == unix.S_IFCHR && dev == ovl.WhiteoutDev {
 			x.warnf(hdr.Name, "character device 0/0 is a whiteout in the upper format")
 		}
 	}
@@ -1055,82 +1039,55 @@ func (x *extractor) finishDir(name string, n *applyNode) error {
 }
 
 // lowerMeta returns the metadata of the directory rel in the lowers'
-// merged view, nil if it has none there.
+// merged view, as the overlay resolves it (whiteouts, opaque directories
+// and redirects of the lowers count): nil where it is absent there or
+// not a directory.
 func (x *extractor) lowerMeta(rel string) (*applyMeta, error) {
-	e, err := x.lowerDir(rel)
-	if err != nil || e == nil {
-		return nil, err
+	if len(x.lowerDirs) == 0 {
+		return nil, nil
 	}
-	l := x.lower.Layer(e.Layer)
+	if x.lower == nil {
+		v, err := openLowers(x.lowerDirs)
+		if err != nil {
+			return nil, err
+		}
+		x.lower = v
+	}
+	hits, err := x.lower.lookup(rel)
+	if err != nil {
+		return nil, fmt.Errorf("lower %q: %w", applyShow(rel), err)
+	}
+	defer x.lower.closeHits(hits)
+	if len(hits) == 0 || !hits[0].isDir() {
+		return nil, nil
+	}
+	h := hits[0]
 	m := &applyMeta{
-		uid:   int(e.Stat.Uid),
-		gid:   int(e.Stat.Gid),
-		mode:  e.Stat.Mode & 0o7777,
-		atime: e.Stat.Atim,
-		mtime: e.Stat.Mtim,
+		uid:   int(h.st.Uid),
+		gid:   int(h.st.Gid),
+		mode:  h.st.Mode & 0o7777,
+		atime: h.st.Atim,
+		mtime: h.st.Mtim,
 		times: true,
 	}
-	names, err := l.Listxattr(rel)
-	if err != nil && !errors.Is(err, unix.ENOTSUP) {
-		return nil, fmt.Errorf("lower %s: list xattrs: %w", l.Path, err)
+	l := x.lowerDirs[h.layer]
+	names, err := ovl.ListxattrFd(h.fd)
+	if err != nil && !ovl.NoXattr(err) {
+		return nil, fmt.Errorf("lower %s: %q: list xattrs: %w", l, applyShow(rel), err)
 	}
 	for _, xn := range names {
-		if cow.IsHiddenXattr(xn) {
+		if ovl.IsHiddenXattr(xn) {
 			continue
 		}
-		v, err := l.Getxattr(rel, xn)
+		v, err := ovl.GetxattrFd(h.fd, xn)
 		if errors.Is(err, unix.ENODATA) {
 			continue
 		}
 		if err != nil {
-			return nil, fmt.Errorf("lower %s: xattr %s: %w", l.Path, xn, err)
+			return nil, fmt.Errorf("lower %s: %q: xattr %s: %w", l, applyShow(rel), xn, err)
 		}
 		m.xattrs = append(m.xattrs, applyXattr{xn, v})
 	}
 	slices.SortFunc(m.xattrs, func(a, b applyXattr) int { return strings.Compare(a.name, b.name) })
 	return m, nil
-}
-
-// lowerDir resolves the directory rel in the lowers' merged view, as the
-// overlay would (whiteouts and opaque directories of the lowers count):
-// nil where it is absent or not a directory.
-func (x *extractor) lowerDir(rel string) (*cow.Entry, error) {
-	if len(x.lowerDirs) == 0 {
-		return nil, nil
-	}
-	if e, ok := x.lowerCache[rel]; ok {
-		return e, nil
-	}
-	if x.lower == nil {
-		s, err := cow.New(cow.Options{Lower: x.lowerDirs})
-		if err != nil {
-			return nil, fmt.Errorf("open lowers: %w", err)
-		}
-		x.lower = s
-	}
-	var e cow.Entry
-	var err error
-	if rel == "" {
-		e, err = x.lower.Root()
-	} else {
-		dir, base := applySplit(rel)
-		pe, perr := x.lowerDir(dir)
-		if perr != nil {
-			return nil, perr
-		}
-		if pe == nil {
-			x.lowerCache[rel] = nil
-			return nil, nil
-		}
-		e, err = x.lower.Lookup(dir, pe, base)
-	}
-	switch {
-	case errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ENOTDIR) || err == nil && !e.IsDir():
-		x.lowerCache[rel] = nil
-		return nil, nil
-	case err != nil:
-		return nil, fmt.Errorf("lower %q: %w", applyShow(rel), err)
-	}
-	x.lowerCache[rel] = &e
-	return &e, nil
 }

@@ -26,7 +26,7 @@ import (
 	"github.com/opencontainers/go-digest"
 	"golang.org/x/sys/unix"
 
-	"github.com/strata-fs/strata/cow"
+	"github.com/strata-fs/strata/ovl"
 )
 
 // ---------------------------------------------------------------------
@@ -74,7 +74,7 @@ func atBlock(name string, major, minor int64) atEntry {
 // atWh is the OCI whiteout entry of name.
 func atWh(name string) atEntry {
 	dir, base := filepath.Split(name)
-	return atFile(dir+cow.WhiteoutPrefix+base, "")
+	return atFile(dir+ovl.WhiteoutPrefix+base, "")
 }
 
 func (e atEntry) mod(m int64) atEntry      { e.mode = m; return e }
@@ -285,7 +285,7 @@ func atDesc(p string) (string, error) {
 		return "", err
 	}
 	typ := st.Mode & unix.S_IFMT
-	if typ == unix.S_IFCHR && st.Rdev == cow.WhiteoutDev {
+	if typ == unix.S_IFCHR && st.Rdev == ovl.WhiteoutDev {
 		return "whiteout", nil
 	}
 	var b strings.Builder
@@ -754,7 +754,7 @@ func TestApply(t *testing.T) {
 				{ // top
 					{path: "", kind: unix.S_IFDIR, mode: 0o751, uid: 1, gid: 1, mtime: atT4},
 					{path: "a", kind: unix.S_IFDIR, mode: 0o750, uid: 1000, gid: 1000, mtime: atT1,
-						xattrs: map[string]string{"user.l": "1", cow.XattrOpaque: "y", cow.XattrOrigin: "x"}},
+						xattrs: map[string]string{"user.l": "1", ovl.XattrOpaque: "y", ovl.XattrOrigin: "x"}},
 					{path: "w", kind: unix.S_IFCHR},
 					{path: "s", kind: unix.S_IFLNK, data: "a"},
 				},

@@ -8,7 +8,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/strata-fs/strata/cow"
+	"github.com/strata-fs/strata/ovl"
 )
 
 // The changes of a snapshot are read from its upper directory alone: every
@@ -58,7 +58,8 @@ func readChangedDir(dfd int) (*changedDir, error) {
 		return nil, fmt.Errorf("read directory: %w", err)
 	}
 	d := &changedDir{}
-	if d.opaque, err = changesOpaqueXattr(dfd); err != nil {
+	// The marker file is seen below, by name.
+	if d.opaque, _, err = ovl.Opacity(dfd); err != nil {
 		return nil, err
 	}
 	deleted := make(map[string]int) // name -> index in d.whiteouts
@@ -73,7 +74,7 @@ func readChangedDir(dfd int) (*changedDir, error) {
 		d.whiteouts = append(d.whiteouts, changedWhiteout{name: name, mtime: mtime})
 	}
 	for _, name := range names {
-		if name == cow.OpaqueMarker {
+		if name == ovl.OpaqueMarker {
 			d.opaque = true
 			continue
 		}
@@ -84,14 +85,14 @@ func readChangedDir(dfd int) (*changedDir, error) {
 			}
 			return nil, fmt.Errorf("stat %s: %w", name, err)
 		}
-		if strings.HasPrefix(name, cow.WhiteoutPrefix) {
+		if strings.HasPrefix(name, ovl.WhiteoutPrefix) {
 			// An OCI whiteout file; ".wh." alone deletes nothing.
-			if deletes := name[len(cow.WhiteoutPrefix):]; deletes != "" {
+			if deletes := name[len(ovl.WhiteoutPrefix):]; deletes != "" {
 				addWhiteout(deletes, st.Mtim)
 			}
 			continue
 		}
-		wh, err := changesIsWhiteout(dfd, name, &st)
+		wh, err := ovl.IsWhiteout(dfd, name, &st)
 		if err != nil {
 			return nil, err
 		}
@@ -112,73 +113,15 @@ func changesReadNames(dfd int) ([]string, error) {
 	if _, err := unix.Seek(dfd, 0, 0); err != nil {
 		return nil, err
 	}
-	var names []string
-	buf := make([]byte, 32<<10)
-	for {
-		n, err := unix.ReadDirent(dfd, buf)
-		if err == unix.EINTR {
-			continue
-		}
-		if err != nil {
-			return nil, err
-		}
-		if n <= 0 {
-			return names, nil
-		}
-		_, _, names = unix.ParseDirent(buf[:n], -1, names)
+	ents, err := ovl.ReadDirFd(dfd)
+	if err != nil {
+		return nil, err
 	}
-}
-
-// changesIsWhiteout reports whether the entry name in dfd, with lstat st,
-// is a whiteout visible from the entry itself: a character device 0/0, or
-// a zero-size regular file carrying an overlay whiteout xattr (as cow's
-// Layer.isWhiteout). OCI ".wh." files are recognised by name instead.
-func changesIsWhiteout(dfd int, name string, st *unix.Stat_t) (bool, error) {
-	switch st.Mode & unix.S_IFMT {
-	case unix.S_IFCHR:
-		return st.Rdev == cow.WhiteoutDev, nil
-	case unix.S_IFREG:
-		if st.Size != 0 {
-			return false, nil
-		}
-		fd, err := unix.Openat(dfd, name, unix.O_PATH|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
-		if err != nil {
-			return false, fmt.Errorf("open %s: %w", name, err)
-		}
-		defer unix.Close(fd)
-		for _, x := range [...]string{cow.XattrWhiteout, cow.XattrUserWhiteout} {
-			_, err := cow.GetxattrFd(fd, x)
-			if err == nil {
-				return true, nil
-			}
-			if !changesNoXattr(err) {
-				return false, fmt.Errorf("read xattr %s of %s: %w", x, name, err)
-			}
-		}
+	names := make([]string, len(ents))
+	for i, e := range ents {
+		names[i] = e.Name
 	}
-	return false, nil
-}
-
-// changesOpaqueXattr reports whether the directory fd carries an opaque
-// xattr of any dialect with value "y". (Linux 6.7+ sets the value "x" on a
-// directory that holds xattr whiteouts: not opaque.)
-func changesOpaqueXattr(fd int) (bool, error) {
-	for _, x := range [...]string{cow.XattrOpaque, cow.XattrUserOpaque, cow.XattrFuseOverlayfsOpaque} {
-		v, err := cow.GetxattrFd(fd, x)
-		if err == nil && string(v) == "y" {
-			return true, nil
-		}
-		if err != nil && !changesNoXattr(err) {
-			return false, fmt.Errorf("read xattr %s: %w", x, err)
-		}
-	}
-	return false, nil
-}
-
-// changesNoXattr reports whether err from an xattr call means "no such
-// xattr here" (including a filesystem or file type without xattrs).
-func changesNoXattr(err error) bool {
-	return err == unix.ENODATA || err == unix.ENOTSUP || err == unix.EPERM
+	return names, nil
 }
 
 func changesTimeAfter(a, b unix.Timespec) bool {
@@ -208,23 +151,12 @@ func Changes(upper string, lowers []string) (changes []Change, err error) {
 		return nil, fmt.Errorf("changes: open upper %s: %w", upper, err)
 	}
 	defer unix.Close(ufd)
-	var roots []int
-	defer func() { changesCloseAll(roots) }()
-	for _, l := range lowers {
-		fd, err := unix.Open(l, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
-		if err != nil {
-			return nil, fmt.Errorf("changes: open lower %s: %w", l, err)
-		}
-		roots = append(roots, fd)
-		opaque, err := changesLowerOpaque(fd)
-		if err != nil {
-			return nil, fmt.Errorf("changes: lower %s: %w", l, err)
-		}
-		if opaque {
-			break
-		}
+	v, err := openLowers(lowers)
+	if err != nil {
+		return nil, fmt.Errorf("changes: %w", err)
 	}
-	if err := changesWalk(ufd, "/", roots, &changes); err != nil {
+	defer v.close()
+	if err := changesWalk(v, ufd, "/", v.roots, &changes); err != nil {
 		return nil, fmt.Errorf("changes of %s: %w", upper, err)
 	}
 	slices.SortFunc(changes, func(a, b Change) int { return strings.Compare(a.Path, b.Path) })
@@ -235,7 +167,7 @@ func Changes(upper string, lowers []string) (changes []Change, err error) {
 // in the merged tree is dir, to out. lowerDirs are O_PATH fds of the lower
 // directories that merge at dir, top first (none if the lower layers do
 // not hold dir as a directory).
-func changesWalk(udfd int, dir string, lowerDirs []int, out *[]Change) error {
+func changesWalk(v *lowerView, udfd int, dir string, lowerDirs []int, out *[]Change) error {
 	d, err := readChangedDir(udfd)
 	if err != nil {
 		return fmt.Errorf("%s: %w", dir, err)
@@ -274,7 +206,8 @@ func changesWalk(udfd int, dir string, lowerDirs []int, out *[]Change) error {
 		}
 		*out = append(*out, Change{Kind: kind, Path: p})
 		if e.st.Mode&unix.S_IFMT == unix.S_IFDIR {
-			err = changesWalkChild(udfd, e.name, p, childDirs, out)
+			parent := writeAt{lower: dir[1:], lowerOK: !d.opaque}
+			err = changesWalkChild(v, udfd, e.name, p, childDirs, parent, out)
 		}
 		changesCloseAll(childDirs)
 		if err != nil {
@@ -284,13 +217,97 @@ func changesWalk(udfd int, dir string, lowerDirs []int, out *[]Change) error {
 	return nil
 }
 
-func changesWalkChild(udfd int, name, p string, lowerDirs []int, out *[]Change) error {
+func changesWalkChild(v *lowerView, udfd int, name, p string, lowerDirs []int, parent writeAt, out *[]Change) error {
 	fd, err := unix.Openat(udfd, name, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return fmt.Errorf("open %s: %w", p, err)
 	}
 	defer unix.Close(fd)
-	return changesWalk(fd, p, lowerDirs, out)
+	at, redirected, err := entryLower(fd, name, parent, true)
+	if err != nil {
+		return fmt.Errorf("%s: %w", p, err)
+	}
+	if redirected || parent.full {
+		if len(v.roots) == 0 {
+			return fmt.Errorf("%s: %w", p, errNoLowers)
+		}
+		return changesWalkFull(v, fd, p, lowerDirs, at, out)
+	}
+	return changesWalk(v, fd, p, lowerDirs, out)
+}
+
+// changesWalkFull appends the changes in the directory of the merged
+// tree at path dir, beneath a redirect: its contents are those of the
+// upper directory ufd (-1 for none) over the lower directories at at, and
+// lowerDirs (O_PATH fds, top first) are what the lowers held at dir
+// before, against which each entry is added or modified, and which the
+// directory, opaque at dir, deletes where it does not hold them.
+func changesWalkFull(v *lowerView, ufd int, dir string, lowerDirs []int, at writeAt, out *[]Change) error {
+	var d *changedDir
+	if ufd >= 0 {
+		var err error
+		if d, err = readChangedDir(ufd); err != nil {
+			return fmt.Errorf("%s: %w", dir, err)
+		}
+	}
+	inner := at
+	inner.full = true
+	inner.lowerOK = at.lowerOK && (d == nil || !d.opaque)
+	var dirs []lowerHit
+	if inner.lowerOK {
+		hits, err := v.lookup(inner.lower)
+		if err != nil {
+			return fmt.Errorf("%s: %w", dir, err)
+		}
+		defer v.closeHits(hits)
+		if len(hits) > 0 && hits[0].isDir() {
+			dirs = hits
+		}
+	}
+	ents, err := mergeDir(ufd, d, dirs)
+	if err != nil {
+		return fmt.Errorf("%s: read lower layers: %w", dir, err)
+	}
+	present := make(map[string]bool, len(ents))
+	for _, e := range ents {
+		present[e.name] = true
+	}
+	if len(lowerDirs) > 0 {
+		names, err := changesLowerNames(lowerDirs)
+		if err != nil {
+			return fmt.Errorf("read lower %s: %w", dir, err)
+		}
+		for _, n := range names {
+			if !present[n] {
+				*out = append(*out, Change{Kind: Deleted, Path: path.Join(dir, n)})
+			}
+		}
+	}
+	for _, e := range ents {
+		p := path.Join(dir, e.name)
+		found, childDirs, err := changesLowerLookup(lowerDirs, e.name)
+		if err != nil {
+			return fmt.Errorf("look up %s in lower layers: %w", p, err)
+		}
+		kind := Added
+		if found {
+			kind = Modified
+		}
+		*out = append(*out, Change{Kind: kind, Path: p})
+		if e.st.Mode&unix.S_IFMT == unix.S_IFDIR {
+			if e.upper {
+				err = changesWalkChild(v, e.dfd, e.name, p, childDirs, inner, out)
+			} else {
+				cat := writeAt{lower: joinRel(inner.lower, e.name), lowerOK: true, full: true}
+				err = changesWalkFull(v, -1, p, childDirs, cat, out)
+			}
+		}
+		changesCloseAll(childDirs)
+		if err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // changesLowerLookup resolves name in the merged lower directory whose
@@ -310,7 +327,7 @@ func changesLowerLookup(dirs []int, name string) (found bool, childDirs []int, e
 		err := unix.Fstatat(dfd, name, &st, unix.AT_SYMLINK_NOFOLLOW)
 		switch {
 		case err == nil:
-			wh, err := changesIsWhiteout(dfd, name, &st)
+			wh, err := ovl.IsWhiteout(dfd, name, &st)
 			if err != nil {
 				return found, childDirs, err
 			}
@@ -329,7 +346,7 @@ func changesLowerLookup(dirs []int, name string) (found bool, childDirs []int, e
 				return found, childDirs, fmt.Errorf("open %s: %w", name, err)
 			}
 			childDirs = append(childDirs, fd)
-			opaque, err := changesLowerOpaque(fd)
+			opaque, err := ovl.IsOpaque(fd)
 			if err != nil {
 				return found, childDirs, err
 			}
@@ -340,22 +357,11 @@ func changesLowerLookup(dirs []int, name string) (found bool, childDirs []int, e
 			return found, childDirs, fmt.Errorf("stat %s: %w", name, err)
 		}
 		// An OCI whiteout hides the name in the layers beneath its own.
-		if unix.Fstatat(dfd, cow.WhiteoutPrefix+name, &st, unix.AT_SYMLINK_NOFOLLOW) == nil {
+		if unix.Fstatat(dfd, ovl.WhiteoutPrefix+name, &st, unix.AT_SYMLINK_NOFOLLOW) == nil {
 			return found, childDirs, nil
 		}
 	}
 	return found, childDirs, nil
-}
-
-// changesLowerOpaque reports whether the lower directory fd (O_PATH) is
-// opaque in any dialect.
-func changesLowerOpaque(fd int) (bool, error) {
-	opaque, err := changesOpaqueXattr(fd)
-	if err != nil || opaque {
-		return opaque, err
-	}
-	var st unix.Stat_t
-	return unix.Fstatat(fd, cow.OpaqueMarker, &st, unix.AT_SYMLINK_NOFOLLOW) == nil, nil
 }
 
 // changesLowerNames lists the names the merged lower directory (its

@@ -13,6 +13,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/strata-fs/strata/cow"
+	"github.com/strata-fs/strata/ovl"
 )
 
 func TestChanges(t *testing.T) {
@@ -45,8 +46,8 @@ func TestChanges(t *testing.T) {
 		upper: []writeTestNode{
 			wtWhiteout("etc/a"),
 			wtFile("etc/.wh.b", ""),
-			wtXattrWhiteout("etc/c", cow.XattrWhiteout),
-			wtXattrWhiteout("etc/d", cow.XattrUserWhiteout),
+			wtXattrWhiteout("etc/c", ovl.XattrWhiteout),
+			wtXattrWhiteout("etc/d", ovl.XattrUserWhiteout),
 			wtWhiteout("etc/e"),
 		},
 		want: []string{"C /etc", "D /etc/a", "D /etc/b", "D /etc/c", "D /etc/d", "D /etc/e"},
@@ -63,31 +64,31 @@ func TestChanges(t *testing.T) {
 	}, {
 		name:   "opaque directory, each dialect",
 		lowers: [][]writeTestNode{{wtFile("var/keep", "k"), wtFile("var/log/a", ""), wtDir("var/lib"), wtWhiteout("var/gone")}, {wtFile("var/gone", ""), wtFile("var/old", "")}},
-		upper:  []writeTestNode{wtDir("var").withXattr(cow.XattrOpaque, "y"), wtFile("var/keep", "k2"), wtFile("var/new", "")},
+		upper:  []writeTestNode{wtDir("var").withXattr(ovl.XattrOpaque, "y"), wtFile("var/keep", "k2"), wtFile("var/new", "")},
 		want:   []string{"C /var", "C /var/keep", "D /var/lib", "D /var/log", "A /var/new", "D /var/old"},
 	}, {
 		name:   "opaque by marker, with whiteouts in it",
 		lowers: [][]writeTestNode{{wtFile("d/a", ""), wtFile("d/b", "")}},
-		upper:  []writeTestNode{wtFile("d/"+cow.OpaqueMarker, ""), wtWhiteout("d/a")},
+		upper:  []writeTestNode{wtFile("d/"+ovl.OpaqueMarker, ""), wtWhiteout("d/a")},
 		want:   []string{"C /d", "D /d/a", "D /d/b"},
 	}, {
 		name:   "opaque xattr x is not opaque",
 		lowers: [][]writeTestNode{{wtFile("d/a", ""), wtFile("d/b", "")}},
-		upper:  []writeTestNode{wtDir("d").withXattr(cow.XattrOpaque, "x"), wtXattrWhiteout("d/a", cow.XattrWhiteout)},
+		upper:  []writeTestNode{wtDir("d").withXattr(ovl.XattrOpaque, "x"), wtXattrWhiteout("d/a", ovl.XattrWhiteout)},
 		want:   []string{"C /d", "D /d/a"},
 	}, {
 		name:  "opaque new directory",
-		upper: []writeTestNode{wtDir("d").withXattr(cow.XattrUserOpaque, "y"), wtFile("d/a", "")},
+		upper: []writeTestNode{wtDir("d").withXattr(ovl.XattrUserOpaque, "y"), wtFile("d/a", "")},
 		want:  []string{"A /d", "A /d/a"},
 	}, {
 		name:   "opaque root",
 		lowers: [][]writeTestNode{{wtFile("a", ""), wtFile("b", ""), wtDir("c")}},
-		upper:  []writeTestNode{wtFile("a", "new"), wtFile(cow.OpaqueMarker, "")},
+		upper:  []writeTestNode{wtFile("a", "new"), wtFile(ovl.OpaqueMarker, "")},
 		want:   []string{"C /a", "D /b", "D /c"},
 	}, {
 		name: "lower whiteouts and opaque directories hide lower layers",
 		lowers: [][]writeTestNode{
-			{wtWhiteout("x"), wtFile(".wh.y", ""), wtDir("d").withXattr(cow.XattrOpaque, "y"), wtFile("d/a", ""), wtFile("m/top", "")},
+			{wtWhiteout("x"), wtFile(".wh.y", ""), wtDir("d").withXattr(ovl.XattrOpaque, "y"), wtFile("d/a", ""), wtFile("m/top", "")},
 			{wtFile("x", ""), wtFile("y", ""), wtFile("d/b", ""), wtFile("m/bottom", "")},
 		},
 		upper: []writeTestNode{wtFile("x", ""), wtFile("y", ""), wtFile("d/a", ""), wtFile("d/b", ""), wtFile("m/top", ""), wtFile("m/bottom", "")},
@@ -113,7 +114,7 @@ func TestChanges(t *testing.T) {
 		want:   []string{"C /etc", "A /etc/passwd"},
 	}, {
 		name:   "opaque lower root hides the lowers beneath",
-		lowers: [][]writeTestNode{{wtFile(cow.OpaqueMarker, ""), wtFile("a", "")}, {wtFile("b", "")}},
+		lowers: [][]writeTestNode{{wtFile(ovl.OpaqueMarker, ""), wtFile("a", "")}, {wtFile("b", "")}},
 		upper:  []writeTestNode{wtFile("b", "")},
 		want:   []string{"A /b"},
 	}} {

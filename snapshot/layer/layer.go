@@ -4,11 +4,16 @@
 // directory as a layer tarball, and Changes lists them as `docker diff`
 // does.
 //
-// An upper directory is what cow writes and kernel overlayfs reads:
-// whiteouts are character devices 0/0 (or, where mknod is not allowed,
-// ".wh.<name>" files), opaque directories carry trusted.overlay.opaque=y
-// (or user.overlay.opaque=y, or a ".wh..wh..opq" file). Every dialect cow
-// reads is understood here too; the kernel's is written where possible.
+// An upper directory is what cow writes and kernel overlayfs reads, in
+// the format package ovl reads and writes: whiteouts are character
+// devices 0/0 (or, where mknod is not allowed, ".wh.<name>" files),
+// opaque directories carry trusted.overlay.opaque=y (or
+// user.overlay.opaque=y, or a ".wh..wh..opq" file); renamed directories
+// carry a redirect and metadata-only copies a metacopy record, both
+// referring to the lower layers, which Write and Changes are given. Every
+// dialect is read; the kernel's is written where possible (ovl.Probe).
+// OCI layers hold no redirect or metacopy: Write resolves them, and Apply
+// drops every overlay xattr a tar carries.
 package layer
 
 import "github.com/opencontainers/go-digest"

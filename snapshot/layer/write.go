@@ -16,7 +16,7 @@ import (
 	"github.com/opencontainers/go-digest"
 	"golang.org/x/sys/unix"
 
-	"github.com/strata-fs/strata/cow"
+	"github.com/strata-fs/strata/ovl"
 )
 
 // WriteOptions are the options of Write.
@@ -27,6 +27,13 @@ type WriteOptions struct {
 	// SourceDateEpoch, if non-nil, clamps every time later than it to it
 	// (reproducible-builds.org, SOURCE_DATE_EPOCH).
 	SourceDateEpoch *time.Time
+	// Lowers are the layer directories beneath upper, top first (the
+	// parent snapshot's layers). They are read where the upper refers to
+	// them: a redirected directory (renamed through the mount), whose
+	// contents are theirs, and a metacopy file (chmod, chown, utimes or
+	// setxattr without a copy of the data), whose data is theirs. An
+	// upper that refers to them fails to write without them.
+	Lowers []string
 }
 
 // Compression settings, chosen with BenchmarkWrite's numbers (64 MiB of mixed
@@ -72,7 +79,18 @@ const (
 //   - A file with several links in upper is written in full at the first
 //     of its paths, and as hard links to that path at the others.
 //   - xattrs are kept as "SCHILY.xattr.<name>" records, except the
-//     overlay's own (cow.IsHiddenXattr).
+//     overlay's own (ovl.IsHiddenXattr): a layer never carries a
+//     redirect, metacopy, opaque or origin xattr.
+//   - A directory with a redirect (a directory of the lowers renamed
+//     through the mount) is written as OCI means it: opaque, with its
+//     full merged contents, those of the lower directories at the
+//     redirect (nested redirects and metacopy files of the lowers
+//     followed) under the upper's own entries and whiteouts. The
+//     whiteout at its old path is in the upper already.
+//   - A metacopy file is written in full: the upper file's metadata
+//     (mode, owner, mtime, xattrs) with the data of the first lower
+//     file beneath it (at its redirect, if it has one) that is no
+//     metacopy file.
 //   - gzip carries no name or time in its header. (A compressed blob
 //     still depends on the klauspost/compress version; the diff ID does
 //     not.)
@@ -113,6 +131,11 @@ func (d *writeDigester) Write(p []byte) (int, error) {
 func (d *writeDigester) digest() digest.Digest { return digest.NewDigest(digest.SHA256, d.h) }
 
 func writeLayer(ctx context.Context, w io.Writer, upper string, opts WriteOptions, tune writeTuning) (desc Descriptor, err error) {
+	lowers, err := openLowers(opts.Lowers)
+	if err != nil {
+		return desc, fmt.Errorf("write layer %s: %w", upper, err)
+	}
+	defer lowers.close()
 	out := &writeDigester{w: w, h: sha256.New()}
 	diff := out // the tar, as it is before compression
 	var comp io.WriteCloser
@@ -142,11 +165,12 @@ func writeLayer(ctx context.Context, w io.Writer, upper string, opts WriteOption
 	// and the compressor. Large writes of file data pass straight through.
 	bw := bufio.NewWriterSize(diff, 64<<10)
 	lw := &writeWalker{
-		ctx:   ctx,
-		tw:    tar.NewWriter(bw),
-		clamp: opts.SourceDateEpoch,
-		links: make(map[writeInode]string),
-		buf:   make([]byte, 128<<10),
+		ctx:    ctx,
+		tw:     tar.NewWriter(bw),
+		clamp:  opts.SourceDateEpoch,
+		links:  make(map[writeInode]string),
+		buf:    make([]byte, 128<<10),
+		lowers: lowers,
 	}
 	err = lw.writeRoot(upper)
 	if err == nil {
@@ -181,6 +205,21 @@ type writeWalker struct {
 	clamp *time.Time
 	links map[writeInode]string // first path written of each multiply-linked inode
 	buf   []byte
+
+	lowers *lowerView
+}
+
+// writeAt is where a directory being written stands in the layers
+// beneath the upper.
+type writeAt struct {
+	// lower is its path in the lower layers (redirects rewrite it);
+	// lowerOK is false where the lowers hold nothing beneath it (an
+	// opaque directory above).
+	lower   string
+	lowerOK bool
+	// full: the directory is beneath a redirect, and written with its
+	// merged contents, lowers' entries included.
+	full bool
 }
 
 // errChangedDuringWrite reports an entry that changed while Write was reading it.
@@ -207,39 +246,107 @@ func (lw *writeWalker) writeRoot(upper string) error {
 		ModTime:  lw.time(st.Mtim),
 		Format:   tar.FormatPAX,
 	}
-	if hdr.PAXRecords, err = writeXattrs(fd); err != nil {
+	if hdr.PAXRecords, _, err = writeXattrs(fd); err != nil {
 		return fmt.Errorf("read xattrs of the root: %w", err)
 	}
 	if err := lw.tw.WriteHeader(hdr); err != nil {
 		return fmt.Errorf("write the root: %w", err)
 	}
-	return lw.writeDir(fd, "", st.Mtim)
+	return lw.writeDir(fd, "", writeAt{lowerOK: true})
 }
 
-// writeDir writes the contents of the upper directory dfd (O_RDONLY),
-// whose tar name is prefix ("" for the root, else "dir/") and whose mtime
-// is mtime.
-func (lw *writeWalker) writeDir(dfd int, prefix string, mtime unix.Timespec) error {
-	d, err := readChangedDir(dfd)
-	if err != nil {
-		return fmt.Errorf("%s: %w", writeDisplay(prefix), err)
+// writeDir writes the contents of the directory whose tar name is
+// prefix ("" for the root, else "dir/"): the upper directory dfd
+// (O_RDONLY; -1 for a directory that only the lowers hold, beneath a
+// redirect), standing at at in the lowers.
+func (lw *writeWalker) writeDir(dfd int, prefix string, at writeAt) error {
+	var d *changedDir
+	if dfd >= 0 {
+		var err error
+		if d, err = readChangedDir(dfd); err != nil {
+			return fmt.Errorf("%s: %w", writeDisplay(prefix), err)
+		}
+	}
+	inner := at
+	inner.lowerOK = at.lowerOK && (d == nil || !d.opaque)
+	if at.full {
+		// Opaque already (where the redirect started): the merged
+		// contents, and no whiteouts, which hide nothing here.
+		dirs, err := lw.lowerDirs(inner)
+		if err != nil {
+			return fmt.Errorf("%s: %w", writeDisplay(prefix), err)
+		}
+		defer lw.lowers.closeHits(dirs)
+		ents, err := mergeDir(dfd, d, dirs)
+		if err != nil {
+			return fmt.Errorf("%s: read lower layers: %w", writeDisplay(prefix), err)
+		}
+		for _, e := range ents {
+			if err := lw.writeEntry(e.dfd, prefix, e.changedEntry, e.upper, inner); err != nil {
+				return err
+			}
+		}
+		return nil
 	}
 	if d.opaque {
-		if err := lw.writeWhiteout(prefix + cow.OpaqueMarker); err != nil {
+		if err := lw.writeWhiteout(prefix + ovl.OpaqueMarker); err != nil {
 			return err
 		}
 	}
 	for _, wh := range d.whiteouts {
-		if err := lw.writeWhiteout(prefix + cow.WhiteoutPrefix + wh.name); err != nil {
+		if err := lw.writeWhiteout(prefix + ovl.WhiteoutPrefix + wh.name); err != nil {
 			return err
 		}
 	}
 	for _, e := range d.entries {
-		if err := lw.writeEntry(dfd, prefix, e); err != nil {
+		if err := lw.writeEntry(dfd, prefix, e, true, inner); err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// lowerDirs returns the lower directories that merge at at.
+func (lw *writeWalker) lowerDirs(at writeAt) ([]lowerHit, error) {
+	if !at.lowerOK {
+		return nil, nil
+	}
+	hits, err := lw.lowers.lookup(at.lower)
+	if err != nil {
+		return nil, err
+	}
+	if len(hits) > 0 && !hits[0].isDir() {
+		lw.lowers.closeHits(hits)
+		return nil, nil
+	}
+	return hits, nil
+}
+
+// errNoLowers is an upper that refers to its lowers, written without them.
+var errNoLowers = errors.New("the upper refers to its lower layers (a redirected directory or a metacopy file), and none were given")
+
+// entryLower returns where the entry name of a directory standing at
+// parent is in the lowers: beneath it, or at the redirect of fd (an
+// upper directory or metacopy file). redirected reports a redirect.
+func entryLower(fd int, name string, parent writeAt, upper bool) (at writeAt, redirected bool, err error) {
+	at = writeAt{lower: joinRel(parent.lower, name), lowerOK: parent.lowerOK, full: parent.full}
+	if !upper {
+		return at, false, nil // lookup follows the lowers' own redirects
+	}
+	v, ok, err := ovl.Redirect(fd)
+	if err != nil || !ok {
+		return at, false, err
+	}
+	if v != "" && v[0] != '/' && !parent.lowerOK {
+		// A name beside the entry, in a directory the lowers do not
+		// hold: nothing to find.
+		return writeAt{full: parent.full}, true, nil
+	}
+	to, err := ovl.ResolveRedirect([]byte(v), parent.lower)
+	if err != nil {
+		return at, false, err
+	}
+	return writeAt{lower: to, lowerOK: true, full: parent.full}, true, nil
 }
 
 func writeDisplay(prefix string) string {
@@ -266,9 +373,10 @@ func (lw *writeWalker) time(ts unix.Timespec) time.Time {
 	return t
 }
 
-// writeEntry writes the entry e of the upper directory dfd, and, for a
-// directory, what it holds.
-func (lw *writeWalker) writeEntry(dfd int, prefix string, e changedEntry) error {
+// writeEntry writes the entry e of the directory dfd, and, for a
+// directory, what it holds. upper: dfd is an upper directory, else a
+// lower one (beneath a redirect); parent is where dfd stands.
+func (lw *writeWalker) writeEntry(dfd int, prefix string, e changedEntry, upper bool, parent writeAt) error {
 	if err := lw.ctx.Err(); err != nil {
 		return err
 	}
@@ -320,8 +428,32 @@ func (lw *writeWalker) writeEntry(dfd int, prefix string, e changedEntry) error 
 		}
 		lw.links[key] = name
 	}
-	if hdr.PAXRecords, err = writeXattrs(fd); err != nil {
+	var rec writeRecords
+	if hdr.PAXRecords, rec, err = writeXattrs(fd); err != nil {
 		return fmt.Errorf("read xattrs of %s: %w", name, err)
+	}
+	// Where the entry stands in the lowers; only an upper's own
+	// redirect moves it (lookup follows the lowers' own).
+	at := writeAt{lower: joinRel(parent.lower, e.name), lowerOK: parent.lowerOK, full: parent.full}
+	redirected := false
+	if upper && rec.redirect && (typ == unix.S_IFREG || typ == unix.S_IFDIR) {
+		if at, redirected, err = entryLower(fd, e.name, parent, upper); err != nil {
+			return fmt.Errorf("%s: %w", name, err)
+		}
+	}
+	data := fd // where a regular file's data is
+	if typ == unix.S_IFREG && rec.metacopy {
+		// A metacopy file of the upper or (beneath a redirect) of a
+		// lower: lookup at its path reaches the data beneath it.
+		dataFd, err := lw.openData(at)
+		if err != nil {
+			return fmt.Errorf("%s: %w", name, err)
+		}
+		defer unix.Close(dataFd)
+		data = dataFd
+	}
+	if typ == unix.S_IFDIR && redirected && len(lw.lowers.roots) == 0 {
+		return fmt.Errorf("%s: %w", name, errNoLowers)
 	}
 
 	switch typ {
@@ -353,11 +485,55 @@ func (lw *writeWalker) writeEntry(dfd int, prefix string, e changedEntry) error 
 	}
 	switch typ {
 	case unix.S_IFREG:
-		return lw.writeData(fd, name, st.Size)
+		return lw.writeData(data, name, st.Size)
 	case unix.S_IFDIR:
-		return lw.writeDir(fd, hdr.Name, st.Mtim)
+		if redirected && !parent.full {
+			// Where the redirect starts: nothing of a lower directory
+			// at the new name shows through.
+			if err := lw.writeWhiteout(hdr.Name + ovl.OpaqueMarker); err != nil {
+				return err
+			}
+			at.full = true
+		}
+		if !upper {
+			fd = -1 // its contents are the lowers' at at
+		}
+		return lw.writeDir(fd, hdr.Name, at)
 	}
 	return nil
+}
+
+// openData opens, for reading, the data of a metacopy file standing at
+// at in the lowers: the first regular file beneath it that is no
+// metacopy file.
+func (lw *writeWalker) openData(at writeAt) (int, error) {
+	if len(lw.lowers.roots) == 0 {
+		return -1, errNoLowers
+	}
+	if !at.lowerOK {
+		return -1, errNoLowerData
+	}
+	hits, err := lw.lowers.lookup(at.lower)
+	if err != nil {
+		return -1, err
+	}
+	defer lw.lowers.closeHits(hits)
+	h, err := dataHit(hits)
+	if err != nil {
+		return -1, err
+	}
+	// Reopened through the magic link, which resolves to the file
+	// itself; checked to be the file found.
+	fd, err := unix.Open(ovl.ProcPath(h.fd), unix.O_RDONLY|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return -1, fmt.Errorf("open lower data: %w", err)
+	}
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil || st.Ino != h.st.Ino || st.Mode&unix.S_IFMT != unix.S_IFREG {
+		unix.Close(fd)
+		return -1, fmt.Errorf("lower data: %w", errChangedDuringWrite)
+	}
+	return fd, nil
 }
 
 // writeData copies exactly size bytes of the file fd to the tar: the
@@ -386,34 +562,45 @@ func (lw *writeWalker) writeData(fd int, name string, size int64) error {
 	return nil
 }
 
+// writeRecords are the overlay records an entry carries that Write
+// resolves.
+type writeRecords struct{ redirect, metacopy bool }
+
 // writeXattrs returns the PAX records of the xattrs of fd (O_PATH or
-// not), less the overlay's own.
-func writeXattrs(fd int) (map[string]string, error) {
-	names, err := cow.ListxattrFd(fd)
-	if err == unix.ENOTSUP {
-		return nil, nil
+// not), less the overlay's own, and which of those refer to the lowers.
+func writeXattrs(fd int) (map[string]string, writeRecords, error) {
+	var rec writeRecords
+	names, err := ovl.ListxattrFd(fd)
+	if ovl.NoXattr(err) {
+		return nil, rec, nil
 	}
 	if err != nil {
-		return nil, err
+		return nil, rec, err
 	}
 	var recs map[string]string
 	for _, n := range names {
-		if cow.IsHiddenXattr(n) {
+		switch n {
+		case ovl.XattrRedirect, ovl.XattrUserRedirect:
+			rec.redirect = true
+		case ovl.XattrMetacopy, ovl.XattrUserMetacopy:
+			rec.metacopy = true
+		}
+		if ovl.IsHiddenXattr(n) {
 			continue
 		}
-		v, err := cow.GetxattrFd(fd, n)
+		v, err := ovl.GetxattrFd(fd, n)
 		if err == unix.ENODATA {
 			continue // removed since it was listed
 		}
 		if err != nil {
-			return nil, fmt.Errorf("%s: %w", n, err)
+			return nil, rec, fmt.Errorf("%s: %w", n, err)
 		}
 		if recs == nil {
 			recs = make(map[string]string)
 		}
 		recs["SCHILY.xattr."+n] = string(v)
 	}
-	return recs, nil
+	return recs, rec, nil
 }
 
 // writeReadlink reads the target of the symlink fd (O_PATH|O_NOFOLLOW).

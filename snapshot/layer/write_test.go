@@ -23,7 +23,7 @@ import (
 	"github.com/opencontainers/go-digest"
 	"golang.org/x/sys/unix"
 
-	"github.com/strata-fs/strata/cow"
+	"github.com/strata-fs/strata/ovl"
 )
 
 // A writeTestNode is one entry of a fixture tree, described as data.
@@ -271,22 +271,22 @@ var writeTestUpper = []writeTestNode{
 		withXattr("user.foo", "bar").
 		withXattr("trusted.foo", "baz").
 		withXattr("security.capability", "\x01\x00\x00\x02\x20\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00").
-		withXattr(cow.XattrOrigin, "12345678").
-		withXattr(cow.XattrUserOrigin, "12345678"),
+		withXattr(ovl.XattrOrigin, "12345678").
+		withXattr(ovl.XattrUserOrigin, "12345678"),
 	wtWhiteout("etc/shadow"),
 	wtLink("etc/w2", "etc/shadow"), // the kernel shares whiteout inodes
-	wtXattrWhiteout("etc/zy", cow.XattrUserWhiteout),
-	wtXattrWhiteout("etc/zz", cow.XattrWhiteout),
-	wtDir("home").withXattr(cow.XattrFuseOverlayfsOpaque, "y"),
-	wtDir("mnt").withXattr(cow.XattrOpaque, "x"), // holds xattr whiteouts, not opaque
+	wtXattrWhiteout("etc/zy", ovl.XattrUserWhiteout),
+	wtXattrWhiteout("etc/zz", ovl.XattrWhiteout),
+	wtDir("home").withXattr(ovl.XattrFuseOverlayfsOpaque, "y"),
+	wtDir("mnt").withXattr(ovl.XattrOpaque, "x"), // holds xattr whiteouts, not opaque
 	wtFile("mnt/f", "f"),
-	wtDir("opt").withXattr(cow.XattrUserOpaque, "y"),
+	wtDir("opt").withXattr(ovl.XattrUserOpaque, "y"),
 	wtWhiteout("opt/x"),
 	wtFifo("run/fifo"),
-	wtFile("srv/"+cow.OpaqueMarker, ""),
+	wtFile("srv/"+ovl.OpaqueMarker, ""),
 	wtFile("srv/data", "data"),
 	wtLink("usr/c", "bin/a"),
-	wtDir("var").withXattr(cow.XattrOpaque, "y").withXattr("user.dir", "1"),
+	wtDir("var").withXattr(ovl.XattrOpaque, "y").withXattr("user.dir", "1"),
 	wtDir("var/log"),
 }
 
@@ -359,7 +359,7 @@ func TestWriteEntries(t *testing.T) {
 
 	for _, e := range entries {
 		h := e.hdr
-		whiteout := strings.Contains(h.Name, cow.WhiteoutPrefix)
+		whiteout := strings.Contains(h.Name, ovl.WhiteoutPrefix)
 		// A whiteout needs no PAX record, so Go writes a plain header.
 		if h.Format != tar.FormatPAX && !whiteout {
 			t.Errorf("%s: format %v, want PAX", h.Name, h.Format)
@@ -376,7 +376,7 @@ func TestWriteEntries(t *testing.T) {
 			t.Errorf("%s: mtime %v, want %v", h.Name, h.ModTime, wantTime)
 		}
 		for k := range h.PAXRecords {
-			if strings.HasPrefix(k, "SCHILY.xattr.") && cow.IsHiddenXattr(strings.TrimPrefix(k, "SCHILY.xattr.")) {
+			if strings.HasPrefix(k, "SCHILY.xattr.") && ovl.IsHiddenXattr(strings.TrimPrefix(k, "SCHILY.xattr.")) {
 				t.Errorf("%s: overlay xattr %s written", h.Name, k)
 			}
 		}
@@ -488,7 +488,7 @@ func TestWriteSourceDateEpoch(t *testing.T) {
 		wtFile("old", "y").withTime(before),
 		wtWhiteout("gone").withTime(after),
 		wtWhiteout("gone-old").withTime(before),
-		wtDir("opaque").withXattr(cow.XattrOpaque, "y").withTime(after),
+		wtDir("opaque").withXattr(ovl.XattrOpaque, "y").withTime(after),
 	})
 	_, _, tarball := writeTestWrite(t, upper, WriteOptions{SourceDateEpoch: &epoch})
 	want := map[string]time.Time{
