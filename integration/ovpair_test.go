@@ -125,6 +125,9 @@ type ovPair struct {
 	t     *testing.T
 	k, s  *ovSide
 	sides []*ovSide // the sides in use: both, or the kernel's alone with -ovpair.kernel-only
+	// noInodeCheck leaves out the per-mount inode check of sameTree, for
+	// layers where one lower dir shows at two names (a lower redirect).
+	noInodeCheck bool
 }
 
 // ovLayers builds the lower layers of one side: dirs are the layer dirs,
@@ -306,6 +309,9 @@ func (p *ovPair) sameTree(when string) {
 			p.t.Fatalf("%s: walk %s: %v", s.name, when, err)
 		}
 		for _, bad := range tr.checkInodes() {
+			if p.noInodeCheck {
+				break
+			}
 			p.t.Errorf("%s inodes %s: %s", s.name, when, bad)
 		}
 		trees[s.name] = tr

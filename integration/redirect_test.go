@@ -622,3 +622,31 @@ func rdMassRename(p *ovPair, base string) {
 		p.rmdir(name(i), 0)
 	}
 }
+
+// TestStrataUpperMountsUnderKernel: an upper that strata wrote, with
+// directory renames (over a middle layer holding kernel redirects),
+// copy-ups beneath renamed dirs, metadata-only copy-ups, a renamed
+// metacopy file, whiteouts and a new dir at an old name, mounted with its
+// lowers under kernel overlayfs (redirect_dir=on,metacopy=on), shows the
+// tree strata showed, and the tree the kernel made from the same steps.
+func TestStrataUpperMountsUnderKernel(t *testing.T) {
+	n := rdThreeLayers.names
+	p := newOvPair(t, rdThreeLayers.n, kernelRedirectOpts, "", rdThreeLayers.build)
+	p.rename(n.pop, n.none, 0)
+	p.appendFile(n.none+"/pop/b", ":ddd", 0)
+	p.writeFile(n.none+"/pop/c/new", "new", 0)
+	p.do("chmod(renamed/a, 0600)", 0, func(r string) error { return unix.Chmod(filepath.Join(r, n.none, "a"), 0o600) })
+	p.do("chmod(file, 0640)", 0, func(r string) error { return unix.Chmod(filepath.Join(r, n.file), 0o640) })
+	p.rename(n.file, n.empty2+"/moved-file", 0)
+	p.rename(n.none+"/pop", n.empty+"/pop", 0)
+	p.mkdir(n.pop, 0)
+	p.writeFile(n.pop+"/a", "fresh", 0)
+	p.rmtree(n.pop2)
+	p.rename(n.ring+"101", n.ring+"101y", 0)
+	p.rename("t/dir102", "t/sub/dir102", 0)
+	p.unlink("t/sub/dir102/a", 0)
+	p.sameTree("after the steps")
+	p.strataUnderKernel(kernelRedirectOpts)
+	p.remount()
+	p.strataUnderKernel(kernelRedirectOpts)
+}
