@@ -209,13 +209,17 @@ func errnoName(e unix.Errno) string {
 func (p *ovPair) do(desc string, want unix.Errno, op func(root string) error) {
 	p.t.Helper()
 	for _, s := range p.sides {
-		got := dtErrnoOf(op(s.mnt))
-		if got != want {
+		err := op(s.mnt)
+		if got := dtErrnoOf(err); got != want {
 			what := ""
 			if s.kernel {
 				what = " (the oracle disagrees: the scenario is wrong)"
 			}
-			p.t.Fatalf("%s: %s: got %s, want %s%s", s.name, desc, errnoName(got), errnoName(want), what)
+			detail := ""
+			if err != nil && err.Error() != got.Error() {
+				detail = " (" + err.Error() + ")"
+			}
+			p.t.Fatalf("%s: %s: got %s%s, want %s%s", s.name, desc, errnoName(got), detail, errnoName(want), what)
 		}
 	}
 }
