@@ -226,10 +226,20 @@ func (p *ovPair) do(desc string, want unix.Errno, op func(root string) error) {
 
 // Steps, named after the syscalls.
 
+// rename renames from to to; a successful rename keeps the inode number
+// (unionmount-testsuite checks it: a copy-up must not change st_ino).
 func (p *ovPair) rename(from, to string, want unix.Errno) {
 	p.t.Helper()
 	p.do(fmt.Sprintf("rename(%q, %q)", from, to), want, func(r string) error {
-		return unix.Rename(filepath.Join(r, from), filepath.Join(r, to))
+		var before, after unix.Stat_t
+		beforeErr := unix.Lstat(filepath.Join(r, from), &before)
+		if err := unix.Rename(filepath.Join(r, from), filepath.Join(r, to)); err != nil {
+			return err
+		}
+		if beforeErr == nil && unix.Lstat(filepath.Join(r, to), &after) == nil && after.Ino != before.Ino {
+			return fmt.Errorf("st_ino %d became %d: %w", before.Ino, after.Ino, unix.ESTALE)
+		}
+		return nil
 	})
 }
 
@@ -331,26 +341,41 @@ func (p *ovPair) sameTree(when string) {
 // remount unmounts both sides and mounts them again over the same layers,
 // then compares the trees: nothing a scenario did may depend on the
 // daemon's memory.
+//
+// Inode numbers that the kernel keeps across the remount must stay on
+// strata too (unionmount-testsuite checks st_ino after mount cycles).
 func (p *ovPair) remount() {
 	p.t.Helper()
-	var before dtTree
-	if len(p.sides) > 1 {
-		var err error
-		if before, err = dtSnapshotMerged(p.s.mnt); err != nil {
-			p.t.Fatalf("strata: walk before remount: %v", err)
-		}
-	}
+	before := map[string]dtTree{}
 	for _, s := range p.sides {
+		tr, err := dtSnapshotMerged(s.mnt)
+		if err != nil {
+			p.t.Fatalf("%s: walk before remount: %v", s.name, err)
+		}
+		before[s.name] = tr
 		s.unmount(p.t)
 		s.mount(p.t)
 	}
-	if before != nil {
-		after, err := dtSnapshotMerged(p.s.mnt)
+	after := map[string]dtTree{}
+	for _, s := range p.sides {
+		tr, err := dtSnapshotMerged(s.mnt)
 		if err != nil {
-			p.t.Fatalf("strata: walk after remount: %v", err)
+			p.t.Fatalf("%s: walk after remount: %v", s.name, err)
 		}
-		if diffs := dtDiffTrees(before, after, "before", "after", nil); len(diffs) > 0 {
-			p.t.Fatalf("strata tree changed across a remount:\n  %s", strings.Join(diffs, "\n  "))
+		after[s.name] = tr
+		if diffs := dtDiffTrees(before[s.name], tr, "before", "after", nil); len(diffs) > 0 {
+			p.t.Fatalf("%s: tree changed across a remount:\n  %s", s.name, strings.Join(diffs, "\n  "))
+		}
+	}
+	if len(p.sides) > 1 {
+		kb, ka, sb, sa := before["kernel"], after["kernel"], before["strata"], after["strata"]
+		for _, path := range dtSortedKeys(kb) {
+			if ka[path] == nil || kb[path].key[1] != ka[path].key[1] || sb[path] == nil || sa[path] == nil {
+				continue
+			}
+			if sb[path].key[1] != sa[path].key[1] {
+				p.t.Errorf("strata: %s: st_ino %d became %d across a remount; the kernel keeps it", path, sb[path].key[1], sa[path].key[1])
+			}
 		}
 	}
 	p.sameTree("after remount")

@@ -23,9 +23,13 @@ import (
 // populated lower dir (pop/a empty, pop/pop/b, pop/pop/c/), pop2 another,
 // empty and empty2 empty lower dirs, file a lower file, none a name that
 // does not exist. ring is the prefix of six populated lower dirs
-// ring100..ring105 (a holds "ringN").
+// ring100..ring105 (a holds "ringN"). mid is a populated dir of the top
+// lower layer alone (with three layers: made in an earlier upper, as
+// unionmount-testsuite's --ov=3 rotates new dirs into the lowers), its a
+// holding midA; merged is a dir that every lower layer holds.
 type rdNames struct {
 	pop, pop2, empty, empty2, file, none, ring string
+	mid, midA, merged                          string
 }
 
 const (
@@ -55,7 +59,8 @@ var rdTwoLayers = struct {
 	build ovLayers
 	names rdNames
 }{1, func(t testing.TB, dirs []string) { rdBottom(t, dirs[0]) },
-	rdNames{pop: "t/dir100", pop2: "t/dir101", empty: "t/empty100", empty2: "t/empty101", file: "t/foo100", none: "t/no_dir100", ring: "t/ring"}}
+	rdNames{pop: "t/dir100", pop2: "t/dir101", empty: "t/empty100", empty2: "t/empty101", file: "t/foo100", none: "t/no_dir100", ring: "t/ring",
+		mid: "t/dir102", midA: "", merged: "t/dir102"}}
 
 // rdThreeLayers puts the upper over two lowers; the middle one was made
 // by kernel overlayfs renaming lower dirs, so it holds redirects (and the
@@ -81,9 +86,18 @@ var rdThreeLayers = struct {
 				return fmt.Errorf("rename %s %s: %w", m[0], m[1], err)
 			}
 		}
-		return nil
+		// A dir of the middle layer alone, and middle entries in a dir
+		// both layers hold.
+		if err := os.MkdirAll(filepath.Join(mnt, "t/mnew100/sub"), 0o755); err != nil {
+			return err
+		}
+		if err := os.WriteFile(filepath.Join(mnt, "t/mnew100/a"), []byte("aaaa"), 0o644); err != nil {
+			return err
+		}
+		return os.WriteFile(filepath.Join(mnt, "t/dir102/pop/mid"), []byte("middle"), 0o644)
 	})
-}, rdNames{pop: "t/mdir100", pop2: "t/sub/mdir101", empty: "t/mempty100", empty2: "t/empty101", file: "t/foo100", none: "t/no_dir100", ring: "t/ring"}}
+}, rdNames{pop: "t/mdir100", pop2: "t/sub/mdir101", empty: "t/mempty100", empty2: "t/empty101", file: "t/foo100", none: "t/no_dir100", ring: "t/ring",
+	mid: "t/mnew100", midA: "aaaa", merged: "t/dir102"}}
 
 // rdCase is one scenario.
 type rdCase struct {
@@ -559,6 +573,25 @@ var rdCases = []rdCase{
 		p.writeFile(n.pop+"/a", "fresh", 0)
 		p.rename(n.pop, n.none+"/pop/c/moved", 0)
 		p.readFile(n.none+"/pop/c/moved/a", 0, "fresh")
+	}},
+	{"rename-top-lower-dir", func(p *ovPair, n rdNames) {
+		p.rename(n.mid, n.none, 0)
+		p.readFile(n.none+"/a", 0, n.midA)
+		p.openDir(n.mid, unix.ENOENT)
+		p.rename(n.none, n.empty+"/x", 0)
+		p.rmdir(n.empty+"/x", unix.ENOTEMPTY)
+		p.rmdir(n.empty, unix.ENOTEMPTY)
+		p.appendFile(n.empty+"/x/a", "+", 0)
+		p.rename(n.empty+"/x", n.mid, 0)
+		p.readFile(n.mid+"/a", 0, n.midA+"+")
+	}},
+	{"rename-merged-subdir-across-parents", func(p *ovPair, n rdNames) {
+		p.rename(n.merged+"/pop", n.pop+"/pop-from-merged", 0)
+		p.readFile(n.pop+"/pop-from-merged/b", 0, rdPopB)
+		p.openDir(n.merged+"/pop", unix.ENOENT)
+		p.rename(n.merged, n.none, 0)
+		p.readFile(n.none+"/a", 0, "")
+		p.rename(n.pop+"/pop-from-merged", n.none+"/pop", 0)
 	}},
 	{"exchange-lower-dirs", func(p *ovPair, n rdNames) {
 		p.appendFile(n.pop2+"/a", "two", 0)
