@@ -13,7 +13,8 @@
 # lower (--ov), then those and hard-link-dir, rename-new-dir,
 # rename-new-pop-dir and rename-mass-dir with up to three layers (--ov=3:
 # the upper is rotated into the lower stack during the tests), never with
-# --xdev: directory renames must work. Each test runs on its own; the
+# --xdev: directory renames must work. Named TESTS run with --ov, or with
+# $OV (e.g. OV=--ov=3). Each test runs on its own; the
 # summary lists which passed. Scratch space is a temporary directory
 # (UNIONMOUNT_BASEDIR), removed at the end. For measurement, not CI.
 set -euo pipefail
@@ -64,7 +65,7 @@ export UNIONMOUNT_BASEDIR="$scratch/base"
 
 passes=()
 if [[ $# -gt 0 ]]; then
-	passes+=("--ov:$*")
+	passes+=("${OV:---ov}:$*")
 else
 	passes+=("--ov:rename-dir rename-empty-dir rename-pop-dir rename-move-dir")
 	passes+=("--ov=3:rename-dir rename-empty-dir rename-pop-dir rename-move-dir hard-link-dir rename-new-dir rename-new-pop-dir rename-mass-dir")
