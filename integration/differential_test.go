@@ -16,7 +16,16 @@ package integration
 //
 // The kernel is mounted with redirect_dir=off,index=off,metacopy=off (the
 // usual defaults, pinned so the reference does not depend on the kernel's
-// build options). An op that takes longer than dtOpTimeout on the program's
+// build options).
+//
+// TestDifferentialRedirect is the second mode: the kernel is mounted with
+// redirect_dir=on,metacopy=on,index=on (-difftest.redirect-kernel-opts),
+// the features strata has by default (directory renames, metadata-only
+// copy-up, hard links joined across copy-up), and allowed differences 1-5
+// do not apply: every directory rename must do what the kernel does. In
+// the uppers, a file carrying the metacopy xattr is compared by the data
+// the merged tree showed for it, not by its (sparse) content.
+// Run more:   go test ./integration -run DifferentialRedirect -difftest.redirect-seeds=50 An op that takes longer than dtOpTimeout on the program's
 // mount fails the seed, and its FUSE connection is aborted.
 //
 // Allowed differences; anything else fails the seed:
@@ -81,7 +90,23 @@ var (
 	diffShrinkFor = flag.Duration("difftest.shrink-time", 2*time.Minute, "time budget of -difftest.shrink per failing seed")
 	diffKeep      = flag.Bool("difftest.keep", false, "keep TestDifferential's layers, uppers and work dirs")
 	diffProgOpts  = flag.String("difftest.prog-opts", "", "extra -o options of the program under test, e.g. passthrough=all")
+
+	diffRedirSeeds = flag.Int("difftest.redirect-seeds", 8, "number of seeds TestDifferentialRedirect runs")
+	diffRedirOps   = flag.Int("difftest.redirect-ops", 300, "operations per seed in TestDifferentialRedirect")
+	diffRedirKopts = flag.String("difftest.redirect-kernel-opts", "redirect_dir=on,metacopy=on,index=on", "mount options of the reference kernel overlayfs in TestDifferentialRedirect")
 )
+
+// dtMode is how a seed is run: the reference kernel's options, and whether
+// directory renames must match the kernel exactly (no allowed differences
+// 1-5).
+type dtMode struct {
+	test   string // the test function, for the reproduce line
+	kopts  string
+	strict bool
+}
+
+// dtDefaultMode is TestDifferential's: kernel without redirects.
+func dtDefaultMode() dtMode { return dtMode{test: "TestDifferential$", kopts: *diffKopts} }
 
 // dtWithout reports whether -difftest.without names kind.
 func dtWithout(kind string) bool {
@@ -101,7 +126,23 @@ func TestDifferential(t *testing.T) {
 	for i := 0; i < *diffSeeds; i++ {
 		seed := *diffSeed + int64(i)
 		t.Run(fmt.Sprintf("seed=%d", seed), func(t *testing.T) {
-			dtRunDifferential(t, seed, *diffOps)
+			dtRunDifferential(t, dtDefaultMode(), seed, *diffOps)
+		})
+	}
+}
+
+// TestDifferentialRedirect runs a few seeds against the kernel with
+// redirect_dir=on,metacopy=on,index=on; directory renames must match.
+func TestDifferentialRedirect(t *testing.T) {
+	needFUSE(t)
+	if _, err := os.Stat(strataFuse); err != nil {
+		t.Fatalf("mount program under test: %v", err)
+	}
+	mode := dtMode{test: "TestDifferentialRedirect", kopts: *diffRedirKopts, strict: true}
+	for i := 0; i < *diffRedirSeeds; i++ {
+		seed := *diffSeed + int64(i)
+		t.Run(fmt.Sprintf("seed=%d", seed), func(t *testing.T) {
+			dtRunDifferential(t, mode, seed, *diffRedirOps)
 		})
 	}
 }
@@ -119,7 +160,7 @@ func TestDifferentialPassthroughAll(t *testing.T) {
 	for i := 0; i < 4; i++ {
 		seed := *diffSeed + 1000 + int64(i)
 		t.Run(fmt.Sprintf("seed=%d", seed), func(t *testing.T) {
-			dtRunDifferential(t, seed, *diffOps)
+			dtRunDifferential(t, dtDefaultMode(), seed, *diffOps)
 		})
 	}
 }
@@ -135,6 +176,7 @@ type dtSide struct {
 	work    string
 	mnt     string
 	mounted bool
+	kopts   string // extra mount options of a kernel side
 	dev     uint64 // st_dev of the mounted root; its minor is the FUSE connection
 	fuse    bool
 	hung    bool
@@ -175,8 +217,8 @@ func (s *dtSide) options() string {
 func (s *dtSide) mountKernel(t *testing.T) {
 	t.Helper()
 	opts := s.options()
-	if *diffKopts != "" {
-		opts += "," + *diffKopts
+	if s.kopts != "" {
+		opts += "," + s.kopts
 	}
 	err := unix.Mount("overlay", s.mnt, "overlay", 0, opts)
 	if err == unix.ENODEV {
@@ -900,6 +942,7 @@ func dtRunListxattr(root string, o *dtOp) dtResult {
 
 type dtDiffer struct {
 	t       *testing.T
+	mode    dtMode
 	seed    int64
 	fx      *dtFixture
 	base    string
@@ -916,12 +959,15 @@ type dtDiffer struct {
 	stats   map[string]*[2]int // op kind -> [runs, kernel successes]
 	allowed map[string]int     // note -> count
 	lastIdx int
+	// lastMerged are the kernel's and the program's merged trees of the
+	// last comparison (metacopy files in the uppers are resolved by them).
+	lastMerged [2]dtTree
 }
 
 // dtNewDiffer lays out both stacks over fx, mounts them and walks the kernel
 // mount. The returned func unmounts and removes everything (it also runs at
 // cleanup).
-func dtNewDiffer(t *testing.T, seed int64, fx *dtFixture) (*dtDiffer, func()) {
+func dtNewDiffer(t *testing.T, mode dtMode, seed int64, fx *dtFixture) (*dtDiffer, func()) {
 	t.Helper()
 	base, err := os.MkdirTemp("", fmt.Sprintf("strata-difftest-%d-", seed))
 	if err != nil {
@@ -930,7 +976,7 @@ func dtNewDiffer(t *testing.T, seed int64, fx *dtFixture) (*dtDiffer, func()) {
 	if strings.ContainsAny(base, ",:") {
 		t.Fatalf("temp dir %q has a comma or colon, which mount options cannot carry", base)
 	}
-	d := &dtDiffer{t: t, seed: seed, fx: fx, base: base, title: fmt.Sprintf("seed %d", seed)}
+	d := &dtDiffer{t: t, mode: mode, seed: seed, fx: fx, base: base, title: fmt.Sprintf("seed %d", seed)}
 	var once bool
 	teardown := func() {
 		if once {
@@ -950,6 +996,7 @@ func dtNewDiffer(t *testing.T, seed int64, fx *dtFixture) (*dtDiffer, func()) {
 	}
 	t.Cleanup(teardown)
 	d.k = dtNewSide(t, base, "kernel", fx)
+	d.k.kopts = mode.kopts
 	d.p = dtNewSide(t, base, "prog", fx)
 	d.k.mountKernel(t)
 	d.p.mountProg(t)
@@ -968,13 +1015,13 @@ func dtNewDiffer(t *testing.T, seed int64, fx *dtFixture) (*dtDiffer, func()) {
 	return d, teardown
 }
 
-func dtRunDifferential(t *testing.T, seed int64, nops int) {
+func dtRunDifferential(t *testing.T, mode dtMode, seed int64, nops int) {
 	fx := dtGenFixture(rand.New(rand.NewPCG(uint64(seed), 1)))
-	d, teardown := dtNewDiffer(t, seed, fx)
+	d, teardown := dtNewDiffer(t, mode, seed, fx)
 	d.run(nops)
 	teardown()
 	if d.failed && *diffShrink {
-		dtShrink(t, seed, fx, d.ops)
+		dtShrink(t, mode, seed, fx, d.ops)
 	}
 }
 
@@ -1045,8 +1092,8 @@ func dtSpecOf(kind string) dtOpSpec {
 // none. It compares as a seed's run does: errnos, reads, and the trees
 // before the first op, after ops marked Check and at the end (the walks
 // matter: they look up and read every name).
-func dtReplay(t *testing.T, seed int64, fx *dtFixture, ops []dtOp, quiet bool, title string) string {
-	d, teardown := dtNewDiffer(t, seed, fx)
+func dtReplay(t *testing.T, mode dtMode, seed int64, fx *dtFixture, ops []dtOp, quiet bool, title string) string {
+	d, teardown := dtNewDiffer(t, mode, seed, fx)
 	defer teardown()
 	d.quiet, d.title = quiet, title
 	if !d.compareMerged("before the first op") {
@@ -1069,7 +1116,7 @@ func dtReplay(t *testing.T, seed int64, fx *dtFixture, ops []dtOp, quiet bool, t
 
 // dtShrink looks for a short subsequence of ops that still diverges (delta
 // debugging, within a time budget) and reports it.
-func dtShrink(t *testing.T, seed int64, fx *dtFixture, ops []dtOp) {
+func dtShrink(t *testing.T, mode dtMode, seed int64, fx *dtFixture, ops []dtOp) {
 	deadline := time.Now().Add(*diffShrinkFor)
 	idx := make([]int, len(ops)) // indexes into ops of the current candidate
 	for i := range idx {
@@ -1080,7 +1127,7 @@ func dtShrink(t *testing.T, seed int64, fx *dtFixture, ops []dtOp) {
 		for i, j := range cand {
 			sub[i] = ops[j]
 		}
-		return dtReplay(t, seed, fx, sub, true, "") != ""
+		return dtReplay(t, mode, seed, fx, sub, true, "") != ""
 	}
 	if !fails(idx) {
 		t.Logf("seed %d: replaying the %d ops on fresh mounts does not diverge; not shrunk", seed, len(ops))
@@ -1110,7 +1157,7 @@ func dtShrink(t *testing.T, seed int64, fx *dtFixture, ops []dtOp) {
 		sub[i] = ops[j]
 	}
 	title := fmt.Sprintf("seed %d shrunk to %d of its ops (%v, after %d replays)", seed, len(idx), idx, tries)
-	if dtReplay(t, seed, fx, sub, false, title) == "" {
+	if dtReplay(t, mode, seed, fx, sub, false, title) == "" {
 		var b strings.Builder
 		for i, o := range sub {
 			fmt.Fprintf(&b, "\n  #%03d %s", i, &o)
@@ -1151,7 +1198,7 @@ func (d *dtDiffer) step(i int, spec dtOpSpec, o *dtOp) bool {
 
 // renameRule applies the allowed differences of directory renames.
 func (d *dtDiffer) renameRule(o *dtOp, kr, pr dtResult, srcType, dstType string) (string, bool) {
-	if o.Kind != "rename" {
+	if o.Kind != "rename" || d.mode.strict {
 		return "", false
 	}
 	exchange := o.Flags == unix.RENAME_EXCHANGE
@@ -1248,6 +1295,7 @@ func (d *dtDiffer) snapshots() (k, p dtTree, kerr, perr error) {
 // compareMerged compares the merged trees and each mount's inodes.
 func (d *dtDiffer) compareMerged(when string) bool {
 	k, p, kerr, perr := d.snapshots()
+	d.lastMerged = [2]dtTree{k, p}
 	var diffs []string
 	if kerr != nil {
 		diffs = append(diffs, "kernel walk: "+kerr.Error())
@@ -1280,6 +1328,19 @@ func (d *dtDiffer) compareUppers() bool {
 	p, perr := dtSnapshotUpper(d.p.upper)
 	k.dropNoops(d.lower)
 	p.dropNoops(d.lower)
+	if d.mode.strict {
+		k.resolveMetacopy(d.k.upper, d.lastMerged[0])
+		p.resolveMetacopy(d.p.upper, d.lastMerged[1])
+		// With index=on the kernel's upper files of lower hard links
+		// have a further link in the work dir's index; the names that
+		// share an inode in the upper are still compared (Links).
+		for _, n := range k {
+			n.Nlink = 0
+		}
+		for _, n := range p {
+			n.Nlink = 0
+		}
+	}
 	var diffs []string
 	if kerr != nil {
 		diffs = append(diffs, "kernel upper walk: "+kerr.Error())
@@ -1333,7 +1394,11 @@ func (d *dtDiffer) fail(msg string, dumps [][2]string) {
 	var b strings.Builder
 	fmt.Fprintf(&b, "%s: %s\n\n", d.title, msg)
 	if d.title == fmt.Sprintf("seed %d", d.seed) {
-		fmt.Fprintf(&b, "reproduce: STRATA_FUSE=%s go test ./integration -run Differential -difftest.seed=%d -difftest.seeds=1 -difftest.ops=%d -difftest.without=%q -v\n", strataFuse, d.seed, d.lastIdx+1, *diffNot)
+		if d.mode.strict {
+			fmt.Fprintf(&b, "reproduce: STRATA_FUSE=%s go test ./integration -run %s -difftest.seed=%d -difftest.redirect-seeds=1 -difftest.redirect-ops=%d -difftest.without=%q -v\n", strataFuse, d.mode.test, d.seed, d.lastIdx+1, *diffNot)
+		} else {
+			fmt.Fprintf(&b, "reproduce: STRATA_FUSE=%s go test ./integration -run %s -difftest.seed=%d -difftest.seeds=1 -difftest.ops=%d -difftest.without=%q -v\n", strataFuse, d.mode.test, d.seed, d.lastIdx+1, *diffNot)
+		}
 	} else {
 		b.WriteString("reproduce: run the seed as above with -difftest.shrink; the op numbers below are this sequence's own\n")
 	}

@@ -813,6 +813,28 @@ func (t dtTree) dropNoops(lower map[string]string) {
 	}
 }
 
+// resolveMetacopy replaces the content of each regular file of a normalised
+// upper tree that carries the metacopy xattr (its data is in a lower layer)
+// with the content the merged tree showed at that path, so that a
+// metadata-only copy-up and a full one with the same data compare equal.
+// A metacopy file that the merged tree does not show keeps a marker.
+func (t dtTree) resolveMetacopy(upper string, merged dtTree) {
+	for p, n := range t {
+		if n.Type != "file" {
+			continue
+		}
+		x, _ := dtXattrs(filepath.Join(upper, p))
+		if !dtHasKey(x, "trusted.overlay.metacopy") && !dtHasKey(x, "user.overlay.metacopy") {
+			continue
+		}
+		if m := merged[p]; m != nil && m.Type == "file" {
+			n.Hash, n.Data = m.Hash, m.Data
+		} else {
+			n.Hash, n.Data = "metacopy", ""
+		}
+	}
+}
+
 // dtListTypes maps every path under root ("." for root) to its type.
 func dtListTypes(root string) (map[string]string, error) {
 	m := map[string]string{}

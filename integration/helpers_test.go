@@ -578,6 +578,7 @@ var toolDebs = map[string]string{
 	"containerd": "containerd", "ctr": "containerd", "fuse-overlayfs": "fuse-overlayfs",
 	"ldd": "libc-bin", "chroot": "coreutils", "tar": "tar",
 	"debootstrap": "debootstrap", "apt-get": "apt",
+	"rsync": "rsync", "find": "findutils", "du": "coreutils",
 }
 
 // needTool returns the paths of tools. A missing one skips the test,
