@@ -106,7 +106,7 @@ type node struct {
 	cacheMode     bool
 	lowerPassMode bool
 	unlinked      bool // its last name was removed while it was open
-	tmpfile int // for an O_TMPFILE file without a name: an fd of it, else 0
+	tmpfile       int  // for an O_TMPFILE file without a name: an fd of it, else 0
 	// For a regular file whose last name was removed: an O_PATH fd of it
 	// taken before, else 0. The kernel still opens it by its node (exec
 	// of /proc/PID/exe, open of /proc/PID/fd/N), and its path is gone.
