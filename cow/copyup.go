@@ -8,6 +8,8 @@ import (
 	"strings"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/strata-fs/strata/ovl"
 )
 
 // CopyUp makes sure the entry at rel lives in the upper layer, copying it
@@ -302,7 +304,7 @@ func (s *Stack) copyXattrs(src *Layer, rel, tmp string) error {
 		return err
 	}
 	for _, n := range names {
-		if IsHiddenXattr(n) {
+		if ovl.IsPrivateXattr(n) { // escaped xattrs are user data: copied
 			continue
 		}
 		v, err := src.Getxattr(rel, n)

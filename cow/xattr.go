@@ -18,7 +18,9 @@ import (
 
 // Getxattr reads the xattr name of the entry e at rel, as the merged view
 // shows it: from the topmost layer holding the entry. The overlay's own
-// bookkeeping xattrs do not show (ENODATA).
+// bookkeeping xattrs do not show (ENODATA); a user's xattr in the
+// overlay's namespaces, "trusted.overlay.X", is read from its escaped
+// form, "trusted.overlay.overlay.X", as kernel overlayfs stores it.
 func (s *Stack) Getxattr(rel string, e *Entry, orphan int, name string) ([]byte, error) {
 	stored, err := storedXattr(name, unix.ENODATA)
 	if err != nil {
@@ -31,7 +33,8 @@ func (s *Stack) Getxattr(rel string, e *Entry, orphan int, name string) ([]byte,
 }
 
 // Listxattr lists the xattr names of the entry e at rel, as the merged
-// view shows them: the overlay's own bookkeeping xattrs left out.
+// view shows them: the overlay's own bookkeeping xattrs left out,
+// escaped ones unescaped.
 func (s *Stack) Listxattr(rel string, e *Entry, orphan int) ([]string, error) {
 	var names []string
 	var err error
@@ -54,7 +57,10 @@ func (s *Stack) Listxattr(rel string, e *Entry, orphan int) ([]string, error) {
 
 // Setxattr sets the xattr name of the entry e at rel to val (flags as
 // setxattr(2) takes them), copying the entry up first; it updates e.
-// The overlay's own bookkeeping xattrs cannot be set (EPERM).
+// A name in the overlay's namespaces is stored escaped, as kernel
+// overlayfs (Linux 6.7) stores it, after the copy-up: "trusted.overlay.X"
+// as "trusted.overlay.overlay.X". user.fuseoverlayfs.* cannot be set
+// (EPERM).
 func (s *Stack) Setxattr(rel string, e *Entry, orphan int, name string, val []byte, flags int) error {
 	if !s.Writable() {
 		return unix.EROFS
@@ -117,19 +123,21 @@ func (s *Stack) copyUpForXattr(rel string, e *Entry) error {
 }
 
 // storedXattr is the name under which the xattr name, as the mount shows
-// it, is stored in a layer; private is the error for a name of the
-// overlay's own bookkeeping, which the mount does not reach.
+// it, is stored in a layer: escaped in the overlay's own namespaces (see
+// ovl.StoredXattr). private is the error for a name of the overlay's
+// bookkeeping that has no escaped form.
 func storedXattr(name string, private error) (string, error) {
-	if IsHiddenXattr(name) {
+	stored, err := ovl.StoredXattr(name)
+	if errors.Is(err, ovl.ErrPrivateXattr) {
 		return "", private
 	}
-	return name, nil
+	return stored, err
 }
 
 // shownXattr is the name under which the xattr stored in a layer shows
-// through the mount; false for the overlay's own bookkeeping.
+// through the mount (unescaped); false for the overlay's own bookkeeping.
 func shownXattr(stored string) (string, bool) {
-	return stored, !IsHiddenXattr(stored)
+	return ovl.ShownXattr(stored)
 }
 
 // Readlink reads the target of the symlink e at rel.

@@ -2,9 +2,11 @@ package cow_test
 
 import (
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 
 	"golang.org/x/sys/unix"
@@ -203,4 +205,143 @@ func TestFsyncdir(t *testing.T) {
 	if err := f.s.Fsyncdir("u", &e); !errors.Is(err, unix.ENOENT) {
 		t.Errorf("Fsyncdir of a directory gone from the upper: %v, want ENOENT", err)
 	}
+}
+
+// A user's xattr in the overlay's namespaces is stored escaped after a
+// copy-up and shown unescaped, as Linux 6.7 and later do; lower layers
+// that carry escaped xattrs show them unescaped too, and copy-up keeps
+// them.
+func TestXattrsEscaped(t *testing.T) {
+	needRoot(t, "trusted.* xattrs")
+	f := newFixture(t, nil, []fixtureEntry{
+		file("f", "data").with("user.a", "1"),
+		file("low", "low").with("trusted.overlay.overlay.low", "L").with("user.overlay.overlay.ulow", "U"),
+		file("g", "g"),
+	})
+	if got, want := f.listxattr("low"), []string{"trusted.overlay.low", "user.overlay.ulow"}; !slices.Equal(got, want) {
+		t.Errorf("Listxattr of a lower file with escaped xattrs = %q, want %q", got, want)
+	}
+	if v, err := f.getxattr("low", "trusted.overlay.low"); err != nil || v != "L" {
+		t.Errorf("Getxattr(low, trusted.overlay.low) = %q, %v; want L", v, err)
+	}
+	if _, err := f.getxattr("low", "trusted.overlay.overlay.low"); !errors.Is(err, unix.ENODATA) {
+		t.Errorf("Getxattr of the stored name itself: %v, want ENODATA (it escapes once more)", err)
+	}
+
+	// Refused names copy nothing up.
+	if err := f.setxattr("g", "trusted.overlay.", "x"); !errors.Is(err, unix.EINVAL) {
+		t.Errorf("Setxattr(trusted.overlay.) = %v, want EINVAL", err)
+	}
+	if err := f.removexattr("g", "trusted.overlay.nothere"); !errors.Is(err, unix.ENODATA) {
+		t.Errorf("Removexattr(trusted.overlay.nothere) = %v, want ENODATA", err)
+	}
+	if k := f.upperKind("g"); k != "absent" {
+		t.Errorf("a refused xattr change left a %s at g in the upper, want nothing", k)
+	}
+
+	for name, val := range map[string]string{
+		"trusted.overlay.foo":       "bar",
+		"trusted.overlay.opaque":    "y", // the name of bookkeeping, but the user's
+		"trusted.overlay.overlay.x": "dbl",
+		"user.overlay.redirect":     "/etc",
+	} {
+		if err := f.setxattr("f", name, val); err != nil {
+			t.Fatalf("Setxattr(f, %s): %v", name, err)
+		}
+		if v, err := f.getxattr("f", name); err != nil || v != val {
+			t.Errorf("Getxattr(f, %s) = %q, %v; want %q", name, v, err, val)
+		}
+	}
+	up := filepath.Join(f.upper, "f")
+	for stored, val := range map[string]string{
+		"trusted.overlay.overlay.foo":       "bar",
+		"trusted.overlay.overlay.opaque":    "y",
+		"trusted.overlay.overlay.overlay.x": "dbl",
+		"user.overlay.overlay.redirect":     "/etc",
+	} {
+		if v, err := lgetxattr(up, stored); err != nil || v != val {
+			t.Errorf("upper f %s = %q, %v; want %q", stored, v, err, val)
+		}
+	}
+	for _, bookkeeping := range []string{cow.XattrOpaque, "user.overlay.redirect", "trusted.overlay.foo"} {
+		if v, err := lgetxattr(up, bookkeeping); err == nil {
+			t.Errorf("upper f carries %s = %q: a user's xattr must not be stored as bookkeeping", bookkeeping, v)
+		}
+	}
+	want := []string{"trusted.overlay.foo", "trusted.overlay.opaque", "trusted.overlay.overlay.x", "user.a", "user.overlay.redirect"}
+	if got := f.listxattr("f"); !slices.Equal(got, want) {
+		t.Errorf("Listxattr(f) = %q, want %q (the copy's origin hidden)", got, want)
+	}
+	if err := f.removexattr("f", "trusted.overlay.foo"); err != nil {
+		t.Errorf("Removexattr(f, trusted.overlay.foo): %v", err)
+	}
+	if _, err := lgetxattr(up, "trusted.overlay.overlay.foo"); !errors.Is(err, unix.ENODATA) {
+		t.Errorf("upper f keeps trusted.overlay.overlay.foo after Removexattr: %v", err)
+	}
+
+	// Copy-up keeps escaped xattrs of the lower file.
+	if err := f.setxattr("low", "user.b", "2"); err != nil {
+		t.Fatal(err)
+	}
+	for stored, val := range map[string]string{"trusted.overlay.overlay.low": "L", "user.overlay.overlay.ulow": "U"} {
+		if v, err := lgetxattr(filepath.Join(f.upper, "low"), stored); err != nil || v != val {
+			t.Errorf("copy of low: %s = %q, %v; want %q", stored, v, err, val)
+		}
+	}
+
+	// Kernel overlayfs reads the upper the same (it unescapes the
+	// trusted namespace, its own without userxattr).
+	if !kernelAtLeast(6, 7) {
+		t.Skip("kernel overlayfs escapes xattrs from Linux 6.7")
+	}
+	mnt := f.mountKernel()
+	for rel, want := range map[string][]string{
+		"f":   {"trusted.overlay.opaque=y", "trusted.overlay.overlay.x=dbl"},
+		"low": {"trusted.overlay.low=L"},
+	} {
+		var got []string
+		for _, n := range kernelXattrs(t, filepath.Join(mnt, rel)) {
+			if strings.HasPrefix(n, "trusted.") {
+				v, err := lgetxattr(filepath.Join(mnt, rel), n)
+				if err != nil {
+					t.Errorf("kernel overlayfs: getxattr %s %s: %v", rel, n, err)
+				}
+				got = append(got, n+"="+v)
+			}
+		}
+		if !slices.Equal(got, want) {
+			t.Errorf("kernel overlayfs shows %s with trusted xattrs %q, want %q", rel, got, want)
+		}
+	}
+	f.checkWorkEmpty()
+}
+
+func kernelXattrs(t *testing.T, p string) []string {
+	t.Helper()
+	buf := make([]byte, 64<<10)
+	n, err := unix.Llistxattr(p, buf)
+	if err != nil {
+		t.Fatalf("listxattr %s: %v", p, err)
+	}
+	var out []string
+	for _, s := range strings.Split(string(buf[:n]), "\x00") {
+		if s != "" {
+			out = append(out, s)
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+// kernelAtLeast reports whether the running kernel is major.minor or later.
+func kernelAtLeast(major, minor int) bool {
+	var u unix.Utsname
+	if unix.Uname(&u) != nil {
+		return false
+	}
+	var maj, min int
+	if _, err := fmt.Sscanf(unix.ByteSliceToString(u.Release[:]), "%d.%d", &maj, &min); err != nil {
+		return false
+	}
+	return maj > major || maj == major && min >= minor
 }
