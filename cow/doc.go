@@ -1,3 +1,5 @@
+//go:build linux
+
 // Package cow is strata's union filesystem engine: it resolves names
 // through a stack of layers as kernel overlayfs does and makes every
 // change in the one writable layer, copying entries up from the layers
