@@ -1,3 +1,5 @@
+//go:build linux
+
 package cow
 
 import (
@@ -232,7 +234,7 @@ func (s *Stack) copyUpNonDir(rel string, e *Entry, dataLen int64) error {
 	}
 	err := s.finishCopy(src, tmp, st, origin)
 	if err == nil && dataLen == MetaOnly {
-		err = s.markMetacopy(tmp, rel, data)
+		err = s.markMetacopy(tmp, rel, e.LowerName)
 	}
 	if err == nil {
 		err = s.publish(tmp, rel, unix.RENAME_NOREPLACE)
@@ -248,9 +250,10 @@ func (s *Stack) copyUpNonDir(rel string, e *Entry, dataLen int64) error {
 }
 
 // markMetacopy marks the work file tmp, to be published at rel, as a
-// metacopy file whose data is data: the kernel's metacopy xattr, and a
-// redirect to the data where it is not at rel in the layers beneath.
-func (s *Stack) markMetacopy(tmp, rel string, data Lower) error {
+// metacopy file of the lower file that the lower layers know as lname:
+// the kernel's metacopy xattr, and a redirect to lname where that is not
+// rel (beneath a renamed directory).
+func (s *Stack) markMetacopy(tmp, rel, lname string) error {
 	if u := s.upper(); !u.metacopies.Load() {
 		// Before the first one: readers then ask every file.
 		if err := u.Setxattr("", ovl.MetacopiesXattrs.Name(s.trustedXattrs), nil, 0); err != nil {
@@ -261,8 +264,8 @@ func (s *Stack) markMetacopy(tmp, rel string, data Lower) error {
 	if err := s.work.Setxattr(tmp, ovl.MetacopyXattrs.Name(s.trustedXattrs), nil, 0); err != nil {
 		return fmt.Errorf("mark metacopy: %w", err)
 	}
-	if data.Path != rel {
-		if err := s.work.Setxattr(tmp, ovl.RedirectXattrs.Name(s.trustedXattrs), ovl.FormatRedirect(data.Path), 0); err != nil {
+	if lname != rel {
+		if err := s.work.Setxattr(tmp, ovl.RedirectXattrs.Name(s.trustedXattrs), ovl.FormatRedirect(lname), 0); err != nil {
 			return fmt.Errorf("mark metacopy: %w", err)
 		}
 	}
@@ -404,7 +407,7 @@ func (s *Stack) copyXattrs(src *Layer, rel, tmp string) error {
 		return err
 	}
 	for _, n := range names {
-		if IsHiddenXattr(n) {
+		if ovl.IsPrivateXattr(n) { // escaped xattrs are user data: copied
 			continue
 		}
 		v, err := src.Getxattr(rel, n)

@@ -1,3 +1,5 @@
+//go:build linux
+
 package cow
 
 import (
@@ -19,6 +21,7 @@ type DirEntry struct {
 	Ino   uint64 // merged inode number
 	Layer int    // the layer the entry comes from
 	path  string // its path in that layer
+	lname string // the name the lower layers know it by
 }
 
 type rawDirent struct {
@@ -205,7 +208,8 @@ func (s *Stack) ReadDir(dir string, e *Entry) ([]DirEntry, error) {
 			if li == UpperIndex {
 				ino |= inoFromUpper
 			}
-			out = append(out, DirEntry{Name: de.Name, Type: dtToMode(de.Type), Ino: ino, Layer: li, path: joinRel(ldir, de.Name)})
+			out = append(out, DirEntry{Name: de.Name, Type: dtToMode(de.Type), Ino: ino, Layer: li,
+				path: joinRel(ldir, de.Name), lname: joinRel(e.LowerName, de.Name)})
 		}
 		// A layer's whiteouts hide the names of the layers beneath it
 		// only: an OCI ".wh.x" leaves an "x" of its own layer listed,
@@ -300,7 +304,7 @@ func (s *Stack) LookupListed(dir string, de DirEntry) (Entry, bool) {
 	if s.metacopy && s.layers[de.Layer].maybeMetacopy(&e.Stat) {
 		return Entry{}, false // may need its data found: look it up
 	}
-	e.Layer, e.Path = de.Layer, de.path
+	e.Layer, e.Path, e.LowerName = de.Layer, de.path, de.lname
 	e.Ino = s.mapIno(de.Layer, e.Stat.Ino)
 	return e, true
 }

@@ -1,3 +1,5 @@
+//go:build linux
+
 package cow_test
 
 import (
@@ -612,4 +614,22 @@ func lineDiff(want, got []string) string {
 		}
 	}
 	return b.String()
+}
+
+// checkData reads rel through the stack, as the mount would, and checks
+// it holds want.
+func (f *fixture) checkData(rel, want string) {
+	f.t.Helper()
+	e := f.mustLookup(rel)
+	fd, _, err := f.s.Open(rel, &e, unix.O_RDONLY)
+	if err != nil {
+		f.t.Errorf("open %s: %v", rel, err)
+		return
+	}
+	file := os.NewFile(uintptr(fd), rel)
+	defer file.Close()
+	b, err := io.ReadAll(file)
+	if err != nil || string(b) != want {
+		f.t.Errorf("%s holds %q, %v; want %q", rel, b, err, want)
+	}
 }

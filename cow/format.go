@@ -1,3 +1,5 @@
+//go:build linux
+
 package cow
 
 // On-disk formats of whiteouts and opaque directories.

@@ -1,3 +1,5 @@
+//go:build linux
+
 package cow_test
 
 import (
@@ -10,6 +12,7 @@ import (
 	"path"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -248,7 +251,13 @@ func fzMergedTree(s *cow.Stack) (map[string]string, []error) {
 					errs = append(errs, fmt.Errorf("readlink %s: %w", rel, err))
 				}
 			}
-			out[rel] = fzNodeDesc(n)
+			desc := fzNodeDesc(n)
+			if x, err := fzEngineXattrs(s, rel, &e); err != nil {
+				errs = append(errs, err)
+			} else {
+				desc = fzDescWith(desc, x)
+			}
+			out[rel] = desc
 			if e.IsDir() {
 				walk(rel, e)
 			}
@@ -274,6 +283,56 @@ func fzNodeDesc(n treeNode) string {
 		return "fifo"
 	}
 	return fmt.Sprintf("mode %o", n.mode)
+}
+
+// fzEngineXattrs reads the xattrs of the entry e at rel through the
+// engine, as the mount shows them (security.*, an LSM's labels, left out).
+func fzEngineXattrs(s *cow.Stack, rel string, e *cow.Entry) (map[string]string, error) {
+	names, err := s.Listxattr(rel, e, 0)
+	if err != nil {
+		return nil, fmt.Errorf("Listxattr(%q): %w", rel, err)
+	}
+	x := make(map[string]string, len(names))
+	for _, n := range names {
+		if strings.HasPrefix(n, "security.") {
+			continue
+		}
+		v, err := s.Getxattr(rel, e, 0, n)
+		if err != nil {
+			return nil, fmt.Errorf("Getxattr(%q, %q) of a listed xattr: %w", rel, n, err)
+		}
+		x[n] = string(v)
+	}
+	return x, nil
+}
+
+// fzXattrSep starts the xattrs in a tree description.
+const fzXattrSep = " xattr:"
+
+// fzDescWith is the description base (fzNodeDesc) with the xattrs x.
+func fzDescWith(base string, x map[string]string) string {
+	var b strings.Builder
+	b.WriteString(base)
+	for _, n := range slices.Sorted(maps.Keys(x)) {
+		fmt.Fprintf(&b, "%s%s=%q", fzXattrSep, n, x[n])
+	}
+	return b.String()
+}
+
+// fzDescSplit splits a tree description into its fzNodeDesc and its
+// xattrs (names and values never hold fzXattrSep in FuzzOps).
+func fzDescSplit(desc string) (base string, x map[string]string) {
+	parts := strings.Split(desc, fzXattrSep)
+	x = make(map[string]string, len(parts)-1)
+	for _, kv := range parts[1:] {
+		n, v, _ := strings.Cut(kv, "=")
+		uv, err := strconv.Unquote(v)
+		if err != nil {
+			panic("bad xattr in tree description " + desc)
+		}
+		x[n] = uv
+	}
+	return parts[0], x
 }
 
 // fzSubtree returns the paths of tree at or beneath rel.
@@ -323,7 +382,32 @@ var (
 	fzDirs   = [8]string{"", "d", "o", "d/sub", "x", "w", "sl", "a"}
 	fzModes  = [8]uint32{0o644, 0o600, 0o755, 0o4755, 0o2775, 0o1777, 0, 0o444}
 	fzFlags  = [3]uint{0, unix.RENAME_NOREPLACE, unix.RENAME_EXCHANGE}
-	fzOpName = [8]string{"create", "mkdir", "mknod-fifo", "symlink", "link", "remove", "rename", "copyup-chmod"}
+	fzOpName = [8]string{"create", "mkdir", "mknod-fifo", "symlink", "link", "remove", "rename", "attr"}
+
+	// Pools of the attr operation (see fzAttr). The xattrs: one of the
+	// lower file a, and names in the overlay's own namespaces, which
+	// must be stored escaped: raw, user.overlay.whiteout would turn an
+	// empty file into a whiteout, trusted.overlay.opaque a directory
+	// opaque.
+	fzXattrNames  = [4]string{"user.k", "trusted.overlay.opaque", "user.overlay.whiteout", "trusted.t"}
+	fzXattrValues = [2]string{"y", ""}
+	fzOwners      = [4][2]uint32{{0, 0}, {1000, 1000}, {0, 1000}, {1000, 0}}
+	fzMtimes      = [4]unix.Timespec{{Sec: 0}, {Sec: 1e9, Nsec: 1}, {Sec: 2e9, Nsec: 999999999}, {Sec: 12345, Nsec: 500}}
+	fzSizes       = [4]int64{0, 1, 5, 200}
+)
+
+// The attr operation's argument (5 bits) picks what it changes, through
+// the engine's Setattr and xattr methods, as the fs layer calls them:
+// below fzAttrSetxattr, chmod to fzModes[arg]; then setxattr of
+// fzXattrNames[arg&3] to fzXattrValues[arg>>2&1]; removexattr of
+// fzXattrNames[arg&3]; chown to fzOwners[arg&3]; utimes to
+// fzMtimes[arg&3]; truncate to fzSizes[arg&3].
+const (
+	fzAttrSetxattr    = 8
+	fzAttrRemovexattr = 16
+	fzAttrChown       = 20
+	fzAttrUtimes      = 24
+	fzAttrTruncate    = 28
 )
 
 // fzTargets are symlink targets; fzAbsSentinel is replaced by the
@@ -544,7 +628,7 @@ func (z *fzOpsFixture) pick(b byte, entry bool) (dir, name string) {
 	}
 	dirs := []string{""}
 	for _, p := range slices.Sorted(maps.Keys(z.tree)) {
-		if z.tree[p] == "dir" {
+		if base, _ := fzDescSplit(z.tree[p]); base == "dir" {
 			dirs = append(dirs, p)
 		}
 	}
@@ -732,14 +816,18 @@ func (z *fzOpsFixture) step(i int, b []byte) {
 			}
 		}
 	case opChmod:
-		mode := fzModes[arg%len(fzModes)]
-		desc += fmt.Sprintf(" %s mode %o", rel1, mode)
 		e, err1 := lookupPath(z.s, rel1)
 		z.checkErr("lookup "+rel1, err1)
 		if err1 != nil {
-			desc += ": absent, skipped"
+			desc += " " + rel1 + ": absent, skipped"
 			break
 		}
+		if arg >= fzAttrSetxattr {
+			ran, err = z.attr(&desc, arg, rel1, e, prev, &want, &post)
+			break
+		}
+		mode := fzModes[arg%len(fzModes)]
+		desc += fmt.Sprintf(" %s mode %o", rel1, mode)
 		ran = true
 		isLink := e.Stat.Mode&unix.S_IFMT == unix.S_IFLNK
 		err = z.s.Setattr(rel1, &e, cow.SetAttr{Mode: &mode}, -1)
@@ -776,6 +864,108 @@ func (z *fzOpsFixture) step(i int, b []byte) {
 	for _, fn := range post {
 		fn()
 	}
+}
+
+// attr runs the attr operation arg >= fzAttrSetxattr (see fzAttrSetxattr)
+// on the existing entry e at rel. It sets *want to the merged tree the
+// operation must leave and adds to *post the checks of what the tree
+// does not show (owner, mtime).
+func (z *fzOpsFixture) attr(desc *string, arg int, rel string, e cow.Entry, prev map[string]string, want *map[string]string, post *[]func()) (ran bool, err error) {
+	z.t.Helper()
+	typ := e.Stat.Mode & unix.S_IFMT
+	// change applies fn to the description of every name of the entry's
+	// inode once the operation has succeeded: upper hard links share the
+	// change, the other names of a lower hard link that the copy-up
+	// broke do not.
+	change := func(fn func(base string, x map[string]string) string) {
+		w := fzClone(prev)
+		for p := range prev {
+			if p != rel {
+				pe, err := lookupPath(z.s, p)
+				if err != nil || !pe.InUpper() || !e.InUpper() || pe.Stat.Ino != e.Stat.Ino || pe.IsDir() {
+					continue
+				}
+			}
+			base, x := fzDescSplit(prev[p])
+			w[p] = fn(base, x)
+		}
+		*want = w
+	}
+	switch {
+	case arg < fzAttrRemovexattr:
+		name, value := fzXattrNames[arg&3], fzXattrValues[arg>>2&1]
+		*desc += fmt.Sprintf(" setxattr %s %s=%q", rel, name, value)
+		err = z.s.Setxattr(rel, &e, 0, name, []byte(value), 0)
+		if err == nil {
+			change(func(base string, x map[string]string) string {
+				x[name] = value
+				return fzDescWith(base, x)
+			})
+		}
+	case arg < fzAttrChown:
+		name := fzXattrNames[arg&3]
+		*desc += fmt.Sprintf(" removexattr %s %s", rel, name)
+		wasUpper := e.InUpper()
+		err = z.s.Removexattr(rel, &e, 0, name)
+		if err == nil {
+			change(func(base string, x map[string]string) string {
+				if _, ok := x[name]; !ok {
+					z.failf("%s: removed an xattr the entry did not show", *desc)
+				}
+				delete(x, name)
+				return fzDescWith(base, x)
+			})
+		}
+		if errors.Is(err, unix.ENODATA) && !wasUpper && e.InUpper() {
+			z.failf("%s: ENODATA, yet the entry was copied up", *desc)
+		}
+	case arg < fzAttrUtimes:
+		o := fzOwners[arg&3]
+		*desc += fmt.Sprintf(" %s owner %d:%d", rel, o[0], o[1])
+		err = z.s.Setattr(rel, &e, cow.SetAttr{Uid: &o[0], Gid: &o[1]}, -1)
+		if err == nil {
+			*post = append(*post, func() {
+				got, err := lookupPath(z.s, rel)
+				if err != nil || !got.InUpper() || got.Stat.Uid != o[0] || got.Stat.Gid != o[1] {
+					z.failf("%s: after chown: layer %d, owner %d:%d, %v", *desc, got.Layer, got.Stat.Uid, got.Stat.Gid, err)
+				}
+			})
+		}
+	case arg < fzAttrTruncate:
+		mt := fzMtimes[arg&3]
+		*desc += fmt.Sprintf(" %s mtime %d.%09d", rel, mt.Sec, mt.Nsec)
+		err = z.s.Setattr(rel, &e, cow.SetAttr{Mtime: &mt}, -1)
+		if err == nil {
+			*post = append(*post, func() {
+				got, err := lookupPath(z.s, rel)
+				if err != nil || !got.InUpper() || got.Stat.Mtim != mt {
+					z.failf("%s: after utimes: layer %d, mtime %d.%09d, %v", *desc, got.Layer, got.Stat.Mtim.Sec, got.Stat.Mtim.Nsec, err)
+				}
+			})
+		}
+	default:
+		size := fzSizes[arg&3]
+		*desc += fmt.Sprintf(" truncate %s to %d", rel, size)
+		if typ != unix.S_IFREG {
+			*desc += ": not a file, skipped" // the VFS refuses
+			return false, nil
+		}
+		err = z.s.Setattr(rel, &e, cow.SetAttr{Size: &size}, -1)
+		if err == nil {
+			change(func(base string, x map[string]string) string {
+				data, err := strconv.Unquote(strings.TrimPrefix(base, "file "))
+				if err != nil {
+					z.failf("%s: bad description %q", *desc, base)
+				}
+				data += strings.Repeat("\x00", max(0, int(size)-len(data)))
+				return fzDescWith(fmt.Sprintf("file %q", data[:size]), x)
+			})
+		}
+	}
+	if err == nil && !e.InUpper() {
+		z.failf("%s: succeeded but the entry is in layer %d", *desc, e.Layer)
+	}
+	return true, err
 }
 
 // checkSameEntry checks that the entry an operation returned is the one
@@ -1020,6 +1210,27 @@ func FuzzOps(f *testing.F) {
 		fzOp(opRemove, 0, dRoot, nSl),
 		fzOp(opMkdir, mode755, dRoot, nSl),
 		fzOp(opSymlink, tgtDangle, dSl, nX),
+	))
+	// Attributes and xattrs through the engine: escaped overlay xattrs
+	// on a lower file, an empty file, directories and hard links, then
+	// moved and removed.
+	f.Add(fzSeq(
+		fzOp(opChmod, fzAttrSetxattr|2, dRoot, nA), // user.overlay.whiteout
+		fzOp(opChmod, fzAttrTruncate|0, dRoot, nA),
+		fzOp(opChmod, fzAttrSetxattr|1, dD, nSub), // trusted.overlay.opaque
+		fzOp(opChmod, fzAttrSetxattr|1, dRoot, nO),
+		fzOp(opChmod, fzAttrRemovexattr|0, dRoot, nB),
+		fzOp(opChmod, fzAttrRemovexattr|0, dRoot, nA),
+		fzOp(opChmod, fzAttrSetxattr|3|4, dRoot, nSub),
+		fzOp(opLink, 0, dRoot, nSub, dD, nX),
+		fzOp(opChmod, fzAttrSetxattr|0, dD, nX),
+		fzOp(opChmod, fzAttrTruncate|3, dRoot, nSub),
+		fzOp(opChmod, fzAttrChown|1, dRoot, nB),
+		fzOp(opChmod, fzAttrUtimes|2, dD, nSub),
+		fzOp(opChmod, fzAttrUtimes|1, dRoot, nSl),
+		fzOp(opRename, flNone, dRoot, nA, dO, nX),
+		fzOp(opChmod, fzAttrRemovexattr|2, dO, nX),
+		fzOp(opChmod, fzAttrRemovexattr|1, dD, nSub),
 	))
 	fzLimitMinimize()
 	f.Fuzz(func(t *testing.T, data []byte) {

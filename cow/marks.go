@@ -115,7 +115,7 @@ func (s *Stack) upperNonDir(rel string, parent *Entry, cands []Lower, e *Entry) 
 	if e.Ino == 0 {
 		e.Ino = s.mapIno(UpperIndex, e.Stat.Ino)
 	}
-	if !m.metacopy || !s.metacopy {
+	if !m.metacopy {
 		return nil
 	}
 	return s.findData(rel, parent, UpperIndex, m.redirect, cands, e)
@@ -125,7 +125,7 @@ func (s *Stack) upperNonDir(rel string, parent *Entry, cands []Lower, e *Entry) 
 // layer: if it is a metacopy file (of an upper made by overlayfs, now a
 // lower), where its data is, looked for in cands (the places beneath it).
 func (s *Stack) lowerNonDir(parent *Entry, cands []Lower, e *Entry) error {
-	if !s.metacopy || !s.layers[e.Layer].maybeMetacopy(&e.Stat) {
+	if !s.layers[e.Layer].maybeMetacopy(&e.Stat) {
 		return nil
 	}
 	m := s.layers[e.Layer].fileMarks(e.Path, &e.Stat, false)
@@ -135,49 +135,51 @@ func (s *Stack) lowerNonDir(parent *Entry, cands []Lower, e *Entry) error {
 	return s.findData(e.Path, parent, e.Layer, m.redirect, cands, e)
 }
 
-// findData finds the data of the metacopy file e (at name in layer
-// layer, with redirect, the redirect xattr's value if any): the first
-// regular file beneath it that is not a metacopy file itself. It sets
-// e.Data, and st_blocks to the data's.
+// findData finds the data of the metacopy file e, name of the merged
+// directory parent, found in layer layer with redirect (its redirect
+// xattr, if any): the first regular file beneath it that is not a
+// metacopy file itself, at cands or at the redirect. It sets e.Data, and
+// st_blocks to the data's. Without metacopy (metacopy=off), or a redirect
+// without redirects, it refuses the file with EPERM, as the kernel does:
+// the layer is not trusted to say where data is.
 func (s *Stack) findData(name string, parent *Entry, layer int, redirect string, cands []Lower, e *Entry) error {
-	for {
-		if redirect != "" && s.redirect {
-			var err error
-			if cands, err = s.redirected(parent, layer, redirect); err != nil {
-				return fmt.Errorf("metacopy file %s: %w", name, err)
-			}
-		}
-		redirect = ""
-		found := false
-		for i, c := range cands {
-			var st unix.Stat_t
-			dir, n := splitRel(c.Path)
-			ok, wh, err := s.lowerLookup(c.Layer, dir, n, &st)
-			if err != nil {
-				return err
-			}
-			if wh {
-				break
-			}
-			if !ok {
-				continue
-			}
-			if st.Mode&unix.S_IFMT != unix.S_IFREG {
-				break
-			}
-			if s.layers[c.Layer].maybeMetacopy(&st) {
-				if m := s.layers[c.Layer].fileMarks(c.Path, &st, false); m.metacopy {
-					layer, redirect, cands = c.Layer, m.redirect, cands[i+1:]
-					found = true
-					break
-				}
-			}
-			e.Data = Lower{c.Layer, c.Path}
-			e.Stat.Blocks = st.Blocks
-			return nil
-		}
-		if !found {
-			return fmt.Errorf("metacopy file %s: no lower layer holds its data: %w", name, unix.EIO)
-		}
+	if !s.metacopy {
+		return fmt.Errorf("%s is a metacopy file, and metacopy=off: %w", name, unix.EPERM)
 	}
+	var d Entry
+	var err error
+	switch {
+	case redirect != "" && !s.redirect:
+		return fmt.Errorf("%s has a redirect, and redirect_dir=nofollow: %w", name, unix.EPERM)
+	case redirect != "":
+		var abs *Entry
+		var lname string
+		if cands, abs, lname, err = s.redirectLowers(parent, layer, redirect); err != nil {
+			return fmt.Errorf("metacopy file %s: %w", name, err)
+		}
+		if layer == UpperIndex {
+			// A moved metacopy file: the lowers know it by its old name.
+			e.LowerName = lname
+		}
+		if abs != nil {
+			d = *abs
+			break
+		}
+		fallthrough
+	default:
+		err = s.mergeLowers(parent, cands, &d, false)
+	}
+	if err != nil && !notFound(err) {
+		return err
+	}
+	if err != nil || d.Layer <= 0 || d.Stat.Mode&unix.S_IFMT != unix.S_IFREG {
+		return fmt.Errorf("metacopy file %s: no lower layer holds its data: %w", name, unix.EIO)
+	}
+	if d.Metacopy() {
+		e.Data = d.Data
+	} else {
+		e.Data = Lower{d.Layer, d.Path}
+	}
+	e.Stat.Blocks = d.Stat.Blocks
+	return nil
 }

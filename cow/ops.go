@@ -1,3 +1,5 @@
+//go:build linux
+
 package cow
 
 import (
@@ -529,7 +531,7 @@ func (s *Stack) prepareMove(rel string, e *Entry, redirect, onLower bool) error 
 	switch {
 	case redirect:
 		return u.withPath(rel, func(fd int) error {
-			if err := s.setRedirectFd(fd, e.lowerPath(0)); err != nil {
+			if err := s.setRedirectFd(fd, e.LowerName); err != nil {
 				return err
 			}
 			var b [8]byte
@@ -540,7 +542,7 @@ func (s *Stack) prepareMove(rel string, e *Entry, redirect, onLower bool) error 
 			return nil
 		})
 	case e.Metacopy():
-		return u.withPath(rel, func(fd int) error { return s.setRedirectFd(fd, e.Data.Path) })
+		return u.withPath(rel, func(fd int) error { return s.setRedirectFd(fd, e.LowerName) })
 	case e.IsDir() && onLower:
 		return u.withParent(rel, s.setOpaqueAt)
 	}

@@ -1,3 +1,5 @@
+//go:build linux
+
 package cow
 
 import (
@@ -98,6 +100,10 @@ type Entry struct {
 	Stat unix.Stat_t
 	// Ino is the inode number in the merged view.
 	Ino uint64
+	// LowerName is the path by which the lower layers know the entry:
+	// its merged path, unless a redirect of the upper above it leads
+	// elsewhere. It is what a redirect to the entry holds.
+	LowerName string
 	// Lowers are, for a directory, the lower layers whose directory is
 	// merged beneath, top first; cut at the first opaque one. It
 	// excludes the upper layer. LowerPaths holds each one's path in its
@@ -346,35 +352,82 @@ func (e *Entry) lowerPath(i int) string {
 	return e.Path
 }
 
-// redirected returns where the layers beneath layer after look for an
-// entry that a redirect in layer after sends to redirect (the xattr's
-// value), the entry being name of the merged directory parent: an
-// absolute redirect names a path in every layer beneath, a relative one
-// a name beside the entry in parent's lower directories.
-func (s *Stack) redirected(parent *Entry, after int, redirect string) ([]Lower, error) {
+// lowerRoot is the root of the stack's lower layers from layer from on,
+// as a lookup from the root of those layers sees it.
+func (s *Stack) lowerRoot(from int) (Entry, error) {
+	e := Entry{Layer: -1}
+	for li := from; li < len(s.layers); li++ {
+		if li == from {
+			e.Layer = li
+			if err := s.layers[li].Lstat("", &e.Stat); err != nil {
+				return e, err
+			}
+			e.Ino = s.mapIno(li, e.Stat.Ino)
+		}
+		e.Lowers = append(e.Lowers, li)
+		e.LowerPaths = append(e.LowerPaths, "")
+		if li < len(s.layers)-1 && s.layers[li].isOpaque("") {
+			break
+		}
+	}
+	return e, nil
+}
+
+// resolveLower resolves the path p (no leading slash) in the lower
+// layers from layer from on, from their root, one name at a time, as
+// kernel overlayfs resolves an absolute redirect: whiteouts, opacity and
+// the redirects of the layers on the way count. It gives ENOENT where
+// those layers do not hold p.
+func (s *Stack) resolveLower(p string, from int) (Entry, error) {
+	if from >= len(s.layers) {
+		return Entry{}, unix.ENOENT
+	}
+	e, err := s.lowerRoot(from)
+	if err != nil || p == "" {
+		return e, err
+	}
+	for _, name := range strings.Split(p, "/") {
+		if !e.IsDir() {
+			return Entry{}, unix.ENOTDIR
+		}
+		parent := e
+		e = Entry{LowerName: joinRel(parent.LowerName, name)}
+		if err := s.mergeLowers(&parent, childLowers(&parent, name), &e, false); err != nil {
+			return Entry{}, err
+		}
+	}
+	return e, nil
+}
+
+// redirectLowers returns the lower entry that a redirect found in layer
+// layer sends the entry name of the merged directory parent to: an
+// absolute redirect is a path from the root of the layers beneath, a
+// relative one a name beside the entry in parent's lower directories
+// beneath. lname is the name the layers beneath know it by.
+func (s *Stack) redirectLowers(parent *Entry, layer int, redirect string) (cands []Lower, abs *Entry, lname string, err error) {
 	if strings.HasPrefix(redirect, "/") {
 		p, err := ovl.ResolveRedirect([]byte(redirect), "")
 		if err != nil {
-			return nil, err
+			return nil, nil, "", err
 		}
-		out := make([]Lower, 0, len(s.layers)-1-after)
-		for li := after + 1; li < len(s.layers); li++ {
-			out = append(out, Lower{li, p})
+		e, err := s.resolveLower(p, layer+1)
+		if notFound(err) {
+			return nil, nil, p, nil
 		}
-		return out, nil
-	}
-	var out []Lower
-	for i, li := range parent.Lowers {
-		if li <= after {
-			continue
-		}
-		p, err := ovl.ResolveRedirect([]byte(redirect), parent.lowerPath(i))
 		if err != nil {
-			return nil, err
+			return nil, nil, "", err
 		}
-		out = append(out, Lower{li, p})
+		return nil, &e, p, nil
 	}
-	return out, nil
+	if _, err := ovl.ResolveRedirect([]byte(redirect), ""); err != nil {
+		return nil, nil, "", err
+	}
+	for i, li := range parent.Lowers {
+		if li > layer {
+			cands = append(cands, Lower{li, joinRel(parent.lowerPath(i), redirect)})
+		}
+	}
+	return cands, nil, joinRel(parent.LowerName, redirect), nil
 }
 
 // Lookup resolves name in the merged directory dir, whose entry is
@@ -385,7 +438,7 @@ func (s *Stack) Lookup(dir string, parent *Entry, name string) (Entry, error) {
 		return e, unix.ENOENT // not a name in this directory
 	}
 	rel := joinRel(dir, name)
-	found := false
+	e.LowerName = joinRel(parent.LowerName, name)
 	cands := childLowers(parent, name)
 	absent, gen := s.absent.has(dir)
 	if u := s.upper(); u != nil && !absent {
@@ -401,7 +454,7 @@ func (s *Stack) Lookup(dir string, parent *Entry, name string) (Entry, error) {
 			if u.isWhiteout(rel, &st) {
 				return e, unix.ENOENT
 			}
-			e.Layer, e.Path, e.Stat, found = UpperIndex, rel, st, true
+			e.Layer, e.Path, e.Stat = UpperIndex, rel, st
 			if !e.IsDir() {
 				return e, s.upperNonDir(rel, parent, cands, &e)
 			}
@@ -410,8 +463,12 @@ func (s *Stack) Lookup(dir string, parent *Entry, name string) (Entry, error) {
 				e.Ino = s.mapIno(UpperIndex, st.Ino)
 				return e, nil
 			}
-			if m.redirect != "" && s.redirect {
-				if cands, err = s.redirected(parent, UpperIndex, m.redirect); err != nil {
+			if m.redirect != "" {
+				if !s.redirect {
+					return e, fmt.Errorf("%s has a redirect, and redirect_dir=nofollow: %w", rel, unix.EPERM)
+				}
+				var abs *Entry
+				if cands, abs, e.LowerName, err = s.redirectLowers(parent, UpperIndex, m.redirect); err != nil {
 					return e, fmt.Errorf("%s: %w", rel, err)
 				}
 				// A renamed directory keeps the number it had
@@ -420,6 +477,12 @@ func (s *Stack) Lookup(dir string, parent *Entry, name string) (Entry, error) {
 				if e.Ino == 0 {
 					e.Ino = s.mapIno(UpperIndex, st.Ino)
 				}
+				if abs != nil && abs.IsDir() {
+					e.Lowers, e.LowerPaths = abs.Lowers, abs.LowerPaths
+				}
+				if abs != nil {
+					return e, nil
+				}
 			}
 			if len(cands) == 0 {
 				if e.Ino == 0 {
@@ -427,18 +490,29 @@ func (s *Stack) Lookup(dir string, parent *Entry, name string) (Entry, error) {
 				}
 				return e, nil
 			}
+			return e, s.mergeLowers(parent, cands, &e, true)
 		case notFound(err):
 		default:
 			return e, err
 		}
 	}
+	return e, s.mergeLowers(parent, cands, &e, false)
+}
+
+// mergeLowers completes the entry e, name of the merged directory
+// parent, from the lower layers: cands are where they may hold it, top
+// first. found reports that e was found above (a directory of the upper),
+// so that only directories merge beneath it. Without found, e.Layer is
+// set by the first layer holding the name, and ENOENT returned where none
+// does.
+func (s *Stack) mergeLowers(parent *Entry, cands []Lower, e *Entry, found bool) error {
 	for i := 0; i < len(cands); i++ {
 		c := cands[i]
 		var st unix.Stat_t
 		cdir, cname := splitRel(c.Path)
 		ok, wh, err := s.lowerLookup(c.Layer, cdir, cname, &st)
 		if err != nil {
-			return e, err
+			return err
 		}
 		if wh {
 			break
@@ -451,7 +525,7 @@ func (s *Stack) Lookup(dir string, parent *Entry, name string) (Entry, error) {
 			e.Layer, e.Path, e.Stat, found = c.Layer, c.Path, st, true
 			if !isDir {
 				e.Ino = s.mapIno(c.Layer, st.Ino)
-				return e, s.lowerNonDir(parent, cands[i+1:], &e)
+				return s.lowerNonDir(parent, cands[i+1:], e)
 			}
 		} else if !isDir {
 			break // a non-directory ends the merge beneath a directory
@@ -461,30 +535,42 @@ func (s *Stack) Lookup(dir string, parent *Entry, name string) (Entry, error) {
 		}
 		e.Lowers = append(e.Lowers, c.Layer)
 		e.LowerPaths = append(e.LowerPaths, c.Path)
-		if c.Layer < len(s.layers)-1 {
-			d, err := s.lowerIndex(c.Layer, c.Path)
-			if err != nil {
-				return e, err
-			}
-			if d.opaque {
-				break
-			}
-			if d.redirect != "" && s.redirect {
-				rest, err := s.redirected(parent, c.Layer, d.redirect)
-				if err != nil {
-					return e, fmt.Errorf("%s in %s: %w", c.Path, s.layers[c.Layer].Path, err)
-				}
-				cands = append(cands[:i+1:i+1], rest...)
-			}
+		if c.Layer == len(s.layers)-1 {
+			continue
 		}
+		d, err := s.lowerIndex(c.Layer, c.Path)
+		if err != nil {
+			return err
+		}
+		if d.opaque {
+			break
+		}
+		if d.redirect == "" {
+			continue
+		}
+		if !s.redirect {
+			return fmt.Errorf("%s in %s has a redirect, and redirect_dir=nofollow: %w", c.Path, s.layers[c.Layer].Path, unix.EPERM)
+		}
+		rest, abs, _, err := s.redirectLowers(parent, c.Layer, d.redirect)
+		if err != nil {
+			return fmt.Errorf("%s in %s: %w", c.Path, s.layers[c.Layer].Path, err)
+		}
+		if abs != nil {
+			if abs.IsDir() {
+				e.Lowers = append(e.Lowers, abs.Lowers...)
+				e.LowerPaths = append(e.LowerPaths, abs.LowerPaths...)
+			}
+			break
+		}
+		cands = append(cands[:i+1:i+1], rest...)
 	}
 	if !found {
-		return e, unix.ENOENT
+		return unix.ENOENT
 	}
 	if e.Ino == 0 {
 		e.Ino = s.mapIno(e.Layer, e.Stat.Ino)
 	}
-	return e, nil
+	return nil
 }
 
 // splitRel splits a layer path into its directory and last name.

@@ -1,3 +1,5 @@
+//go:build linux
+
 // Package fs serves a cow.Stack over FUSE with go-fuse's node API.
 //
 // Each FUSE method decodes its request, makes one call into the engine

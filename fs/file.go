@@ -1,3 +1,5 @@
+//go:build linux
+
 package fs
 
 import (
@@ -276,13 +278,5 @@ func (d *dirHandle) Releasedir(ctx context.Context, flags uint32) {}
 func (d *dirHandle) Fsyncdir(ctx context.Context, flags uint32) syscall.Errno {
 	n := d.node
 	e := n.entry()
-	if !e.InUpper() {
-		return 0
-	}
-	fd, err := n.root.Stack.Layer(cow.UpperIndex).Open(n.rel(), unix.O_RDONLY|unix.O_DIRECTORY, 0)
-	if err != nil {
-		return n.errno("fsyncdir", err)
-	}
-	defer unix.Close(fd)
-	return n.errno("fsyncdir", unix.Fsync(fd))
+	return n.errno("fsyncdir", n.root.Stack.Fsyncdir(n.rel(), &e))
 }

@@ -1,9 +1,10 @@
+//go:build linux
+
 package fs
 
 import (
 	"context"
 	"log"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -15,6 +16,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/strata-fs/strata/cow"
+	"github.com/strata-fs/strata/ovl"
 )
 
 // Root is the shared state of one mount.
@@ -316,7 +318,7 @@ func (n *node) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint32,
 	defer n.mu.Unlock()
 	oflags := backingOpenFlags(flags)
 	if n.unlinked && n.orphan > 0 && (n.e.InUpper() || flags&writeFlags == 0) {
-		fd, err := unix.Open(procPathOf(n.orphan), oflags|unix.O_CLOEXEC, 0)
+		fd, err := unix.Open(ovl.ProcPath(n.orphan), oflags|unix.O_CLOEXEC, 0)
 		if err != nil {
 			return nil, 0, n.errno("open", err)
 		}
@@ -461,7 +463,7 @@ func (n *node) Link(ctx context.Context, target gofs.InodeEmbedder, name string,
 
 func (n *node) Readlink(ctx context.Context) ([]byte, syscall.Errno) {
 	e := n.entry()
-	t, err := n.root.Stack.Layer(e.Layer).Readlink(e.LayerPath(n.rel()))
+	t, err := n.root.Stack.Readlink(n.rel(), &e)
 	if err != nil {
 		return nil, n.errno("readlink", err)
 	}
@@ -574,20 +576,30 @@ func (n *node) Rename(ctx context.Context, name string, newParent gofs.InodeEmbe
 }
 
 func (n *node) Getxattr(ctx context.Context, attr string, dest []byte) (uint32, syscall.Errno) {
-	if cow.IsHiddenXattr(attr) {
-		return 0, syscall.ENODATA
-	}
 	e, orphan := n.entryOrphan()
-	var v []byte
-	var err error
-	if orphan > 0 {
-		v, err = cow.GetxattrFd(orphan, attr)
-	} else {
-		v, err = n.root.Stack.Layer(e.Layer).Getxattr(e.LayerPath(n.rel()), attr)
-	}
+	v, err := n.root.Stack.Getxattr(n.rel(), &e, orphan, attr)
 	if err != nil {
 		return 0, n.errno("getxattr", err)
 	}
+	return fillBuf(dest, v)
+}
+
+func (n *node) Listxattr(ctx context.Context, dest []byte) (uint32, syscall.Errno) {
+	e, orphan := n.entryOrphan()
+	names, err := n.root.Stack.Listxattr(n.rel(), &e, orphan)
+	if err != nil {
+		return 0, n.errno("listxattr", err)
+	}
+	var b []byte
+	for _, x := range names {
+		b = append(append(b, x...), 0)
+	}
+	return fillBuf(dest, b)
+}
+
+// fillBuf answers a request for v with a buffer dest: its size when
+// dest is empty, ERANGE when v does not fit.
+func fillBuf(dest, v []byte) (uint32, syscall.Errno) {
 	if len(dest) == 0 {
 		return uint32(len(v)), 0
 	}
@@ -597,78 +609,33 @@ func (n *node) Getxattr(ctx context.Context, attr string, dest []byte) (uint32, 
 	return uint32(copy(dest, v)), 0
 }
 
-func (n *node) Listxattr(ctx context.Context, dest []byte) (uint32, syscall.Errno) {
-	e, orphan := n.entryOrphan()
-	var names []string
-	var err error
-	if orphan > 0 {
-		names, err = cow.ListxattrFd(orphan)
-	} else {
-		names, err = n.root.Stack.Layer(e.Layer).Listxattr(e.LayerPath(n.rel()))
-	}
-	if err != nil {
-		return 0, n.errno("listxattr", err)
-	}
-	var b []byte
-	for _, x := range names {
-		if !cow.IsHiddenXattr(x) {
-			b = append(append(b, x...), 0)
-		}
-	}
-	if len(dest) == 0 {
-		return uint32(len(b)), 0
-	}
-	if len(dest) < len(b) {
-		return uint32(len(b)), syscall.ERANGE
-	}
-	return uint32(copy(dest, b)), 0
-}
-
 func (n *node) Setxattr(ctx context.Context, attr string, data []byte, flags uint32) syscall.Errno {
 	defer n.root.changing()()
-	if cow.IsHiddenXattr(attr) {
-		return syscall.EPERM
-	}
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	if err := n.copyUpLocked(-1); err != nil {
-		return n.errno("setxattr", err)
+	orphan := 0
+	if n.unlinked {
+		orphan = n.orphan
 	}
-	var err error
-	err = n.root.Stack.Layer(cow.UpperIndex).Setxattr(n.rel(), attr, data, int(flags))
+	err := n.root.Stack.Setxattr(n.rel(), &n.e, orphan, attr, data, int(flags))
 	return n.errno("setxattr", err)
 }
 
 func (n *node) Removexattr(ctx context.Context, attr string) syscall.Errno {
 	defer n.root.changing()()
-	if cow.IsHiddenXattr(attr) {
-		return syscall.ENODATA
-	}
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	var err error
-	e := n.e
-	if !e.InUpper() {
-		// Removing what is not there needs no copy-up.
-		if _, err := n.root.Stack.Layer(e.Layer).Getxattr(e.LayerPath(n.rel()), attr); err != nil {
-			return n.errno("removexattr", err)
-		}
+	orphan := 0
+	if n.unlinked {
+		orphan = n.orphan
 	}
-	if err = n.copyUpLocked(-1); err != nil {
-		return n.errno("removexattr", err)
-	}
-	err = n.root.Stack.Layer(cow.UpperIndex).Removexattr(n.rel(), attr)
+	err := n.root.Stack.Removexattr(n.rel(), &n.e, orphan, attr)
 	return n.errno("removexattr", err)
 }
 
 func (n *node) Statfs(ctx context.Context, out *fuse.StatfsOut) syscall.Errno {
-	st := n.root.Stack
-	l := st.Layer(cow.UpperIndex)
-	if l == nil {
-		l = st.Layer(1)
-	}
-	var s unix.Statfs_t
-	if err := unix.Fstatfs(l.Fd(), &s); err != nil {
+	s, err := n.root.Stack.Statfs()
+	if err != nil {
 		return n.errno("statfs", err)
 	}
 	out.Blocks, out.Bfree, out.Bavail = s.Blocks, s.Bfree, s.Bavail
@@ -689,7 +656,7 @@ func (n *node) Tmpfile(ctx context.Context, flags uint32, mode uint32, out *fuse
 		return nil, nil, 0, n.errno("tmpfile", err)
 	}
 	// A second fd keeps the file linkable after this open is closed.
-	keep, err := unix.Open(procPathOf(fd), unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	keep, err := unix.Open(ovl.ProcPath(fd), unix.O_RDONLY|unix.O_CLOEXEC, 0)
 	if err != nil {
 		keep, err = unix.Dup(fd)
 		if err != nil {
@@ -705,8 +672,6 @@ func (n *node) Tmpfile(ctx context.Context, flags uint32, mode uint32, out *fuse
 	fh, fl, errno := cn.newFileLocked(fd, cow.UpperIndex, unix.O_RDWR)
 	return ch, fh, fl, errno
 }
-
-func procPathOf(fd int) string { return "/proc/self/fd/" + strconv.Itoa(fd) }
 
 // holdOrphanLocked takes an O_PATH fd of the node's file, dir/name, if
 // it is a regular file about to lose its last name (see orphan).

@@ -113,13 +113,19 @@ type Mount struct {
 func (m Mount) ReadOnly() bool { return m.Upper == "" }
 
 // Options returns the overlayfs mount options: "lowerdir=A:B",
-// "upperdir=U", "workdir=W".
+// "upperdir=U", "workdir=W", and "redirect_dir=on" and "metacopy=on":
+// strata's engine renames lower directories with redirects and copies
+// metadata alone, as the kernel does with those options, and a committed
+// snapshot keeps its upper as a layer, so a kernel mount of a snapshot
+// strata (or the kernel) changed needs them. They trust the lower layers:
+// the store's are its own uppers, or applied from tars, which never
+// carry an overlay xattr.
 func (m Mount) Options() []string {
 	o := []string{"lowerdir=" + strings.Join(m.Lowers, ":")}
 	if m.Upper != "" {
 		o = append(o, "upperdir="+m.Upper, "workdir="+m.Work)
 	}
-	return o
+	return append(o, "redirect_dir=on", "metacopy=on")
 }
 
 // Errors, checked with errors.Is.

@@ -16,6 +16,8 @@ import (
 
 	bolt "go.etcd.io/bbolt"
 	"golang.org/x/sys/unix"
+
+	"github.com/strata-fs/strata/ovl"
 )
 
 // Names under the store root.
@@ -427,6 +429,9 @@ func (s *Store) commit(ctx context.Context, name, key string, labels map[string]
 	upper := filepath.Join(s.snapshotDir(r.ID), fsDir)
 	usage, err := diskUsage(ctx, upper)
 	if err != nil {
+		return fmt.Errorf("commit %q: %w", key, err)
+	}
+	if _, err := ovl.MarkMetacopies(upper); err != nil {
 		return fmt.Errorf("commit %q: %w", key, err)
 	}
 	if err := syncDir(upper); err != nil {

@@ -1,3 +1,5 @@
+//go:build linux
+
 // Package layer reads and writes OCI image layers (image-spec layer.md):
 // Apply extracts a layer tarball into a directory in the union
 // filesystem's upper format, Write encodes the changes held in an upper
