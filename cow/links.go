@@ -3,6 +3,7 @@
 package cow
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"strings"
@@ -73,10 +74,26 @@ func (s *Stack) copyUpLinked(rel string, e *Entry, dataLen int64) error {
 	// Every name, e.Path too: e may have been resolved at another name
 	// of the inode than rel (one node stands for all of them), and a
 	// name already in the upper is skipped.
+	linked := 1
 	for _, p := range names {
-		if err := s.linkAlias(tmp, src.Layer, p); err != nil {
+		ok, err := s.linkAlias(tmp, src.Layer, p)
+		if err != nil {
 			return errors.Join(fmt.Errorf("link %s: %w", p, err), unix.Unlinkat(wfd, tmp, 0))
 		}
+		if ok {
+			linked++
+		}
+	}
+	if hidden := int(st.Nlink) - linked; hidden > 0 {
+		// The names it could not link still count, as the kernel counts
+		// them: recorded beside the inode number (see HiddenLinks).
+		var b [12]byte
+		binary.LittleEndian.PutUint64(b[:8], e.Ino)
+		binary.LittleEndian.PutUint32(b[8:], uint32(hidden))
+		if err := s.work.Setxattr(tmp, s.originXattr(), b[:], 0); err != nil {
+			return errors.Join(fmt.Errorf("record the link count: %w", err), unix.Unlinkat(wfd, tmp, 0))
+		}
+		e.HiddenLinks = uint32(hidden)
 	}
 	return unix.Unlinkat(wfd, tmp, 0)
 }
@@ -108,22 +125,24 @@ func (s *Stack) linkUp(tmp, rel string) error {
 
 // linkAlias links the work file tmp at p, another name of its lower
 // inode in layer li, if the merged view shows that lower name there.
-func (s *Stack) linkAlias(tmp string, li int, p string) error {
+func (s *Stack) linkAlias(tmp string, li int, p string) (linked bool, err error) {
 	e, err := s.resolve(p)
 	if notFound(err) {
-		return nil // deleted, or beneath a renamed directory
+		return false, nil // deleted, or beneath a renamed directory
 	}
 	if err != nil {
-		return err
+		return false, err
 	}
 	if e.InUpper() || e.Layer != li || e.Path != p {
-		return nil // another file hides it
+		// Already linked (rel itself among them), or another file
+		// hides it.
+		return false, nil
 	}
 	dir, _ := splitRel(p)
 	if err := s.copyUpParents(dir); err != nil {
-		return err
+		return false, err
 	}
-	return s.linkUp(tmp, p)
+	return true, s.linkUp(tmp, p)
 }
 
 // resolve looks the merged path rel up from the root.

@@ -38,7 +38,7 @@ func (l *Layer) dirMarks(rel string) dirMarks {
 					}
 				}
 			case ovl.XattrOrigin, ovl.XattrUserOrigin:
-				if v, err := ovl.GetxattrFd(fd, n); err == nil && len(v) == 8 {
+				if v, err := ovl.GetxattrFd(fd, n); err == nil && len(v) >= 8 {
 					m.origin = binary.LittleEndian.Uint64(v)
 				}
 			}
@@ -67,6 +67,7 @@ func (l *Layer) maybeMetacopy(st *unix.Stat_t) bool {
 // fileMarks are the overlay xattrs of a non-directory that lookups need.
 type fileMarks struct {
 	origin   uint64
+	hidden   uint32 // see Entry.HiddenLinks
 	metacopy bool
 	redirect string
 }
@@ -80,8 +81,11 @@ func (l *Layer) fileMarks(rel string, st *unix.Stat_t, origin bool) fileMarks {
 	}
 	l.withPath(rel, func(fd int) error {
 		if origin {
-			if v, err := ovl.OriginXattrs.Get(fd); err == nil && len(v) == 8 {
+			if v, err := ovl.OriginXattrs.Get(fd); err == nil && len(v) >= 8 {
 				m.origin = binary.LittleEndian.Uint64(v)
+				if len(v) >= 12 {
+					m.hidden = binary.LittleEndian.Uint32(v[8:])
+				}
 			}
 		}
 		if meta && ovl.MetacopyXattrs.Has(fd) {
@@ -111,7 +115,7 @@ func (l *Layer) isMetacopy(rel string) bool {
 // the name, in the merged directory parent) or at its redirect.
 func (s *Stack) upperNonDir(rel string, parent *Entry, cands []Lower, e *Entry) error {
 	m := s.upper().fileMarks(rel, &e.Stat, true)
-	e.Ino = m.origin
+	e.Ino, e.HiddenLinks = m.origin, m.hidden
 	if e.Ino == 0 {
 		e.Ino = s.mapIno(UpperIndex, e.Stat.Ino)
 	}

@@ -110,6 +110,11 @@ type Entry struct {
 	// layer: the merged path, unless a redirect leads elsewhere.
 	Lowers     []int
 	LowerPaths []string
+	// HiddenLinks counts, for a copied-up lower hard link, the names of
+	// its lower inode that the merged view did not show at copy-up (a
+	// layer above deleted or covered them), which kernel overlayfs with
+	// index=on keeps counting in st_nlink: so does strata.
+	HiddenLinks uint32
 	// Data is, for a metacopy file of the upper layer (its metadata
 	// copied up, not its data), the lower file holding its data; its
 	// Layer is 0 for any other entry.
@@ -613,7 +618,7 @@ func (s *Stack) upperIno(rel string, st *unix.Stat_t) uint64 {
 // originIno reads the inode number recorded on an upper file at copy-up.
 func (s *Stack) originIno(rel string) (uint64, bool) {
 	v, err := s.upper().Getxattr(rel, s.originXattr())
-	if err != nil || len(v) != 8 {
+	if err != nil || len(v) < 8 {
 		return 0, false
 	}
 	return binary.LittleEndian.Uint64(v), true

@@ -188,6 +188,7 @@ func owner(ctx context.Context) cow.Owner {
 // merged directory reports one link, its real count being unknowable.
 func fillEntryAttr(out *fuse.Attr, e *cow.Entry) {
 	fillAttr(out, &e.Stat, e.Ino)
+	out.Nlink += e.HiddenLinks
 	if e.IsDir() && (len(e.Lowers) > 1 || (e.InUpper() && len(e.Lowers) > 0)) {
 		out.Nlink = 1
 	}
@@ -265,6 +266,7 @@ func (n *node) Getattr(ctx context.Context, fh gofs.FileHandle, out *fuse.AttrOu
 			return n.errno("getattr", err)
 		}
 		fillAttr(&out.Attr, &st, n.e.Ino)
+		out.Nlink += n.e.HiddenLinks
 	} else {
 		if err := n.statLocked(); err != nil {
 			if _, parent := n.Parent(); n.unlinked || (parent == nil && !n.IsRoot()) {
@@ -304,7 +306,7 @@ func (n *node) Setattr(ctx context.Context, fh gofs.FileHandle, in *fuse.SetAttr
 	if err := n.root.Stack.Setattr(n.rel(), &n.e, setattrRequest(in), fd); err != nil {
 		return n.errno("setattr", err)
 	}
-	fillAttr(&out.Attr, &n.e.Stat, n.e.Ino)
+	fillEntryAttr(&out.Attr, &n.e)
 	return 0
 }
 

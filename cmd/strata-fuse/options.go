@@ -69,6 +69,7 @@ var refusedOptions = map[string]string{
 func parseOptions(args []string) (options, []string, error) {
 	var o options
 	var warnings []string
+	metacopyOn := false // given explicitly
 	for _, arg := range args {
 		for _, kv := range strings.Split(arg, ",") {
 			if kv == "" {
@@ -132,6 +133,7 @@ func parseOptions(args []string) (options, []string, error) {
 				switch val {
 				case "on":
 					o.stack.NoMetacopy = false
+					metacopyOn = true
 				case "off":
 					o.stack.NoMetacopy = true
 				default:
@@ -174,6 +176,14 @@ func parseOptions(args []string) (options, []string, error) {
 	}
 	if len(o.stack.Lower) == 0 {
 		return o, warnings, fmt.Errorf("no lowerdir given: use -o lowerdir=DIR[:DIR...]")
+	}
+	if o.stack.NoRedirect {
+		// A metacopy file's data is found by redirects: as the kernel,
+		// refuse the two together, and turn metacopy off with nofollow.
+		if metacopyOn {
+			return o, warnings, fmt.Errorf("conflicting options metacopy=on and redirect_dir=nofollow: metacopy files need redirects followed (use metacopy=off)")
+		}
+		o.stack.NoMetacopy = true
 	}
 	// nodev unless "dev" is given, as fuse-overlayfs (libfuse) does. A
 	// mount program cannot be told otherwise: containers-storage turns
