@@ -45,7 +45,8 @@ func (s *Stack) Setattr(rel string, e *Entry, a SetAttr, fd int) error {
 	if a.Mode != nil && isLink {
 		return unix.EOPNOTSUPP // as lchmod(2)
 	}
-	return s.upper().withPath(rel, func(pfd int) error {
+	il, ip := s.inode(rel, e)
+	return il.withPath(ip, func(pfd int) error {
 		changed := false
 		// Owner first: a chown clears set-ID bits that a mode in the
 		// same request may set.
@@ -86,7 +87,7 @@ func (s *Stack) Setattr(rel string, e *Entry, a SetAttr, fd int) error {
 			changed = true
 		}
 		if a.Size != nil {
-			if err := s.truncate(rel, fd, *a.Size); err != nil {
+			if err := s.truncate(il, ip, fd, *a.Size); err != nil {
 				return err
 			}
 			changed = true
@@ -122,12 +123,13 @@ func (s *Stack) Setattr(rel string, e *Entry, a SetAttr, fd int) error {
 	})
 }
 
-// truncate sets the size of the upper file rel, through fd if it is one.
-func (s *Stack) truncate(rel string, fd int, size int64) error {
+// truncate sets the size of the file p of layer l, through fd if it is
+// one.
+func (s *Stack) truncate(l *Layer, p string, fd int, size int64) error {
 	if fd >= 0 {
 		return unix.Ftruncate(fd, size)
 	}
-	wfd, err := s.upper().openAt(rel, unix.O_WRONLY, 0)
+	wfd, err := l.openAt(p, unix.O_WRONLY, 0)
 	if err != nil {
 		return err
 	}

@@ -81,6 +81,10 @@ func (s *Stack) CopyUp(rel string, e *Entry, dataLen int64) error {
 		e.Data = Lower{}
 	}
 	e.Layer, e.Path, e.Stat = UpperIndex, rel, st
+	if linked && !brokeLink {
+		m := s.upper().fileMarks(rel, &st, true)
+		e.NlinkAdjust, e.Linked = m.adjust, m.linked
+	}
 	if brokeLink {
 		e.Ino = s.mapIno(UpperIndex, st.Ino)
 	}

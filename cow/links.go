@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 
 	"golang.org/x/sys/unix"
@@ -16,38 +17,109 @@ import (
 // Hard links of lower layers stay one inode through copy-up.
 //
 // Kernel overlayfs does this with index=on: the copy of an inode is made
-// in an index directory of the work dir, keyed by the lower inode's file
-// handle, and each name is linked to it when it is copied up in turn. strata
-// needs no index: the copy-up of any name of a lower inode with several
-// names copies the inode up once and links every name of it that the
-// merged view shows at its lower path into the upper at once. The upper
-// then holds an ordinary hard link, which every reader understands: kernel
+// in an index directory of the work dir, keyed by the lower inode, and
+// each name is linked to it when it is copied up in turn, or looked up
+// after. strata does the same in a format of its own, the links
+// directory of the work dir (linksDir): its entry for a lower inode, named
+// by the inode's merged number in hex, is a hard link to the inode's copy.
+//
+// The copy-up of any name of a lower inode with several names copies the
+// inode once, links it into the links directory, and links into the
+// upper every name of it that the merged view shows at its lower path.
+// A name the view shows elsewhere (beneath a renamed directory) is linked
+// when it is looked up: a lookup that finds a lower file with several
+// names asks the links directory, and links the copy in. The upper then
+// holds ordinary hard links, which every reader understands: kernel
 // overlayfs with or without index, layer commit (a tar hard link), and
 // strata's lookups, which find each name in the upper with the copy's
 // inode and its merged inode number (the lower one, recorded as origin).
+//
+// st_nlink counts what the kernel counts, the lower inode's names: those
+// linked since, those still to link, and those a layer above deleted or
+// covered (kernel overlayfs with index=on keeps counting them too). The
+// copy's own link count differs from that by the links directory's link
+// and the names not linked; the difference is recorded beside the origin
+// (Entry.NlinkAdjust), and changes when a name is linked in, not when one
+// is made or removed through the mount.
 //
 // The names are found in the lower layer by inode number: in the copied
 // name's own directory first (from the index of lower directories, which
 // already holds getdents' inode numbers), then, if some are still missing,
 // by walking the layer with getdents, stopping once every name is found.
-// A name that the merged view does not show at its lower path (deleted by
-// a whiteout, or beneath a renamed directory) is left out.
+
+// linksDir is the links directory's name in the work dir.
+const linksDir = "strata.links"
 
 // JoinsLinks reports whether a copy-up keeps the names of a lower hard
-// link one inode (see copyUpLinked). Every writable stack does.
+// link one inode. Every writable stack does.
 func (s *Stack) JoinsLinks() bool { return s.Writable() }
+
+// linkKey names the links directory's entry for the lower inode whose
+// merged inode number is ino.
+func linkKey(ino uint64) string { return strconv.FormatUint(ino, 16) }
+
+// openLinks opens the links directory, making it if make is set. It
+// returns -1 where there is none.
+func (s *Stack) openLinks(create bool) (int, error) {
+	s.linksMu.Lock()
+	defer s.linksMu.Unlock()
+	if s.linksFd >= 0 || !create {
+		return s.linksFd, nil
+	}
+	if err := unix.Mkdirat(s.work.fd, linksDir, 0o700); err != nil && err != unix.EEXIST {
+		return -1, fmt.Errorf("make the links directory: %w", err)
+	}
+	fd, err := unix.Openat(s.work.fd, linksDir, unix.O_PATH|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return -1, fmt.Errorf("open the links directory: %w", err)
+	}
+	s.linksFd = fd
+	s.linksUsed.Store(true)
+	return fd, nil
+}
 
 // copyUpLinked copies up the lower file e, one name of an inode with
 // several, to rel, and links the inode's other names into the upper.
 func (s *Stack) copyUpLinked(rel string, e *Entry, dataLen int64) error {
+	lfd, err := s.openLinks(true)
+	if err != nil {
+		return err
+	}
+	key := linkKey(e.Ino)
+	var kst unix.Stat_t
+	if unix.Fstatat(lfd, key, &kst, unix.AT_SYMLINK_NOFOLLOW) != nil {
+		if err := s.copyToLinks(lfd, key, e, dataLen); err != nil {
+			return err
+		}
+	}
+	if _, err := s.linkIn(lfd, key, rel); err != nil {
+		return err
+	}
 	names, err := s.lowerNames(e.Layer, e.Path, e.Stat.Ino, int(e.Stat.Nlink))
 	if err != nil {
 		return fmt.Errorf("find the other names of %s: %w", rel, err)
 	}
+	// Every name, e.Path too: e may have been resolved at another name
+	// of the inode than rel (one node stands for all of them). A lookup
+	// of a name links it in (see linkLookedUp); one already in the upper,
+	// or hidden, is left.
+	for _, p := range names {
+		if _, err := s.resolve(p); err != nil && !notFound(err) {
+			return fmt.Errorf("link %s: %w", p, err)
+		}
+	}
+	return nil
+}
+
+// copyToLinks copies the lower file e into the links directory lfd as
+// key: built in the work dir, as any copy-up, then linked there. Its
+// link count difference says that none of its names is linked yet.
+func (s *Stack) copyToLinks(lfd int, key string, e *Entry, dataLen int64) error {
 	wfd := s.work.fd
 	tmp := s.tmpName()
 	src := Lower{e.Layer, e.Path}
 	st := &e.Stat
+	var err error
 	switch st.Mode & unix.S_IFMT {
 	case unix.S_IFREG:
 		if dataLen == MetaOnly {
@@ -66,36 +138,102 @@ func (s *Stack) copyUpLinked(rel string, e *Entry, dataLen int64) error {
 		err = s.finishCopy(src, tmp, st, e.Ino)
 	}
 	if err == nil {
-		err = s.linkUp(tmp, rel)
+		// The copy will have the links directory's link, and the lower
+		// inode's names are still to be linked.
+		err = s.setLinkAdjust(wfd, tmp, e.Ino, int32(st.Nlink)-1)
 	}
+	if err == nil {
+		if err = unix.Linkat(wfd, tmp, lfd, key, 0); err == unix.EEXIST {
+			err = nil // another copy-up won
+		}
+	}
+	return errors.Join(err, ignoreENOENT(unix.Unlinkat(wfd, tmp, 0)))
+}
+
+// setLinkAdjust records, on the file name of dfd, its merged inode number
+// and the difference of its link count from the one to report.
+func (s *Stack) setLinkAdjust(dfd int, name string, ino uint64, adjust int32) error {
+	var b [12]byte
+	binary.LittleEndian.PutUint64(b[:8], ino)
+	binary.LittleEndian.PutUint32(b[8:], uint32(adjust))
+	fd, err := unix.Openat(dfd, name, unix.O_PATH|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
 	if err != nil {
-		return errors.Join(err, ignoreENOENT(unix.Unlinkat(wfd, tmp, 0)))
+		return err
 	}
-	// Every name, e.Path too: e may have been resolved at another name
-	// of the inode than rel (one node stands for all of them), and a
-	// name already in the upper is skipped.
-	linked := 1
-	for _, p := range names {
-		ok, err := s.linkAlias(tmp, src.Layer, p)
-		if err != nil {
-			return errors.Join(fmt.Errorf("link %s: %w", p, err), unix.Unlinkat(wfd, tmp, 0))
-		}
-		if ok {
-			linked++
-		}
+	defer unix.Close(fd)
+	err = unix.Setxattr(ovl.ProcPath(fd), s.originXattr(), b[:], 0)
+	if err != nil && !(err == unix.EPERM && !s.trustedXattrs) {
+		return fmt.Errorf("record the link count: %w", err)
 	}
-	if hidden := int(st.Nlink) - linked; hidden > 0 {
-		// The names it could not link still count, as the kernel counts
-		// them: recorded beside the inode number (see HiddenLinks).
-		var b [12]byte
-		binary.LittleEndian.PutUint64(b[:8], e.Ino)
-		binary.LittleEndian.PutUint32(b[8:], uint32(hidden))
-		if err := s.work.Setxattr(tmp, s.originXattr(), b[:], 0); err != nil {
-			return errors.Join(fmt.Errorf("record the link count: %w", err), unix.Unlinkat(wfd, tmp, 0))
-		}
-		e.HiddenLinks = uint32(hidden)
+	return nil
+}
+
+// linkIn links the copy key of the links directory lfd at rel in the
+// upper, copying rel's parents up, and counts the name as linked. It
+// reports whether it made the link (false: rel was there already).
+func (s *Stack) linkIn(lfd int, key, rel string) (bool, error) {
+	dir, _ := splitRel(rel)
+	if err := s.copyUpParents(dir); err != nil {
+		return false, err
 	}
-	return unix.Unlinkat(wfd, tmp, 0)
+	s.linksMu.Lock()
+	defer s.linksMu.Unlock()
+	made := false
+	err := s.upper().withParent(rel, func(pfd int, name string) error {
+		var pst unix.Stat_t
+		if err := unix.Fstat(pfd, &pst); err != nil {
+			return err
+		}
+		if err := unix.Linkat(lfd, key, pfd, name, 0); err != nil {
+			if err == unix.EEXIST {
+				return nil
+			}
+			return err
+		}
+		made = true
+		return restoreTimes(pfd, &pst)
+	})
+	if err != nil || !made {
+		return made, err
+	}
+	// One name more in the copy's count, none in the one reported.
+	v, err := ovl.GetxattrFdAt(lfd, key, s.originXattr())
+	if err != nil || len(v) < 12 {
+		return true, nil // an older copy: its count is the upper's
+	}
+	adj := int32(binary.LittleEndian.Uint32(v[8:])) - 1
+	return true, s.setLinkAdjust(lfd, key, binary.LittleEndian.Uint64(v), adj)
+}
+
+// linkLookedUp links in the lower file e, found at rel by a lookup, if
+// it is a name of a lower inode whose copy is in the links directory, and
+// makes e the upper entry. A name beneath a renamed directory is linked
+// so, when first looked up.
+func (s *Stack) linkLookedUp(rel string, e *Entry) error {
+	lfd, err := s.openLinks(false)
+	if err != nil || lfd < 0 {
+		return err
+	}
+	key := linkKey(e.Ino)
+	var kst unix.Stat_t
+	if unix.Fstatat(lfd, key, &kst, unix.AT_SYMLINK_NOFOLLOW) != nil {
+		return nil
+	}
+	defer s.changing()()
+	if _, err := s.linkIn(lfd, key, rel); err != nil {
+		return fmt.Errorf("link %s to its copied-up inode: %w", rel, err)
+	}
+	var st unix.Stat_t
+	if err := s.upper().Lstat(rel, &st); err != nil {
+		return err
+	}
+	m := s.upper().fileMarks(rel, &st, true)
+	e.Layer, e.Path, e.Stat, e.Data = UpperIndex, rel, st, Lower{}
+	if m.origin != 0 {
+		e.Ino = m.origin
+	}
+	e.NlinkAdjust, e.Linked = m.adjust, m.linked
+	return nil
 }
 
 func ignoreENOENT(err error) error {
@@ -103,46 +241,6 @@ func ignoreENOENT(err error) error {
 		return nil
 	}
 	return err
-}
-
-// linkUp links the work file tmp to rel in the upper, keeping the
-// parent's times. A name another copy-up linked first wins.
-func (s *Stack) linkUp(tmp, rel string) error {
-	return s.upper().withParent(rel, func(pfd int, name string) error {
-		var pst unix.Stat_t
-		if err := unix.Fstat(pfd, &pst); err != nil {
-			return err
-		}
-		if err := unix.Linkat(s.work.fd, tmp, pfd, name, 0); err != nil {
-			if err == unix.EEXIST {
-				return nil
-			}
-			return err
-		}
-		return restoreTimes(pfd, &pst)
-	})
-}
-
-// linkAlias links the work file tmp at p, another name of its lower
-// inode in layer li, if the merged view shows that lower name there.
-func (s *Stack) linkAlias(tmp string, li int, p string) (linked bool, err error) {
-	e, err := s.resolve(p)
-	if notFound(err) {
-		return false, nil // deleted, or beneath a renamed directory
-	}
-	if err != nil {
-		return false, err
-	}
-	if e.InUpper() || e.Layer != li || e.Path != p {
-		// Already linked (rel itself among them), or another file
-		// hides it.
-		return false, nil
-	}
-	dir, _ := splitRel(p)
-	if err := s.copyUpParents(dir); err != nil {
-		return false, err
-	}
-	return true, s.linkUp(tmp, p)
 }
 
 // resolve looks the merged path rel up from the root.

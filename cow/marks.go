@@ -67,7 +67,8 @@ func (l *Layer) maybeMetacopy(st *unix.Stat_t) bool {
 // fileMarks are the overlay xattrs of a non-directory that lookups need.
 type fileMarks struct {
 	origin   uint64
-	hidden   uint32 // see Entry.HiddenLinks
+	adjust   int32 // see Entry.NlinkAdjust
+	linked   bool  // see Entry.Linked
 	metacopy bool
 	redirect string
 }
@@ -84,7 +85,8 @@ func (l *Layer) fileMarks(rel string, st *unix.Stat_t, origin bool) fileMarks {
 			if v, err := ovl.OriginXattrs.Get(fd); err == nil && len(v) >= 8 {
 				m.origin = binary.LittleEndian.Uint64(v)
 				if len(v) >= 12 {
-					m.hidden = binary.LittleEndian.Uint32(v[8:])
+					m.adjust = int32(binary.LittleEndian.Uint32(v[8:]))
+					m.linked = true
 				}
 			}
 		}
@@ -115,7 +117,7 @@ func (l *Layer) isMetacopy(rel string) bool {
 // the name, in the merged directory parent) or at its redirect.
 func (s *Stack) upperNonDir(rel string, parent *Entry, cands []Lower, e *Entry) error {
 	m := s.upper().fileMarks(rel, &e.Stat, true)
-	e.Ino, e.HiddenLinks = m.origin, m.hidden
+	e.Ino, e.NlinkAdjust, e.Linked = m.origin, m.adjust, m.linked
 	if e.Ino == 0 {
 		e.Ino = s.mapIno(UpperIndex, e.Stat.Ino)
 	}

@@ -21,28 +21,24 @@ func (s *Stack) Open(rel string, e *Entry, flags int) (fd, layer int, err error)
 		if err := s.CopyUp(rel, e, dataLen); err != nil {
 			return -1, 0, err
 		}
-		fd, err := s.upper().openAt(rel, flags, 0)
+		l, p := s.inode(rel, e)
+		fd, err := l.openAt(p, flags, 0)
 		return fd, UpperIndex, err
 	}
-	l, p := s.dataOf(rel, e)
-	fd, err = s.layers[l].openAt(p, flags, 0)
-	return fd, l, err
-}
-
-// dataOf is where the data of the entry e at rel is: its layer and its
-// path there.
-func (s *Stack) dataOf(rel string, e *Entry) (int, string) {
-	switch {
-	case e.Metacopy():
-		return e.Data.Layer, e.Data.Path
+	if e.Metacopy() {
+		fd, err = s.layers[e.Data.Layer].openAt(e.Data.Path, flags, 0)
+		return fd, e.Data.Layer, err
 	}
-	return e.Layer, e.LayerPath(rel)
+	l, p := s.inode(rel, e)
+	fd, err = l.openAt(p, flags, 0)
+	return fd, e.Layer, err
 }
 
 // OpenPath opens the entry e at rel itself, not its data, as an O_PATH
 // fd: for the xattrs and attributes of a file that may lose its name.
 func (s *Stack) OpenPath(rel string, e *Entry) (int, error) {
-	return s.layers[e.Layer].openAt(e.LayerPath(rel), unix.O_PATH, 0)
+	l, p := s.inode(rel, e)
+	return l.openAt(p, unix.O_PATH, 0)
 }
 
 // Stat refreshes e, the entry at rel, from its layer. A directory that a
@@ -60,13 +56,35 @@ func (s *Stack) Stat(rel string, e *Entry) error {
 		return s.layers[e.Layer].Lstat(e.Path, &e.Stat)
 	}
 	blocks := e.Stat.Blocks
-	if err := s.upper().Lstat(rel, &e.Stat); err != nil {
+	l, p := s.inode(rel, e)
+	if err := l.Lstat(p, &e.Stat); err != nil {
 		return err
+	}
+	if e.Linked {
+		// Another name of a copied-up lower hard link may have been
+		// linked in since (see links.go).
+		e.NlinkAdjust = l.fileMarks(p, &e.Stat, true).adjust
 	}
 	if e.Metacopy() {
 		e.Stat.Blocks = blocks
 	}
 	return nil
+}
+
+// inode is where the entry e, at rel in the merged view, is reached for
+// what is done to its inode rather than its name (open, attributes,
+// xattrs): its layer, and its path there. A copied-up lower hard link is
+// reached through its links directory entry, which no rename or removal
+// of its names moves (see links.go); any other upper entry at rel; a
+// lower one at its path in its layer.
+func (s *Stack) inode(rel string, e *Entry) (*Layer, string) {
+	switch {
+	case e.InUpper() && e.Linked:
+		return s.work, linksDir + "/" + linkKey(e.Ino)
+	case e.InUpper():
+		return s.upper(), rel
+	}
+	return s.layers[e.Layer], e.Path
 }
 
 // LayerPath is the path of the entry e, at rel in the merged view, in its

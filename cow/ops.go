@@ -276,6 +276,7 @@ func (s *Stack) Link(oldRel string, old *Entry, dir, name string) (Entry, error)
 	e.Ino = s.upperIno(oldRel, &old.Stat)
 	old.Ino = e.Ino
 	old.Stat = e.Stat // one inode, one more link
+	e.NlinkAdjust, e.Linked = old.NlinkAdjust, old.Linked
 	return e, nil
 }
 

@@ -10,6 +10,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 
 	"golang.org/x/sys/unix"
@@ -61,6 +62,13 @@ type Stack struct {
 	kernelWhiteouts bool // mknod of a 0/0 char device
 	trustedXattrs   bool // trusted.* xattrs
 
+	// The links directory of the work dir (see links.go): its fd, -1
+	// until there is one; linksMu guards making it and the link count
+	// records of its copies.
+	linksMu   sync.Mutex
+	linksFd   int
+	linksUsed atomic.Bool
+
 	tmpSeq atomic.Uint64
 	index  indexCache // directories of lower layers
 
@@ -110,11 +118,13 @@ type Entry struct {
 	// layer: the merged path, unless a redirect leads elsewhere.
 	Lowers     []int
 	LowerPaths []string
-	// HiddenLinks counts, for a copied-up lower hard link, the names of
-	// its lower inode that the merged view did not show at copy-up (a
-	// layer above deleted or covered them), which kernel overlayfs with
-	// index=on keeps counting in st_nlink: so does strata.
-	HiddenLinks uint32
+	// NlinkAdjust is, for the copy of a lower hard link, what its
+	// st_nlink differs by from the link count the merged view reports
+	// (see links.go).
+	NlinkAdjust int32
+	// Linked marks the copy of a lower hard link, whose inode is
+	// reached through the links directory (see Stack.inode).
+	Linked bool
 	// Data is, for a metacopy file of the upper layer (its metadata
 	// copied up, not its data), the lower file holding its data; its
 	// Layer is 0 for any other entry.
@@ -156,7 +166,7 @@ func New(opts Options) (*Stack, error) {
 		return nil, fmt.Errorf("%d lower layers: at most 254 are supported", len(opts.Lower))
 	}
 	s := &Stack{volatile: opts.Volatile, redirect: !opts.NoRedirect, metacopy: !opts.NoMetacopy,
-		makeRedirects: !opts.NoRedirect && !opts.RedirectFollowOnly,
+		makeRedirects: !opts.NoRedirect && !opts.RedirectFollowOnly, linksFd: -1,
 		layers:        make([]*Layer, 1, len(opts.Lower)+1)}
 	ok := false
 	defer func() {
@@ -190,6 +200,10 @@ func New(opts Options) (*Stack, error) {
 		}
 		if err := s.cleanWork(); err != nil {
 			return nil, err
+		}
+		if fd, err := unix.Openat(w.fd, linksDir, unix.O_PATH|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0); err == nil {
+			s.linksFd = fd
+			s.linksUsed.Store(true)
 		}
 		s.probeUpper()
 	}
@@ -277,6 +291,9 @@ func (s *Stack) Close() error {
 	}
 	if s.work != nil {
 		errs = append(errs, s.work.Close())
+	}
+	if s.linksFd >= 0 {
+		errs = append(errs, unix.Close(s.linksFd))
 	}
 	return errors.Join(errs...)
 }
@@ -501,7 +518,14 @@ func (s *Stack) Lookup(dir string, parent *Entry, name string) (Entry, error) {
 			return e, err
 		}
 	}
-	return e, s.mergeLowers(parent, cands, &e, false)
+	if err := s.mergeLowers(parent, cands, &e, false); err != nil {
+		return e, err
+	}
+	if e.Stat.Nlink > 1 && !e.IsDir() && s.linksUsed.Load() {
+		// A name of a lower inode copied up through another name.
+		return e, s.linkLookedUp(rel, &e)
+	}
+	return e, nil
 }
 
 // mergeLowers completes the entry e, name of the merged directory
@@ -603,6 +627,10 @@ func (s *Stack) Refresh(rel string, e *Entry) {
 			st.Blocks = e.Stat.Blocks
 		}
 		e.Layer, e.Path, e.Stat = UpperIndex, rel, st
+		if st.Nlink > 1 && !e.IsDir() {
+			m := u.fileMarks(rel, &st, true)
+			e.NlinkAdjust, e.Linked = m.adjust, m.linked
+		}
 	}
 }
 

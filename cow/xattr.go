@@ -31,7 +31,8 @@ func (s *Stack) Getxattr(rel string, e *Entry, orphan int, name string) ([]byte,
 	if orphan > 0 {
 		return ovl.GetxattrFd(orphan, stored)
 	}
-	return s.layers[e.Layer].Getxattr(e.LayerPath(rel), stored)
+	l, p := s.inode(rel, e)
+	return l.Getxattr(p, stored)
 }
 
 // Listxattr lists the xattr names of the entry e at rel, as the merged
@@ -43,7 +44,8 @@ func (s *Stack) Listxattr(rel string, e *Entry, orphan int) ([]string, error) {
 	if orphan > 0 {
 		names, err = ovl.ListxattrFd(orphan)
 	} else {
-		names, err = s.layers[e.Layer].Listxattr(e.LayerPath(rel))
+		l, p := s.inode(rel, e)
+		names, err = l.Listxattr(p)
 	}
 	if err != nil {
 		return nil, err
@@ -115,7 +117,8 @@ func (s *Stack) changeXattr(rel string, e *Entry, orphan int, change func(fd int
 	if err := s.copyUpForXattr(rel, e); err != nil {
 		return err
 	}
-	return s.upper().withPath(rel, change)
+	l, p := s.inode(rel, e)
+	return l.withPath(p, change)
 }
 
 // copyUpForXattr copies the entry e at rel up before a change of its
@@ -144,7 +147,8 @@ func shownXattr(stored string) (string, bool) {
 
 // Readlink reads the target of the symlink e at rel.
 func (s *Stack) Readlink(rel string, e *Entry) (string, error) {
-	return s.layers[e.Layer].Readlink(e.LayerPath(rel))
+	l, p := s.inode(rel, e)
+	return l.Readlink(p)
 }
 
 // Statfs reports on the filesystem of the upper layer, or of the top

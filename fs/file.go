@@ -65,12 +65,12 @@ func (f *file) current() *gofs.LoopbackFile {
 	// The node's lock is taken before a file's, never inside it.
 	n := f.node
 	n.mu.Lock()
-	inUpper := n.e.DataLayer() == cow.UpperIndex // a metacopy file's data is not
+	e := n.e
 	n.mu.Unlock()
-	if !inUpper {
+	if e.DataLayer() != cow.UpperIndex { // a metacopy file's data is not
 		return lf
 	}
-	fd, err := n.root.Stack.Layer(cow.UpperIndex).Open(n.rel(), f.flags, 0)
+	fd, _, err := n.root.Stack.Open(n.rel(), &e, f.flags)
 	if err != nil {
 		return lf // keep serving what was open
 	}

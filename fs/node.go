@@ -188,7 +188,7 @@ func owner(ctx context.Context) cow.Owner {
 // merged directory reports one link, its real count being unknowable.
 func fillEntryAttr(out *fuse.Attr, e *cow.Entry) {
 	fillAttr(out, &e.Stat, e.Ino)
-	out.Nlink += e.HiddenLinks
+	out.Nlink = uint32(int64(out.Nlink) + int64(e.NlinkAdjust))
 	if e.IsDir() && (len(e.Lowers) > 1 || (e.InUpper() && len(e.Lowers) > 0)) {
 		out.Nlink = 1
 	}
@@ -266,7 +266,7 @@ func (n *node) Getattr(ctx context.Context, fh gofs.FileHandle, out *fuse.AttrOu
 			return n.errno("getattr", err)
 		}
 		fillAttr(&out.Attr, &st, n.e.Ino)
-		out.Nlink += n.e.HiddenLinks
+		out.Nlink = uint32(int64(out.Nlink) + int64(n.e.NlinkAdjust))
 	} else {
 		if err := n.statLocked(); err != nil {
 			if _, parent := n.Parent(); n.unlinked || (parent == nil && !n.IsRoot()) {

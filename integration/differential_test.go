@@ -11,22 +11,20 @@ package integration
 // Reproduce:  go test ./integration -run Differential -difftest.seed=N -difftest.seeds=1 -v
 // Peer check: STRATA_FUSE=$(command -v fuse-overlayfs) go test ./integration -run Differential -v
 // Look past a known divergence: -difftest.without=hardlink,link (fixture and
-// op kinds to leave out). Other reference: -difftest.kernel-opts=index=on.
-// Keep the layers and uppers for inspection: -difftest.keep.
+// op kinds to leave out). Keep the layers and uppers for inspection:
+// -difftest.keep.
 //
-// The kernel is mounted with redirect_dir=off,index=off,metacopy=off (the
-// usual defaults, pinned so the reference does not depend on the kernel's
-// build options).
-//
-// TestDifferentialRedirect is the second mode: the kernel is mounted with
-// redirect_dir=on,metacopy=on,index=on (-difftest.redirect-kernel-opts),
-// the features strata has by default (directory renames, metadata-only
-// copy-up, hard links joined across copy-up), and allowed differences 1-5
-// do not apply: every directory rename must do what the kernel does. In
-// the uppers, a file carrying the metacopy xattr is compared by the data
-// the merged tree showed for it, not by its (sparse) content.
-// Run more:   go test ./integration -run DifferentialRedirect -difftest.redirect-seeds=50 An op that takes longer than dtOpTimeout on the program's
-// mount fails the seed, and its FUSE connection is aborted.
+// The kernel is mounted with redirect_dir=on,index=on,metacopy=on, the
+// features strata has by default (directory renames, hard links joined
+// across copy-up, metadata-only copy-up), pinned so the reference does not
+// depend on the kernel's build options; every directory rename must then
+// do what the kernel does. In the uppers, a file carrying the metacopy
+// xattr is compared by the data the merged tree showed for it, not by its
+// (sparse) content. For a program without redirects (fuse-overlayfs), give
+// -difftest.kernel-opts=redirect_dir=off,index=off,metacopy=off: the
+// allowed differences 1-5 below then apply. An op that takes longer than
+// dtOpTimeout on the program's mount fails the seed, and its FUSE
+// connection is aborted.
 //
 // Allowed differences; anything else fails the seed:
 //
@@ -85,15 +83,11 @@ var (
 	diffSeed      = flag.Int64("difftest.seed", 1, "first seed TestDifferential runs")
 	diffOps       = flag.Int("difftest.ops", 300, "operations per seed in TestDifferential")
 	diffNot       = flag.String("difftest.without", "", "comma-separated fixture kinds (dir file symlink hardlink fifo whiteout opaque) and op kinds (create rename link ...) to leave out, to look past a known divergence")
-	diffKopts     = flag.String("difftest.kernel-opts", "redirect_dir=off,index=off,metacopy=off", "extra mount options of the reference kernel overlayfs (index=on keeps lower hard links joined on copy-up)")
+	diffKopts     = flag.String("difftest.kernel-opts", "redirect_dir=on,index=on,metacopy=on", "extra mount options of the reference kernel overlayfs (redirect_dir=off: directory renames may differ as the allowed differences say)")
 	diffShrink    = flag.Bool("difftest.shrink", false, "on a divergence, look for a shorter op sequence that still diverges and report it")
 	diffShrinkFor = flag.Duration("difftest.shrink-time", 2*time.Minute, "time budget of -difftest.shrink per failing seed")
 	diffKeep      = flag.Bool("difftest.keep", false, "keep TestDifferential's layers, uppers and work dirs")
 	diffProgOpts  = flag.String("difftest.prog-opts", "", "extra -o options of the program under test, e.g. passthrough=all")
-
-	diffRedirSeeds = flag.Int("difftest.redirect-seeds", 8, "number of seeds TestDifferentialRedirect runs")
-	diffRedirOps   = flag.Int("difftest.redirect-ops", 300, "operations per seed in TestDifferentialRedirect")
-	diffRedirKopts = flag.String("difftest.redirect-kernel-opts", "redirect_dir=on,metacopy=on,index=on", "mount options of the reference kernel overlayfs in TestDifferentialRedirect")
 )
 
 // dtMode is how a seed is run: the reference kernel's options, and whether
@@ -106,7 +100,9 @@ type dtMode struct {
 }
 
 // dtDefaultMode is TestDifferential's: kernel without redirects.
-func dtDefaultMode() dtMode { return dtMode{test: "TestDifferential$", kopts: *diffKopts} }
+func dtDefaultMode() dtMode {
+	return dtMode{test: "TestDifferential$", kopts: *diffKopts, strict: !strings.Contains(*diffKopts, "redirect_dir=off")}
+}
 
 // dtWithout reports whether -difftest.without names kind.
 func dtWithout(kind string) bool {
@@ -127,22 +123,6 @@ func TestDifferential(t *testing.T) {
 		seed := *diffSeed + int64(i)
 		t.Run(fmt.Sprintf("seed=%d", seed), func(t *testing.T) {
 			dtRunDifferential(t, dtDefaultMode(), seed, *diffOps)
-		})
-	}
-}
-
-// TestDifferentialRedirect runs a few seeds against the kernel with
-// redirect_dir=on,metacopy=on,index=on; directory renames must match.
-func TestDifferentialRedirect(t *testing.T) {
-	needFUSE(t)
-	if _, err := os.Stat(strataFuse); err != nil {
-		t.Fatalf("mount program under test: %v", err)
-	}
-	mode := dtMode{test: "TestDifferentialRedirect", kopts: *diffRedirKopts, strict: true}
-	for i := 0; i < *diffRedirSeeds; i++ {
-		seed := *diffSeed + int64(i)
-		t.Run(fmt.Sprintf("seed=%d", seed), func(t *testing.T) {
-			dtRunDifferential(t, mode, seed, *diffRedirOps)
 		})
 	}
 }

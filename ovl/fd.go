@@ -111,3 +111,14 @@ func ReadDirFd(fd int) ([]Dirent, error) {
 		}
 	}
 }
+
+// GetxattrFdAt reads the xattr attr of the entry name of the directory
+// dirfd, not following it.
+func GetxattrFdAt(dirfd int, name, attr string) ([]byte, error) {
+	fd, err := unix.Openat(dirfd, name, unix.O_PATH|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, err
+	}
+	defer unix.Close(fd)
+	return GetxattrFd(fd, attr)
+}
