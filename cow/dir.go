@@ -304,6 +304,9 @@ func (s *Stack) LookupListed(dir string, de DirEntry) (Entry, bool) {
 	if s.metacopy && s.layers[de.Layer].maybeMetacopy(&e.Stat) {
 		return Entry{}, false // may need its data found: look it up
 	}
+	if e.Stat.Nlink > 1 && s.linksUsed.Load() {
+		return Entry{}, false // its inode may be copied up: look it up
+	}
 	e.Layer, e.Path, e.LowerName = de.Layer, de.path, de.lname
 	e.Ino = s.mapIno(de.Layer, e.Stat.Ino)
 	return e, true
