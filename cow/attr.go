@@ -6,6 +6,8 @@ import (
 	"errors"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/strata-fs/strata/ovl"
 )
 
 // SetAttr is a change of attributes, as setattr asks for it: each field
@@ -81,7 +83,7 @@ func (s *Stack) Setattr(rel string, e *Entry, a SetAttr, fd int) error {
 		if mode != nil {
 			// chmod has no AT_EMPTY_PATH form before Linux 6.6: go
 			// through the fd's magic link, which names the file itself.
-			if err := unix.Fchmodat(unix.AT_FDCWD, ProcPath(pfd), *mode&0o7777, 0); err != nil {
+			if err := unix.Fchmodat(unix.AT_FDCWD, ovl.ProcPath(pfd), *mode&0o7777, 0); err != nil {
 				return err
 			}
 			changed = true

@@ -16,6 +16,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/strata-fs/strata/cow"
+	"github.com/strata-fs/strata/ovl"
 )
 
 // Owner and times given to every copy-up source (and its parents) before
@@ -58,11 +59,11 @@ func TestCopyUp(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			src := tc.src.with("trusted.test", "t-value").
 				with("trusted.overlay.test", "not copied").
-				with(cow.XattrOrigin, "12345678")
+				with(ovl.XattrOrigin, "12345678")
 			if tc.userXattrs {
 				src = src.with("user.test", "u-value").
 					with("user.overlay.test", "not copied").
-					with(cow.XattrFuseOverlayfsOpaque, "n")
+					with(ovl.XattrFuseOverlayfsOpaque, "n")
 			}
 			lower := []fixtureEntry{dir("p").perm(0o750), dir("p/q").perm(0o2775), src}
 			if tc.src.kind == kDir {
@@ -134,7 +135,7 @@ func TestCopyUp(t *testing.T) {
 			if tc.userXattrs {
 				wantX["user.test"] = "u-value"
 			}
-			for _, x := range []string{"trusted.test", "user.test", "trusted.overlay.test", "user.overlay.test", cow.XattrFuseOverlayfsOpaque} {
+			for _, x := range []string{"trusted.test", "user.test", "trusted.overlay.test", "user.overlay.test", ovl.XattrFuseOverlayfsOpaque} {
 				v, err := lgetxattr(up, x)
 				want, ok := wantX[x]
 				switch {
@@ -144,8 +145,8 @@ func TestCopyUp(t *testing.T) {
 					t.Errorf("xattr %s copied up (%q); overlay xattrs must not be", x, v)
 				}
 			}
-			if v, err := lgetxattr(up, cow.XattrOrigin); err == nil && v == "12345678" {
-				t.Errorf("%s copied from the lower", cow.XattrOrigin)
+			if v, err := lgetxattr(up, ovl.XattrOrigin); err == nil && v == "12345678" {
+				t.Errorf("%s copied from the lower", ovl.XattrOrigin)
 			}
 
 			// Parents were copied first from the topmost lower holding

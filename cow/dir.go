@@ -3,11 +3,9 @@
 package cow
 
 import (
-	"encoding/binary"
-	"errors"
+	"fmt"
 	"path"
 	"strings"
-	"unsafe"
 
 	"golang.org/x/sys/unix"
 
@@ -24,58 +22,11 @@ type DirEntry struct {
 	lname string // the name the lower layers know it by
 }
 
-type rawDirent struct {
-	Name string
-	Ino  uint64
-	Type uint8 // DT_*
-}
-
 // readDirFd reads every entry of the open directory fd, "." and ".."
 // excluded.
-func readDirFd(fd int) ([]rawDirent, error) {
-	var out []rawDirent
-	buf := make([]byte, 32<<10)
-	for {
-		n, err := unix.Getdents(fd, buf)
-		if err == unix.EINTR {
-			continue
-		}
-		if err != nil {
-			return out, err
-		}
-		if n <= 0 {
-			return out, nil
-		}
-		b := buf[:n]
-		for len(b) > 0 {
-			// struct linux_dirent64: ino u64, off s64, reclen u16, type u8, name
-			reclen := int(binary.NativeEndian.Uint16(b[16:18]))
-			if reclen == 0 || reclen > len(b) {
-				return out, errors.New("getdents: bad record length")
-			}
-			ino := binary.NativeEndian.Uint64(b[0:8])
-			typ := b[18]
-			nb := b[19:reclen]
-			if i := indexByte(nb, 0); i >= 0 {
-				nb = nb[:i]
-			}
-			name := unsafe.String(unsafe.SliceData(nb), len(nb))
-			if name != "." && name != ".." {
-				out = append(out, rawDirent{Name: strings.Clone(name), Ino: ino, Type: typ})
-			}
-			b = b[reclen:]
-		}
-	}
-}
+func readDirFd(fd int) ([]rawDirent, error) { return ovl.ReadDirFd(fd) }
 
-func indexByte(b []byte, c byte) int {
-	for i, x := range b {
-		if x == c {
-			return i
-		}
-	}
-	return -1
-}
+type rawDirent = ovl.Dirent
 
 func dtToMode(t uint8) uint32 {
 	switch t {
@@ -110,39 +61,17 @@ func (s *Stack) readLayerDir(li int, dir string) (ents []rawDirent, whiteouts []
 	if err != nil {
 		return nil, nil, marks, err
 	}
-	opaque := false
-	xattrWhiteouts := false
-	if names, _ := ListxattrFd(fd); len(names) > 0 {
-		for _, n := range names {
-			switch n {
-			case "trusted.overlay.whiteouts", "user.overlay.whiteouts":
-				xattrWhiteouts = true
-			case XattrOpaque, XattrUserOpaque, XattrFuseOverlayfsOpaque:
-				// Linux 6.8 (and 6.7.y) marks a directory holding
-				// xattr whiteouts with overlay.opaque=x instead.
-				v, err := GetxattrFd(fd, n)
-				if err == nil && string(v) == "x" {
-					xattrWhiteouts = true
-				}
-				if err == nil && string(v) == "y" {
-					opaque = true
-				}
-			case ovl.XattrRedirect, ovl.XattrUserRedirect:
-				if v, err := GetxattrFd(fd, n); err == nil && marks.redirect == "" {
-					marks.redirect = string(v)
-				}
-			case ovl.XattrOrigin, ovl.XattrUserOrigin:
-				if v, err := GetxattrFd(fd, n); err == nil && len(v) == 8 {
-					marks.origin = binary.LittleEndian.Uint64(v)
-				}
-			}
-		}
+	om, err := ovl.ReadMarks(fd)
+	if err != nil {
+		return nil, nil, marks, fmt.Errorf("%s in %s: %w", dir, l.Path, err)
 	}
+	marks = marksOf(om)
+	opaque, xattrWhiteouts := om.Opaque, om.XattrWhiteouts
 	ents = raw[:0]
 	for _, de := range raw {
-		if strings.HasPrefix(de.Name, WhiteoutPrefix) {
-			if de.Name != OpaqueMarker {
-				whiteouts = append(whiteouts, de.Name[len(WhiteoutPrefix):])
+		if strings.HasPrefix(de.Name, ovl.WhiteoutPrefix) {
+			if de.Name != ovl.OpaqueMarker {
+				whiteouts = append(whiteouts, de.Name[len(ovl.WhiteoutPrefix):])
 			} else {
 				opaque = true
 			}

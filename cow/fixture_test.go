@@ -17,6 +17,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/strata-fs/strata/cow"
+	"github.com/strata-fs/strata/ovl"
 )
 
 // Fixture layers are described as data: a layer is a list of entries,
@@ -63,7 +64,7 @@ func whiteout(p string) fixtureEntry { return fixtureEntry{path: p, kind: kWhite
 // ociWhiteout is the OCI whiteout file that hides p.
 func ociWhiteout(p string) fixtureEntry {
 	d, n := path.Split(p)
-	return file(d+cow.WhiteoutPrefix+n, "")
+	return file(d+ovl.WhiteoutPrefix+n, "")
 }
 
 // with returns e with the xattr name=value added.
@@ -386,7 +387,7 @@ func walkEngine(s *cow.Stack) ([]treeNode, []error) {
 				errs = append(errs, fmt.Errorf("ReadDir(%q) lists %q twice", dir, d.Name))
 				continue
 			}
-			if strings.HasPrefix(d.Name, cow.WhiteoutPrefix) {
+			if strings.HasPrefix(d.Name, ovl.WhiteoutPrefix) {
 				errs = append(errs, fmt.Errorf("ReadDir(%q) lists the reserved name %q", dir, d.Name))
 			}
 			e, err := s.Lookup(dir, &de, d.Name)
@@ -426,7 +427,7 @@ func walkEngine(s *cow.Stack) ([]treeNode, []error) {
 			}
 			names, _ := l.Listxattr(lp)
 			for _, x := range names {
-				if cow.IsHiddenXattr(x) || strings.HasPrefix(x, "security.") {
+				if ovl.IsHiddenXattr(x) || strings.HasPrefix(x, "security.") {
 					continue
 				}
 				v, err := l.Getxattr(lp, x)
@@ -487,7 +488,7 @@ func dirTree(t testing.TB, root string) []treeNode {
 				return err
 			}
 			for _, x := range strings.Split(string(buf[:sz]), "\x00") {
-				if x == "" || cow.IsHiddenXattr(x) || strings.HasPrefix(x, "security.") {
+				if x == "" || ovl.IsHiddenXattr(x) || strings.HasPrefix(x, "security.") {
 					continue
 				}
 				v := make([]byte, 4096)

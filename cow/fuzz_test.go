@@ -20,6 +20,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/strata-fs/strata/cow"
+	"github.com/strata-fs/strata/ovl"
 )
 
 // Fuzzers of the engine that check invariants after every operation:
@@ -212,7 +213,7 @@ func fzMergedTree(s *cow.Stack) (map[string]string, []error) {
 				continue
 			}
 			seen[d.Name] = true
-			if strings.HasPrefix(d.Name, cow.WhiteoutPrefix) {
+			if strings.HasPrefix(d.Name, ovl.WhiteoutPrefix) {
 				errs = append(errs, fmt.Errorf("ReadDir(%q) lists the reserved name %q", dir, d.Name))
 			}
 			e, err := s.Lookup(dir, &de, d.Name)
@@ -453,7 +454,7 @@ func fzOpsLowers() [2][]fixtureEntry {
 		file("d/sub/b", "dsb1"),
 		whiteout("d/w"),
 		ociWhiteout("d/b"),
-		dir("o").with(cow.XattrOpaque, "y"),
+		dir("o").with(ovl.XattrOpaque, "y"),
 		file("o/a", "oa1"),
 		symlink("sl", "../sentinel"),
 		whiteout("w"),
@@ -1053,7 +1054,7 @@ func fzCheckUpperFormat(upper string) error {
 			if strings.HasPrefix(n, "#strata.") {
 				errs = append(errs, fmt.Errorf("%s: a temporary name of the work directory", p))
 			}
-			if x, ok := strings.CutPrefix(n, cow.WhiteoutPrefix); ok && n != cow.OpaqueMarker {
+			if x, ok := strings.CutPrefix(n, ovl.WhiteoutPrefix); ok && n != ovl.OpaqueMarker {
 				if real, ok := names[x]; ok {
 					if info, err := real.Info(); err == nil && !(info.Mode()&os.ModeCharDevice != 0) {
 						errs = append(errs, fmt.Errorf("%s: an OCI whiteout beside the real entry %s", p, x))
@@ -1305,7 +1306,7 @@ func FuzzNames(f *testing.F) {
 			t.Fatal(err)
 		}
 		invalid := name == "" || name == "." || name == ".." || strings.ContainsAny(name, "/\x00")
-		reserved := strings.HasPrefix(name, cow.WhiteoutPrefix)
+		reserved := strings.HasPrefix(name, ovl.WhiteoutPrefix)
 		// A name the merged root holds: the kernel would not ask to
 		// create it, and a rename replaces it.
 		var existing *cow.Entry
@@ -1419,7 +1420,7 @@ func FuzzNames(f *testing.F) {
 		if err == nil {
 			// Exactly one new entry, in the upper's root, replacing
 			// what was there (a whiteout) and its OCI whiteout.
-			delete(want, cow.WhiteoutPrefix+name)
+			delete(want, ovl.WhiteoutPrefix+name)
 			for _, p := range fzSubtree(want, name) {
 				delete(want, p)
 			}
@@ -1437,8 +1438,8 @@ func FuzzNames(f *testing.F) {
 				// A whiteout is left where the lower file was.
 				if w, ok := upperAfter[src]; ok && w == fmt.Sprintf("type=%o", unix.S_IFCHR) {
 					want[src] = w
-				} else if w, ok := upperAfter[cow.WhiteoutPrefix+src]; ok {
-					want[cow.WhiteoutPrefix+src] = w
+				} else if w, ok := upperAfter[ovl.WhiteoutPrefix+src]; ok {
+					want[ovl.WhiteoutPrefix+src] = w
 				} else {
 					t.Errorf("%s succeeded but left no whiteout at %q", what, src)
 				}

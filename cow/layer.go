@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"path"
-	"strconv"
 	"strings"
 	"sync/atomic"
 
@@ -163,11 +162,6 @@ func (l *Layer) Lstat(rel string, st *unix.Stat_t) error {
 	})
 }
 
-// ProcPath names an O_PATH fd for the *xattr calls, which do not take
-// O_PATH fds directly. The magic link resolves to the file itself, even a
-// symlink, and never further.
-func ProcPath(fd int) string { return "/proc/self/fd/" + strconv.Itoa(fd) }
-
 // withPath runs fn with an O_PATH fd of rel itself (not following it).
 func (l *Layer) withPath(rel string, fn func(fd int) error) error {
 	if rel == "" {
@@ -186,54 +180,10 @@ func (l *Layer) Getxattr(rel, attr string) ([]byte, error) {
 	var out []byte
 	err := l.withPath(rel, func(fd int) error {
 		var err error
-		out, err = GetxattrFd(fd, attr)
+		out, err = ovl.GetxattrFd(fd, attr)
 		return err
 	})
 	return out, err
-}
-
-// sizedRead calls an xattr call that fills buf (nil asks for the size)
-// until the value fits: it may grow between the two calls.
-func sizedRead(initial int, call func(buf []byte) (int, error)) ([]byte, error) {
-	buf := make([]byte, initial)
-	for {
-		n, err := call(buf)
-		if err == unix.ERANGE {
-			sz, err := call(nil)
-			if err != nil {
-				return nil, err
-			}
-			buf = make([]byte, sz)
-			continue
-		}
-		if err != nil {
-			return nil, err
-		}
-		return buf[:n], nil
-	}
-}
-
-// GetxattrFd reads the xattr attr of fd, which may be an O_PATH fd: it
-// goes through ProcPath, which names the file itself, never following it.
-func GetxattrFd(fd int, attr string) ([]byte, error) {
-	p := ProcPath(fd)
-	return sizedRead(256, func(buf []byte) (int, error) { return unix.Getxattr(p, attr, buf) })
-}
-
-// ListxattrFd lists the xattr names of fd, which may be an O_PATH fd.
-func ListxattrFd(fd int) ([]string, error) {
-	p := ProcPath(fd)
-	b, err := sizedRead(1024, func(buf []byte) (int, error) { return unix.Listxattr(p, buf) })
-	if err != nil {
-		return nil, err
-	}
-	var names []string
-	for _, s := range strings.Split(string(b), "\x00") {
-		if s != "" {
-			names = append(names, s)
-		}
-	}
-	return names, nil
 }
 
 // Listxattr lists rel's xattr names.
@@ -241,7 +191,7 @@ func (l *Layer) Listxattr(rel string) ([]string, error) {
 	var out []string
 	err := l.withPath(rel, func(fd int) error {
 		var err error
-		out, err = ListxattrFd(fd)
+		out, err = ovl.ListxattrFd(fd)
 		return err
 	})
 	return out, err
@@ -250,14 +200,14 @@ func (l *Layer) Listxattr(rel string) ([]string, error) {
 // Setxattr sets one xattr of rel.
 func (l *Layer) Setxattr(rel, attr string, val []byte, flags int) error {
 	return l.withPath(rel, func(fd int) error {
-		return unix.Setxattr(ProcPath(fd), attr, val, flags)
+		return unix.Setxattr(ovl.ProcPath(fd), attr, val, flags)
 	})
 }
 
 // Removexattr removes one xattr of rel.
 func (l *Layer) Removexattr(rel, attr string) error {
 	return l.withPath(rel, func(fd int) error {
-		return unix.Removexattr(ProcPath(fd), attr)
+		return unix.Removexattr(ovl.ProcPath(fd), attr)
 	})
 }
 
@@ -287,40 +237,22 @@ func (l *Layer) Open(rel string, flags int, mode uint32) (int, error) {
 }
 
 // isWhiteout reports whether the entry rel, with stat st, is a whiteout in
-// any dialect that is visible from the entry itself: a character device
-// 0/0, or a zero-size regular file carrying an overlay whiteout xattr.
+// any dialect that is visible from the entry itself (ovl.IsWhiteout). An
+// entry whose xattrs cannot be read is not one.
 func (l *Layer) isWhiteout(rel string, st *unix.Stat_t) bool {
-	switch st.Mode & unix.S_IFMT {
-	case unix.S_IFCHR:
-		return st.Rdev == WhiteoutDev
-	case unix.S_IFREG:
-		if st.Size != 0 {
-			return false
-		}
-		for _, x := range [...]string{XattrWhiteout, XattrUserWhiteout} {
-			if _, err := l.Getxattr(rel, x); err == nil {
-				return true
-			}
-		}
+	if st.Mode&unix.S_IFMT == unix.S_IFCHR {
+		return st.Rdev == ovl.WhiteoutDev
 	}
-	return false
+	wh := false
+	l.withParent(rel, func(dfd int, name string) error {
+		wh, _ = ovl.IsWhiteout(dfd, name, st)
+		return nil
+	})
+	return wh
 }
 
 // isOpaque reports whether the directory rel is opaque in any dialect.
-func (l *Layer) isOpaque(rel string) bool {
-	names, _ := l.Listxattr(rel)
-	for _, n := range names {
-		switch n {
-		case XattrOpaque, XattrUserOpaque, XattrFuseOverlayfsOpaque:
-			v, err := l.Getxattr(rel, n)
-			if err == nil && len(v) == 1 && v[0] == 'y' {
-				return true
-			}
-		}
-	}
-	var st unix.Stat_t
-	return l.Lstat(path.Join(rel, OpaqueMarker), &st) == nil
-}
+func (l *Layer) isOpaque(rel string) bool { return l.dirMarks(rel).opaque }
 
 // errOCIWhiteout reports that an OCI whiteout file deletes the name.
 var errOCIWhiteout = errors.New("deleted by an OCI whiteout file")
@@ -340,7 +272,7 @@ func (l *Layer) lstatOrWhiteout(rel string, st *unix.Stat_t) (parentMissing bool
 			return err
 		}
 		var wst unix.Stat_t
-		if unix.Fstatat(dfd, WhiteoutPrefix+name, &wst, unix.AT_SYMLINK_NOFOLLOW) == nil {
+		if unix.Fstatat(dfd, ovl.WhiteoutPrefix+name, &wst, unix.AT_SYMLINK_NOFOLLOW) == nil {
 			return errOCIWhiteout
 		}
 		return err

@@ -19,36 +19,26 @@ type dirMarks struct {
 	origin   uint64 // merged inode number recorded at a rename, 0 for none
 }
 
-// dirMarks reads the marks of the directory rel: one listxattr, and a
-// getxattr for each mark it has.
+// dirMarks reads the marks of the directory rel (ovl.ReadMarks). A
+// directory whose xattrs cannot be read has none.
 func (l *Layer) dirMarks(rel string) dirMarks {
 	var m dirMarks
 	l.withPath(rel, func(fd int) error {
-		names, _ := ovl.ListxattrFd(fd)
-		for _, n := range names {
-			switch n {
-			case ovl.XattrOpaque, ovl.XattrUserOpaque, ovl.XattrFuseOverlayfsOpaque:
-				if v, err := ovl.GetxattrFd(fd, n); err == nil && string(v) == "y" {
-					m.opaque = true
-				}
-			case ovl.XattrRedirect, ovl.XattrUserRedirect:
-				if m.redirect == "" {
-					if v, err := ovl.GetxattrFd(fd, n); err == nil {
-						m.redirect = string(v)
-					}
-				}
-			case ovl.XattrOrigin, ovl.XattrUserOrigin:
-				if v, err := ovl.GetxattrFd(fd, n); err == nil && len(v) >= 8 {
-					m.origin = binary.LittleEndian.Uint64(v)
-				}
-			}
-		}
-		if !m.opaque {
-			var st unix.Stat_t
-			m.opaque = unix.Fstatat(fd, ovl.OpaqueMarker, &st, unix.AT_SYMLINK_NOFOLLOW) == nil
+		om, err := ovl.ReadMarks(fd)
+		if err == nil {
+			m = marksOf(om)
 		}
 		return nil
 	})
+	return m
+}
+
+// marksOf is the engine's view of a directory's marks.
+func marksOf(om ovl.Marks) dirMarks {
+	m := dirMarks{opaque: om.Opaque, redirect: om.Redirect}
+	if len(om.Origin) >= 8 {
+		m.origin = binary.LittleEndian.Uint64(om.Origin)
+	}
 	return m
 }
 

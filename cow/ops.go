@@ -28,7 +28,7 @@ type Owner struct{ Uid, Gid uint32 }
 // otherwise resolve as paths, out of the upper layer with ".." or a
 // leading '/'.
 func CheckName(name string) error {
-	if strings.HasPrefix(name, WhiteoutPrefix) {
+	if strings.HasPrefix(name, ovl.WhiteoutPrefix) {
 		return ErrReservedName
 	}
 	if name == "" || name == "." || name == ".." || strings.ContainsAny(name, "/\x00") {
@@ -81,13 +81,13 @@ func (s *Stack) whiteoutIn(pfd int, dir, name string) (kernel, oci bool, err err
 	case err != unix.ENOENT:
 		return false, false, err
 	}
-	return false, unix.Fstatat(pfd, WhiteoutPrefix+name, &st, unix.AT_SYMLINK_NOFOLLOW) == nil, nil
+	return false, unix.Fstatat(pfd, ovl.WhiteoutPrefix+name, &st, unix.AT_SYMLINK_NOFOLLOW) == nil, nil
 }
 
 // removeOCIWhiteout removes the ".wh." file for name in the upper
 // directory pfd, if there is one.
 func removeOCIWhiteout(pfd int, name string) error {
-	err := unix.Unlinkat(pfd, WhiteoutPrefix+name, 0)
+	err := unix.Unlinkat(pfd, ovl.WhiteoutPrefix+name, 0)
 	if err == unix.ENOENT {
 		return nil
 	}
@@ -203,12 +203,12 @@ func (s *Stack) setOpaqueAt(dfd int, name string) error {
 	}
 	defer unix.Close(fd)
 	if s.trustedXattrs {
-		return unix.Setxattr(ProcPath(fd), XattrOpaque, []byte("y"), 0)
+		return unix.Setxattr(ovl.ProcPath(fd), ovl.XattrOpaque, []byte("y"), 0)
 	}
-	if err := unix.Setxattr(ProcPath(fd), XattrUserOpaque, []byte("y"), 0); err == nil {
+	if err := unix.Setxattr(ovl.ProcPath(fd), ovl.XattrUserOpaque, []byte("y"), 0); err == nil {
 		return nil
 	}
-	mfd, err := unix.Openat(fd, OpaqueMarker, unix.O_CREAT|unix.O_EXCL|unix.O_WRONLY|unix.O_CLOEXEC, 0o600)
+	mfd, err := unix.Openat(fd, ovl.OpaqueMarker, unix.O_CREAT|unix.O_EXCL|unix.O_WRONLY|unix.O_CLOEXEC, 0o600)
 	if err != nil {
 		return err
 	}
@@ -239,7 +239,7 @@ func (s *Stack) Mkdir(dir, name string, mode uint32, o Owner) (Entry, error) {
 
 // Mknod creates a special file name in dir.
 func (s *Stack) Mknod(dir, name string, mode uint32, dev uint64, o Owner) (Entry, error) {
-	if mode&unix.S_IFMT == unix.S_IFCHR && dev == WhiteoutDev {
+	if mode&unix.S_IFMT == unix.S_IFCHR && dev == ovl.WhiteoutDev {
 		// A 0/0 char device would read back as a whiteout; overlayfs
 		// refuses it the same way.
 		return Entry{}, unix.EPERM
@@ -284,9 +284,9 @@ func (s *Stack) Link(oldRel string, old *Entry, dir, name string) (Entry, error)
 // entry is.
 func (s *Stack) whiteoutAt(pfd int, name string) error {
 	if s.kernelWhiteouts {
-		return unix.Mknodat(pfd, name, unix.S_IFCHR, WhiteoutDev)
+		return unix.Mknodat(pfd, name, unix.S_IFCHR, ovl.WhiteoutDev)
 	}
-	fd, err := unix.Openat(pfd, WhiteoutPrefix+name, unix.O_CREAT|unix.O_WRONLY|unix.O_CLOEXEC|unix.O_NOFOLLOW, 0o600)
+	fd, err := unix.Openat(pfd, ovl.WhiteoutPrefix+name, unix.O_CREAT|unix.O_WRONLY|unix.O_CLOEXEC|unix.O_NOFOLLOW, 0o600)
 	if err != nil {
 		return err
 	}
@@ -349,7 +349,7 @@ func (s *Stack) Remove(dir string, parent *Entry, name string, e *Entry) error {
 			// Build the whiteout aside and rename it over the entry:
 			// the name is never absent, so the lower never shows.
 			tmp := s.tmpName()
-			if err := unix.Mknodat(s.work.fd, tmp, unix.S_IFCHR, WhiteoutDev); err != nil {
+			if err := unix.Mknodat(s.work.fd, tmp, unix.S_IFCHR, ovl.WhiteoutDev); err != nil {
 				return err
 			}
 			if err := unix.Renameat(s.work.fd, tmp, pfd, n); err != nil {

@@ -78,7 +78,7 @@ func (f *fixture) upperKind(rel string) string {
 	st, err := f.upperLstat(rel)
 	if err != nil {
 		d, n := path.Split(rel)
-		if _, err := f.upperLstat(d + cow.WhiteoutPrefix + n); err == nil {
+		if _, err := f.upperLstat(d + ovl.WhiteoutPrefix + n); err == nil {
 			return "oci whiteout"
 		}
 		return "absent"
@@ -90,7 +90,7 @@ func (f *fixture) upperKind(rel string) string {
 		}
 		return "chr"
 	case unix.S_IFDIR:
-		if v, err := lgetxattr(filepath.Join(f.upper, rel), cow.XattrOpaque); err == nil && v == "y" {
+		if v, err := lgetxattr(filepath.Join(f.upper, rel), ovl.XattrOpaque); err == nil && v == "y" {
 			return "opaque dir"
 		}
 		if v, err := lgetxattr(filepath.Join(f.upper, rel), ovl.XattrRedirect); err == nil {
@@ -280,7 +280,7 @@ func TestMkdirOverWhiteout(t *testing.T) {
 		t.Fatal(err)
 	}
 	if got := f.upperKind("d"); got != "opaque dir" {
-		t.Errorf("upper d is a %s, want an opaque dir (%s=y)", got, cow.XattrOpaque)
+		t.Errorf("upper d is a %s, want an opaque dir (%s=y)", got, ovl.XattrOpaque)
 	}
 	d := f.mustLookup("d")
 	if !d.InUpper() || d.Lowers != nil {
@@ -359,7 +359,7 @@ func TestReservedNames(t *testing.T) {
 			return err
 		}, cow.ErrReservedName},
 		{"Create .wh..wh..opq", func() error {
-			fd, _, err := f.s.Create("", cow.OpaqueMarker, unix.O_RDWR, 0o644, cow.Owner{})
+			fd, _, err := f.s.Create("", ovl.OpaqueMarker, unix.O_RDWR, 0o644, cow.Owner{})
 			if err == nil {
 				unix.Close(fd)
 			}
@@ -382,8 +382,8 @@ func TestReservedNames(t *testing.T) {
 			}
 		})
 	}
-	if !strings.HasPrefix(cow.OpaqueMarker, cow.WhiteoutPrefix) {
-		t.Errorf("OpaqueMarker %q lacks the whiteout prefix", cow.OpaqueMarker)
+	if !strings.HasPrefix(ovl.OpaqueMarker, ovl.WhiteoutPrefix) {
+		t.Errorf("OpaqueMarker %q lacks the whiteout prefix", ovl.OpaqueMarker)
 	}
 	e, err := f.s.Mknod("", "null", unix.S_IFCHR|0o644, unix.Mkdev(1, 3), cow.Owner{})
 	if err != nil || e.Stat.Rdev != unix.Mkdev(1, 3) {
@@ -772,7 +772,7 @@ func TestKernelAcceptsUpper(t *testing.T) {
 			file("var/cache/big", "big"),
 			symlink("lib", "usr/lib"),
 			file("usr/bin/tool", "tool").perm(0o755).with("user.mark", "m"),
-			dir("opt").with(cow.XattrOpaque, "y"),
+			dir("opt").with(ovl.XattrOpaque, "y"),
 		},
 		[]fixtureEntry{
 			file("etc/conf", "v0"),

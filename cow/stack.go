@@ -167,7 +167,7 @@ func New(opts Options) (*Stack, error) {
 	}
 	s := &Stack{volatile: opts.Volatile, redirect: !opts.NoRedirect, metacopy: !opts.NoMetacopy,
 		makeRedirects: !opts.NoRedirect && !opts.RedirectFollowOnly, linksFd: -1,
-		layers:        make([]*Layer, 1, len(opts.Lower)+1)}
+		layers: make([]*Layer, 1, len(opts.Lower)+1)}
 	ok := false
 	defer func() {
 		if !ok {
@@ -654,9 +654,9 @@ func (s *Stack) originIno(rel string) (uint64, bool) {
 
 func (s *Stack) originXattr() string {
 	if s.trustedXattrs {
-		return XattrOrigin
+		return ovl.XattrOrigin
 	}
-	return XattrUserOrigin
+	return ovl.XattrUserOrigin
 }
 
 // mapIno turns a layer's st_ino into a merged one, unique in the mount and
@@ -716,7 +716,7 @@ func (s *Stack) probeUpper() {
 		unix.Unlinkat(wfd, name, 0)
 	}
 	if unix.Mkdirat(wfd, name, 0o700) == nil {
-		s.trustedXattrs = s.work.Setxattr(name, XattrOpaque, []byte("y"), 0) == nil
+		s.trustedXattrs = s.work.Setxattr(name, ovl.XattrOpaque, []byte("y"), 0) == nil
 		unix.Unlinkat(wfd, name, unix.AT_REMOVEDIR)
 	}
 }

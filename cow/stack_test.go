@@ -12,6 +12,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/strata-fs/strata/cow"
+	"github.com/strata-fs/strata/ovl"
 )
 
 // TestResolution checks how names resolve across layers: what hides
@@ -105,7 +106,7 @@ func TestResolution(t *testing.T) {
 			name: "lowers cut at an opaque directory",
 			lowers: [][]fixtureEntry{
 				{file("d/a", "a1")},
-				{dir("d").with(cow.XattrUserOpaque, "y"), file("d/b", "b2")},
+				{dir("d").with(ovl.XattrUserOpaque, "y"), file("d/b", "b2")},
 				{file("d/c", "c3")},
 			},
 			tree: []string{"d/", `d/a "a1"`, `d/b "b2"`},
@@ -120,14 +121,14 @@ func TestResolution(t *testing.T) {
 		},
 		{
 			name:   "opaque root in a lower cuts the root's lowers",
-			lowers: [][]fixtureEntry{{file("a", "a")}, {file(cow.OpaqueMarker, ""), file("b", "b")}, {file("c", "c")}},
+			lowers: [][]fixtureEntry{{file("a", "a")}, {file(ovl.OpaqueMarker, ""), file("b", "b")}, {file("c", "c")}},
 			tree:   []string{`a "a"`, `b "b"`},
 			gone:   []string{"c"},
 			want:   []wantEntry{{path: "", layer: 0, lowers: []int{1, 2}}},
 		},
 		{
 			name:   "opaque upper root hides every lower",
-			upper:  []fixtureEntry{dir("").with(cow.XattrUserOpaque, "y"), file("u", "u")},
+			upper:  []fixtureEntry{dir("").with(ovl.XattrUserOpaque, "y"), file("u", "u")},
 			lowers: [][]fixtureEntry{{file("a", "a")}},
 			tree:   []string{`u "u"`},
 			gone:   []string{"a"},
@@ -207,20 +208,20 @@ var whiteoutDialects = []struct {
 		hide: []fixtureEntry{
 			dir("").with("trusted.overlay.whiteouts", ""),
 			dir("d").with("trusted.overlay.whiteouts", ""),
-			file("f", "").with(cow.XattrWhiteout, ""),
-			file("d/x", "").with(cow.XattrWhiteout, ""),
-			file("gone", "").with(cow.XattrWhiteout, ""),
+			file("f", "").with(ovl.XattrWhiteout, ""),
+			file("d/x", "").with(ovl.XattrWhiteout, ""),
+			file("gone", "").with(ovl.XattrWhiteout, ""),
 		},
 	},
 	{
 		name:   "xattr whiteout, parent trusted.overlay.opaque=x (kernel 6.8+)",
 		kernel: true, // in a lower that is not the last one
 		hide: []fixtureEntry{
-			dir("").with(cow.XattrOpaque, "x"),
-			dir("d").with(cow.XattrOpaque, "x"),
-			file("f", "").with(cow.XattrWhiteout, ""),
-			file("d/x", "").with(cow.XattrWhiteout, ""),
-			file("gone", "").with(cow.XattrWhiteout, ""),
+			dir("").with(ovl.XattrOpaque, "x"),
+			dir("d").with(ovl.XattrOpaque, "x"),
+			file("f", "").with(ovl.XattrWhiteout, ""),
+			file("d/x", "").with(ovl.XattrWhiteout, ""),
+			file("gone", "").with(ovl.XattrWhiteout, ""),
 		},
 	},
 	{
@@ -228,28 +229,28 @@ var whiteoutDialects = []struct {
 		hide: []fixtureEntry{
 			dir("").with("user.overlay.whiteouts", ""),
 			dir("d").with("user.overlay.whiteouts", ""),
-			file("f", "").with(cow.XattrUserWhiteout, ""),
-			file("d/x", "").with(cow.XattrUserWhiteout, ""),
-			file("gone", "").with(cow.XattrUserWhiteout, ""),
+			file("f", "").with(ovl.XattrUserWhiteout, ""),
+			file("d/x", "").with(ovl.XattrUserWhiteout, ""),
+			file("gone", "").with(ovl.XattrUserWhiteout, ""),
 		},
 	},
 	{
 		name:    "opaque trusted.overlay.opaque=y",
 		kernel:  true,
 		upperOK: true,
-		opaque:  []fixtureEntry{dir("d").with(cow.XattrOpaque, "y")},
+		opaque:  []fixtureEntry{dir("d").with(ovl.XattrOpaque, "y")},
 	},
 	{
 		name:   "opaque user.overlay.opaque=y",
-		opaque: []fixtureEntry{dir("d").with(cow.XattrUserOpaque, "y")},
+		opaque: []fixtureEntry{dir("d").with(ovl.XattrUserOpaque, "y")},
 	},
 	{
 		name:   "opaque user.fuseoverlayfs.opaque=y",
-		opaque: []fixtureEntry{dir("d").with(cow.XattrFuseOverlayfsOpaque, "y")},
+		opaque: []fixtureEntry{dir("d").with(ovl.XattrFuseOverlayfsOpaque, "y")},
 	},
 	{
 		name:   "opaque .wh..wh..opq",
-		opaque: []fixtureEntry{file("d/"+cow.OpaqueMarker, "")},
+		opaque: []fixtureEntry{file("d/"+ovl.OpaqueMarker, "")},
 	},
 }
 
@@ -342,7 +343,7 @@ func TestWhiteoutFileOfSameLayer(t *testing.T) {
 // xattr whiteouts) does not hide the layers beneath.
 func TestOpaqueXIsNotOpaque(t *testing.T) {
 	f := newFixture(t, nil,
-		[]fixtureEntry{dir("d").with(cow.XattrOpaque, "x"), file("d/a", "a")},
+		[]fixtureEntry{dir("d").with(ovl.XattrOpaque, "x"), file("d/a", "a")},
 		[]fixtureEntry{file("d/b", "b")})
 	f.checkTree([]string{"d/", `d/a "a"`, `d/b "b"`})
 	if d := f.mustLookup("d"); !slices.Equal(d.Lowers, []int{1, 2}) {
@@ -356,8 +357,8 @@ func TestOpaqueXIsNotOpaque(t *testing.T) {
 func TestWhiteoutLookalikes(t *testing.T) {
 	f := newFixture(t, []fixtureEntry{
 		{path: "null", kind: kChar, dev: unix.Mkdev(1, 3)},
-		file("big", "data").with(cow.XattrWhiteout, ""),
-		dir("d").with(cow.XattrOpaque, "n"),
+		file("big", "data").with(ovl.XattrWhiteout, ""),
+		dir("d").with(ovl.XattrOpaque, "n"),
 	}, []fixtureEntry{
 		file("null", "lower null"),
 		file("big", "lower big"),
@@ -413,7 +414,7 @@ func TestInodeNumbersOfBlockedDirs(t *testing.T) {
 	}{
 		{
 			name:   "opaque upper dir",
-			upper:  []fixtureEntry{dir("d").with(cow.XattrOpaque, "y")},
+			upper:  []fixtureEntry{dir("d").with(ovl.XattrOpaque, "y")},
 			lowers: [][]fixtureEntry{{file("d/a", "a")}},
 		},
 		{
@@ -429,7 +430,7 @@ func TestInodeNumbersOfBlockedDirs(t *testing.T) {
 		{
 			name:   "opaque lower dir, merged upper",
 			upper:  []fixtureEntry{dir("d")},
-			lowers: [][]fixtureEntry{{dir("d").with(cow.XattrUserOpaque, "y")}, {file("d/a", "a")}},
+			lowers: [][]fixtureEntry{{dir("d").with(ovl.XattrUserOpaque, "y")}, {file("d/a", "a")}},
 		},
 	}
 	for _, tc := range tests {

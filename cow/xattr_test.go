@@ -55,9 +55,9 @@ func (f *fixture) removexattr(rel, name string) error {
 func TestXattrs(t *testing.T) {
 	needRoot(t, "trusted.* xattrs")
 	f := newFixture(t, nil, []fixtureEntry{
-		file("f", "data").with("user.a", "1").with(cow.XattrOrigin, "12345678"),
+		file("f", "data").with("user.a", "1").with(ovl.XattrOrigin, "12345678"),
 		file("g", "g"),
-		dir("d").with("user.d", "dir").with(cow.XattrOpaque, "n"),
+		dir("d").with("user.d", "dir").with(ovl.XattrOpaque, "n"),
 		symlink("l", "target"),
 	})
 	if got, want := f.listxattr("f"), []string{"user.a"}; !slices.Equal(got, want) {
@@ -69,7 +69,7 @@ func TestXattrs(t *testing.T) {
 	if v, err := f.getxattr("f", "user.a"); err != nil || v != "1" {
 		t.Errorf("Getxattr(f, user.a) = %q, %v; want 1", v, err)
 	}
-	if _, err := f.getxattr("f", cow.XattrOrigin); !errors.Is(err, unix.ENODATA) {
+	if _, err := f.getxattr("f", ovl.XattrOrigin); !errors.Is(err, unix.ENODATA) {
 		t.Errorf("Getxattr of the overlay's origin xattr: %v, want ENODATA", err)
 	}
 
@@ -269,7 +269,7 @@ func TestXattrsEscaped(t *testing.T) {
 			t.Errorf("upper f %s = %q, %v; want %q", stored, v, err, val)
 		}
 	}
-	for _, bookkeeping := range []string{cow.XattrOpaque, "user.overlay.redirect", "trusted.overlay.foo"} {
+	for _, bookkeeping := range []string{ovl.XattrOpaque, "user.overlay.redirect", "trusted.overlay.foo"} {
 		if v, err := lgetxattr(up, bookkeeping); err == nil {
 			t.Errorf("upper f carries %s = %q: a user's xattr must not be stored as bookkeeping", bookkeeping, v)
 		}

@@ -243,7 +243,7 @@ func fileFd(fh gofs.FileHandle, li int) (int, bool) {
 }
 
 func (n *node) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
-	if strings.HasPrefix(name, cow.WhiteoutPrefix) {
+	if strings.HasPrefix(name, ovl.WhiteoutPrefix) {
 		return nil, syscall.ENOENT
 	}
 	pe := n.entry()
@@ -490,7 +490,7 @@ func (n *node) child(ctx context.Context, name string) (*node, syscall.Errno) {
 
 func (n *node) remove(ctx context.Context, name string) syscall.Errno {
 	defer n.root.changing()()
-	if strings.HasPrefix(name, cow.WhiteoutPrefix) {
+	if strings.HasPrefix(name, ovl.WhiteoutPrefix) {
 		return syscall.ENOENT
 	}
 	cn, errno := n.child(ctx, name)
@@ -525,7 +525,7 @@ func (n *node) Rename(ctx context.Context, name string, newParent gofs.InodeEmbe
 	if flags&^(unix.RENAME_NOREPLACE|unix.RENAME_EXCHANGE) != 0 {
 		return syscall.EINVAL // RENAME_WHITEOUT is the overlay's own business
 	}
-	if strings.HasPrefix(name, cow.WhiteoutPrefix) {
+	if strings.HasPrefix(name, ovl.WhiteoutPrefix) {
 		return syscall.ENOENT
 	}
 	src, errno := n.child(ctx, name)

@@ -99,52 +99,86 @@ func IsWhiteout(dirfd int, name string, st *unix.Stat_t) (bool, error) {
 	return false, nil
 }
 
-// Opacity reads how the directory fd (O_PATH or O_RDONLY) hides the
-// layers beneath it:
-//
-//   - opaque: nothing beneath shows through. Set by an opaque xattr with
-//     value "y" (trusted.overlay.opaque, user.overlay.opaque,
-//     user.fuseoverlayfs.opaque) or by the OCI marker file ".wh..wh..opq"
-//     in the directory.
-//   - xattrWhiteouts: the directory holds xattr whiteouts (Linux 6.7:
-//     trusted/user.overlay.whiteouts; Linux 6.8: opaque value "x", which
-//     does not make it opaque).
-//
-// Other values of the opaque xattrs mean neither, as the kernel reads
+// Marks are the overlay's marks on a directory that its readers need.
+type Marks struct {
+	// Opaque: nothing beneath shows through. Set by an opaque xattr with
+	// value "y" (trusted.overlay.opaque, user.overlay.opaque,
+	// user.fuseoverlayfs.opaque) or by the OCI marker file ".wh..wh..opq"
+	// in the directory.
+	Opaque bool
+	// XattrWhiteouts: the directory holds xattr whiteouts (Linux 6.7:
+	// trusted/user.overlay.whiteouts; Linux 6.8: opaque value "x", which
+	// does not make it opaque).
+	XattrWhiteouts bool
+	// Redirect is the value of its redirect xattr (trusted first), ""
+	// for none.
+	Redirect string
+	// Origin is the value of strata's origin xattr, nil for none.
+	Origin []byte
+}
+
+// ReadMarks reads the marks of the directory fd (O_PATH or O_RDONLY): one
+// listxattr, then a getxattr for each mark it carries, and a stat of the
+// OCI marker where no xattr makes it opaque. Other values of the opaque
+// xattrs mean neither opaque nor xattr whiteouts, as the kernel reads
 // them. Errors of the xattr calls are NoXattr's rule.
-func Opacity(fd int) (opaque, xattrWhiteouts bool, err error) {
+func ReadMarks(fd int) (Marks, error) {
+	var m Marks
 	names, err := listXattrs(fd)
 	if err != nil {
-		return false, false, err
+		return m, err
 	}
 	for _, n := range names {
 		switch n {
 		case XattrWhiteouts, XattrUserWhiteouts:
-			xattrWhiteouts = true
+			m.XattrWhiteouts = true
 		case XattrOpaque, XattrUserOpaque, XattrFuseOverlayfsOpaque:
 			v, ok, err := readXattr(fd, n)
 			if err != nil {
-				return false, false, err
+				return m, err
 			}
 			switch {
 			case ok && string(v) == "y":
-				opaque = true
+				m.Opaque = true
 			case ok && string(v) == "x":
-				xattrWhiteouts = true
+				m.XattrWhiteouts = true
+			}
+		case XattrRedirect, XattrUserRedirect:
+			v, ok, err := readXattr(fd, n)
+			if err != nil {
+				return m, err
+			}
+			if ok && (m.Redirect == "" || n == XattrRedirect) {
+				m.Redirect = string(v)
+			}
+		case XattrOrigin, XattrUserOrigin:
+			v, ok, err := readXattr(fd, n)
+			if err != nil {
+				return m, err
+			}
+			if ok && (m.Origin == nil || n == XattrOrigin) {
+				m.Origin = v
 			}
 		}
 	}
-	if !opaque {
+	if !m.Opaque {
 		var st unix.Stat_t
 		switch err := unix.Fstatat(fd, OpaqueMarker, &st, unix.AT_SYMLINK_NOFOLLOW); err {
 		case nil:
-			opaque = true
-		case unix.ENOENT:
+			m.Opaque = true
+		case unix.ENOENT, unix.ENOTDIR:
 		default:
-			return false, false, fmt.Errorf("stat %s: %w", OpaqueMarker, err)
+			return m, fmt.Errorf("stat %s: %w", OpaqueMarker, err)
 		}
 	}
-	return opaque, xattrWhiteouts, nil
+	return m, nil
+}
+
+// Opacity reads how the directory fd hides the layers beneath it: see
+// Marks.Opaque and Marks.XattrWhiteouts.
+func Opacity(fd int) (opaque, xattrWhiteouts bool, err error) {
+	m, err := ReadMarks(fd)
+	return m.Opaque, m.XattrWhiteouts, err
 }
 
 // IsOpaque reports whether the directory fd is opaque (Opacity).

@@ -35,7 +35,7 @@ import (
 //
 // Compared for every path (rtDescribe, rtListing): type, permission and
 // set-ID bits, owner, size and SHA-256 of file data, symlink target,
-// device number, xattrs but the overlay's own (cow.IsHiddenXattr), mtime
+// device number, xattrs but the overlay's own (ovl.IsHiddenXattr), mtime
 // to the nanosecond (of directories too), the link count of
 // non-directories and which paths share an inode; through cow, also
 // which layer each entry comes from (the diff or a parent layer) and
@@ -83,7 +83,7 @@ func (n rtNode) xattr(k, v string) rtNode {
 	n.xattrs = append(slices.Clone(n.xattrs), [2]string{k, v})
 	return n
 }
-func (n rtNode) opaque() rtNode { return n.xattr(cow.XattrOpaque, "y") }
+func (n rtNode) opaque() rtNode { return n.xattr(ovl.XattrOpaque, "y") }
 
 // rtLowerTime is the mtime of every entry of the lowers, in nanoseconds.
 const rtLowerTime = 1500000000_111111111
@@ -125,7 +125,7 @@ func rtBuild(t testing.TB, root string, nodes []rtNode) {
 		case n.kind == unix.S_IFLNK:
 			err = os.Symlink(n.data, p)
 		case n.kind == rtWhiteoutKind:
-			err = unix.Mknod(p, unix.S_IFCHR, cow.WhiteoutDev)
+			err = unix.Mknod(p, unix.S_IFCHR, ovl.WhiteoutDev)
 		default:
 			err = unix.Mknod(p, n.kind|0o600, int(n.dev))
 		}
@@ -717,7 +717,7 @@ func rtCowEntry(s *cow.Stack, rel string, e cow.Entry) (*rtEntry, error) {
 		return nil, fmt.Errorf("listxattr %s: %w", rel, err)
 	}
 	for _, n := range names {
-		if cow.IsHiddenXattr(n) {
+		if ovl.IsHiddenXattr(n) {
 			continue
 		}
 		v, err := l.Getxattr(lp, n)
@@ -801,7 +801,7 @@ func rtPathXattrs(p string) ([]string, error) {
 	}
 	var out []string
 	for n := range strings.SplitSeq(string(buf[:sz]), "\x00") {
-		if n == "" || cow.IsHiddenXattr(n) {
+		if n == "" || ovl.IsHiddenXattr(n) {
 			continue
 		}
 		v := make([]byte, 64<<10)
@@ -1215,7 +1215,7 @@ func TestRoundTrip(t *testing.T) {
 			rtRemovexattr("data/lower2only", "user.f"),
 			rtSetxattr("ln", "trusted.sym", "s"),
 			rtSetxattr("dev/null", "trusted.dev", "d"),
-			rtFails(unix.EPERM, rtSetxattr("etc/passwd", cow.XattrFuseOverlayfsOpaque, "y")),
+			rtFails(unix.EPERM, rtSetxattr("etc/passwd", ovl.XattrFuseOverlayfsOpaque, "y")),
 			rtFails(unix.ENODATA, rtRemovexattr("etc/shadow", "user.none")),
 			rtFails(unix.EPERM, rtSetxattr("ln", "user.x", "no")),
 		}},
