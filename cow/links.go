@@ -236,6 +236,51 @@ func (s *Stack) linkLookedUp(rel string, e *Entry) error {
 	return nil
 }
 
+// joinUpper reaches the upper file e at rel, an inode with several names
+// made in the upper (by link, or in an upper given to the mount), through
+// the links directory from now on, as a copied-up lower hard link is: an
+// operation on the inode then does not depend on any of its names, which
+// renames and the kernel's reclaim of directory entries can leave stale
+// (fs resolves a node by the most recent parent go-fuse knows).
+func (s *Stack) joinUpper(rel string, e *Entry) error {
+	lfd, err := s.openLinks(true)
+	if err != nil {
+		return err
+	}
+	key := linkKey(e.Ino)
+	err = s.upper().withParent(rel, func(pfd int, name string) error {
+		if err := unix.Linkat(pfd, name, lfd, key, 0); err != nil && err != unix.EEXIST {
+			return err
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("link %s into the links directory: %w", rel, err)
+	}
+	// The links directory's link is not a name.
+	if err := s.setLinkAdjust(lfd, key, e.Ino, -1); err != nil {
+		return err
+	}
+	var st unix.Stat_t
+	if err := unix.Fstatat(lfd, key, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+		return err
+	}
+	blocks := e.Stat.Blocks
+	e.Stat, e.Linked, e.NlinkAdjust = st, true, -1
+	if e.Metacopy() {
+		e.Stat.Blocks = blocks
+	}
+	return nil
+}
+
+// unjoin removes the links directory's entry of e, whose last name is
+// gone.
+func (s *Stack) unjoin(e *Entry) {
+	if lfd, err := s.openLinks(false); err == nil && lfd >= 0 {
+		unix.Unlinkat(lfd, linkKey(e.Ino), 0)
+	}
+}
+
 func ignoreENOENT(err error) error {
 	if err == unix.ENOENT {
 		return nil

@@ -111,6 +111,12 @@ func (s *Stack) upperNonDir(rel string, parent *Entry, cands []Lower, e *Entry) 
 	if e.Ino == 0 {
 		e.Ino = s.mapIno(UpperIndex, e.Stat.Ino)
 	}
+	if e.Stat.Nlink > 1 && !e.Linked {
+		// An upper hard link: reached by the links directory.
+		if err := s.joinUpper(rel, e); err != nil {
+			return err
+		}
+	}
 	if !m.metacopy {
 		return nil
 	}

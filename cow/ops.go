@@ -262,9 +262,9 @@ func (s *Stack) Link(oldRel string, old *Entry, dir, name string) (Entry, error)
 	if err := s.CopyUp(oldRel, old, -1); err != nil {
 		return Entry{}, err
 	}
-	u := s.upper()
+	il, ip := s.inode(oldRel, old)
 	e, err := s.makeNode(dir, name, false, nil, 0, func(dfd int, n string) error {
-		return u.withParent(oldRel, func(ofd int, on string) error {
+		return il.withParent(ip, func(ofd int, on string) error {
 			return unix.Linkat(ofd, on, dfd, n, 0)
 		})
 	})
@@ -275,8 +275,16 @@ func (s *Stack) Link(oldRel string, old *Entry, dir, name string) (Entry, error)
 	// number unless copy-up broke a lower hard link.
 	e.Ino = s.upperIno(oldRel, &old.Stat)
 	old.Ino = e.Ino
-	old.Stat = e.Stat // one inode, one more link
-	e.NlinkAdjust, e.Linked = old.NlinkAdjust, old.Linked
+	if !old.Linked {
+		// Its inode now has two names: reach it by the links
+		// directory from now on (see joinUpper).
+		if err := s.joinUpper(oldRel, old); err != nil {
+			return e, err
+		}
+	} else if err := s.Stat(oldRel, old); err != nil { // one more link
+		return e, err
+	}
+	e.Stat, e.NlinkAdjust, e.Linked = old.Stat, old.NlinkAdjust, old.Linked
 	return e, nil
 }
 
@@ -327,6 +335,10 @@ func (s *Stack) Remove(dir string, parent *Entry, name string, e *Entry) error {
 		if len(ents) > 0 {
 			return unix.ENOTEMPTY
 		}
+	}
+	if e.Linked && int64(e.Stat.Nlink)-1+int64(e.NlinkAdjust) <= 0 {
+		// Its last name: the links directory's entry goes with it.
+		defer s.unjoin(e)
 	}
 	needWh := !e.InUpper()
 	if e.InUpper() {

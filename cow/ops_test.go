@@ -707,8 +707,8 @@ func TestLink(t *testing.T) {
 		if e.Ino != ino {
 			t.Errorf("%s: ino %d, want %d", p, e.Ino, ino)
 		}
-		if e.Stat.Nlink != 2 {
-			t.Errorf("%s: nlink %d, want 2", p, e.Stat.Nlink)
+		if n := int64(e.Stat.Nlink) + int64(e.NlinkAdjust); n != 2 || !e.Linked {
+			t.Errorf("%s: nlink %d (linked %v), want 2, reached by the links directory", p, n, e.Linked)
 		}
 		if e.Stat.Mode != unix.S_IFREG|0o4755 || e.Stat.Uid != 1234 || e.Stat.Gid != 5678 {
 			t.Errorf("%s: mode %o owner %d:%d, want %o 1234:5678", p, e.Stat.Mode, e.Stat.Uid, e.Stat.Gid, unix.S_IFREG|0o4755)

@@ -574,6 +574,14 @@ func (n *node) Rename(ctx context.Context, name string, newParent gofs.InodeEmbe
 			dst.e.Stat.Nlink--
 		}
 	}
+	for _, m := range []*node{src, dst} {
+		if m != nil && m.e.IsDir() {
+			// A directory of the lowers renamed is now merged in the
+			// upper, and reports one link: the kernel's cached
+			// attributes must go. Invalidating them takes no lock.
+			m.NotifyContent(-1, 0)
+		}
+	}
 	return 0
 }
 

@@ -59,7 +59,6 @@ var refusedOptions = map[string]string{
 	"squash_to_uid":  "owner squashing",
 	"squash_to_gid":  "owner squashing",
 	"plugins":        "layer plugins",
-	"index":          "the inode index",
 	"nfs_export":     "NFS export",
 	"userxattr":      "user.* overlay xattrs for its own upper",
 	"uidmap":         "id mapping",
@@ -138,6 +137,17 @@ func parseOptions(args []string) (options, []string, error) {
 					o.stack.NoMetacopy = true
 				default:
 					return o, warnings, fmt.Errorf("metacopy=%s: want on (the default) or off", val)
+				}
+			case "index":
+				// strata keeps lower hard links joined across copy-up
+				// always, in a format of its own (the links directory
+				// of the work dir): index=on asks for what it does.
+				switch val {
+				case "on":
+				case "off":
+					warnings = append(warnings, "index=off has no effect: strata keeps hard links joined across copy-up")
+				default:
+					return o, warnings, fmt.Errorf("index=%s: want on or off", val)
 				}
 			case "dev":
 				o.allowDevices = true
