@@ -23,13 +23,27 @@
 //   - Work: the scratch directory beside the upper, on its filesystem,
 //     where copy-ups, whiteouts and removed directories are built or
 //     taken apart under "#strata.<pid>.<n>" names and renamed into place.
-//     A crash leaves only such names there; New removes them.
+//     A crash leaves such names there; New removes them. Work also holds
+//     the links directory, which is kept.
+//   - Links directory: "strata.links" in work, one entry per copied-up
+//     lower hard link, named by its merged inode number in hex, a hard
+//     link to the copy (links.go). A copy-up of any name of a lower inode
+//     with several names copies it there once and links the names the
+//     merged view shows at their lower paths into the upper; a lookup of
+//     another name of it links that name in. Operations on the inode
+//     (open, attributes, xattrs) reach it through its entry there
+//     (Stack.inode), so no rename of a name can make them fail.
 //   - Entry: what a name resolves to in the merged view: the topmost
-//     layer that holds it, its stat there, its merged inode number and,
-//     for a directory, the lower layers merged beneath it (Entry.Lowers,
-//     cut at the first opaque one). Callers keep Entries (the fs node
-//     caches one) and pass them back; the methods that change an entry
-//     update it.
+//     layer that holds it and its path there (Entry.Path: below a
+//     redirect it differs from the merged path), its stat, its merged
+//     inode number and, for a directory, the lower layers merged beneath
+//     it (Entry.Lowers, cut at the first opaque one) with the
+//     directory's path in each (Entry.LowerPaths), where its children
+//     are looked for. Callers keep Entries (the fs node caches one) and
+//     pass them back; the methods that change an entry update it.
+//   - LowerName (Entry.LowerName): the path by which the lower layers
+//     know an entry: its merged path, unless a redirect above it led
+//     elsewhere. A rename records it as the moved entry's redirect.
 //   - Merged inode number (Entry.Ino): the st_ino the mount shows. The
 //     layer's own when all layers share one filesystem, else mapped with
 //     the layer index in the high bits (as overlayfs's xino). A directory
@@ -45,13 +59,32 @@
 //   - Opaque: a directory that hides the directories of the same path
 //     beneath it (trusted.overlay.opaque=y and the other dialects, or an
 //     OCI ".wh..wh..opq" marker).
-//   - Redirect: an xattr on an upper directory (or metacopy file) naming
-//     the path where the layers beneath find it, so that a lower
-//     directory can be renamed (kernel overlayfs redirect_dir=on).
+//   - Redirect: an xattr (trusted.overlay.redirect, or the user.
+//     form where trusted.* cannot be written) on a directory or metacopy
+//     file naming where the layers beneath find it: absolute ("/a/b",
+//     resolved from the root of the layers beneath, one name at a time,
+//     by resolveLower) or a bare name (beside it in the parent's lower
+//     directories, as the kernel writes for a rename within a
+//     directory). Rename of a lower or merged directory copies the
+//     directory itself up and writes "/" + its LowerName (kernel
+//     overlayfs redirect_dir=on). Followed in every layer unless
+//     Options.NoRedirect; written unless that or RedirectFollowOnly, and
+//     a lower directory's rename is then EXDEV.
 //   - Metacopy: an upper file that holds only metadata, its data still
-//     the lower file's (kernel overlayfs metacopy=on).
-//   - Origin: strata's own xattr on a copied-up file recording the merged
-//     inode number it had before, so st_ino survives copy-up and remounts.
+//     the lower file's (kernel overlayfs metacopy=on): a sparse file of
+//     the data's size with the metacopy xattr, and a redirect when it is
+//     not at its LowerName. Made by a change of metadata or a rename of a
+//     lower regular file with one name (CopyUp with MetaOnly); its
+//     Entry.Data names the data's file. Recognised when sparse, or in a
+//     layer whose root carries the metacopies mark. The first open for
+//     writing or truncate copies the data in (built in work, fsynced,
+//     renamed over it). Options.NoMetacopy: neither made nor followed,
+//     and a metacopy file found is EPERM.
+//   - Origin: strata's own xattr on a copied-up file, or a renamed
+//     directory, recording the merged inode number it had before, so
+//     st_ino survives copy-up, rename and remounts; on the copy of a
+//     lower hard link it also holds the difference of the copy's link
+//     count from the one reported (Entry.NlinkAdjust).
 //   - Escaped xattr: a user's xattr in the overlay's namespace,
 //     "trusted.overlay.X", stored as "trusted.overlay.overlay.X" (Linux
 //     6.7), which is user data, not bookkeeping (see ovl.StoredXattr).
@@ -63,8 +96,10 @@
 //
 // A Stack is safe for concurrent use: it has no lock per entry, and its
 // own locks (the lower directory cache, the set of directories absent
-// from the upper) are leaves, never held across a call out or a system
-// call that can block on another request. The namespace generation
+// from the upper, linksMu) are leaves, never held across a call out or a
+// system call that can block on another request, and none taken inside
+// another. linksMu guards the making of the links directory and each
+// link into it with the update of its link-count record. The namespace generation
 // (Stack.Gen) is atomic.
 //
 // What the engine does not serialise, its caller does:
@@ -85,21 +120,19 @@
 //     directories.
 //   - Rename: fs locks the two children, source and target, ordered by
 //     their merged inode numbers (ascending). That ordering key is read
-//     without the nodes' locks: it changes only under a node's lock (a
-//     lookup refreshing the node's Entry, a copy-up that gives a name of
-//     a lower hard link a number of its own), and the nodes whose
-//     numbers can change are names of lower hard links, which are never
-//     shared. Inside the children's locks fs takes each parent's lock,
-//     one at a time, to copy the parent's Entry; the parents' locks are
-//     never held together, nor across the engine call.
-//   - Lower hard links: every name of a lower file with more than one
-//     link is its own fs node (a node generation derived from the name),
-//     all with the same merged inode number, because a copy-up through
-//     one name breaks the link (no index joins them, as overlayfs with
-//     index=off) and FUSE requests name only the node. Their locks are
-//     therefore distinct, and copy-ups through two names of one lower
-//     inode are not serialised against each other; each makes a copy of
-//     its own name.
+//     without the nodes' locks: a copy-up keeps an entry's number, so it
+//     changes only when a lookup finds another entry at the name. Inside
+//     the children's locks fs takes each parent's lock, one at a time,
+//     to copy the parent's Entry; the parents' locks are never held
+//     together, nor across the engine call. A source and target that are
+//     one node (two names of one inode) are not locked: rename(2) does
+//     nothing then.
+//   - Lower hard links: all names of a lower file with more than one
+//     link are one fs node, with the lower's merged inode number, before
+//     and after a copy-up (which joins the names, see the links
+//     directory), so their copy-ups are serialised by the one node lock.
+//     Two racing copy-ups of one inode are still safe: the links
+//     directory's entry is linked with EEXIST meaning another won.
 //
 // # Lock order
 //
@@ -115,5 +148,5 @@
 //  4. go-fuse's own inode tree locks (Path, Parent, NewInode), taken
 //     inside node locks; go-fuse calls no node method while holding
 //     them.
-//  5. The engine's cache locks (leaves).
+//  5. The engine's leaf locks: its caches' and linksMu, one at a time.
 package cow
