@@ -316,7 +316,7 @@ func TestCopyUpHardLink(t *testing.T) {
 	if first.Nlink != 4 {
 		t.Errorf("upper nlink %d, want 4", first.Nlink)
 	}
-	nlink := func(e cow.Entry) int64 { return int64(e.Stat.Nlink) + int64(e.NlinkAdjust) }
+	nlink := func(e cow.Entry) int64 { return e.Nlink() }
 	if n := nlink(f.mustLookup("a")); n != 3 {
 		t.Errorf("nlink %d, want 3", n)
 	}
@@ -341,7 +341,7 @@ func TestRemoveHardLink(t *testing.T) {
 		t.Fatal(err)
 	}
 	f.checkTree([]string{`b "data"`})
-	if b := f.mustLookup("b"); !b.InUpper() || int64(b.Stat.Nlink)+int64(b.NlinkAdjust) != 1 {
+	if b := f.mustLookup("b"); !b.InUpper() || b.Nlink() != 1 {
 		t.Errorf("b: layer %d nlink %d%+d, want the upper and 1", b.Layer, b.Stat.Nlink, b.NlinkAdjust)
 	}
 	f.checkWorkEmpty()
@@ -451,4 +451,52 @@ func TestCopyUpConcurrent(t *testing.T) {
 			return
 		}
 	}
+}
+
+// TestUpperHardLinkJoined checks that an upper file given a second name
+// is reached by the links directory, and that its entry there goes with
+// its last name, or at the next mount where a rename over it took that.
+func TestUpperHardLinkJoined(t *testing.T) {
+	f := newFixture(t, []fixtureEntry{file("a", "data"), file("c", "other"), file("d", "d")}, []fixtureEntry{dir("x")})
+	for _, p := range [][2]string{{"a", "b"}, {"c", "c2"}} {
+		old := f.mustLookup(p[0])
+		e, err := f.s.Link(p[0], &old, "", p[1])
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !e.Linked || e.Nlink() != 2 {
+			t.Errorf("%s after link: linked %v nlink %d, want the links directory and 2", p[1], e.Linked, e.Nlink())
+		}
+	}
+	links := func() []string {
+		ents, _ := os.ReadDir(filepath.Join(f.work, "strata.links"))
+		var names []string
+		for _, e := range ents {
+			names = append(names, e.Name())
+		}
+		return names
+	}
+	if n := len(links()); n != 2 {
+		t.Fatalf("links directory holds %v, want 2 entries", links())
+	}
+	if err := errors.Join(f.remove("a"), f.remove("b")); err != nil {
+		t.Fatal(err)
+	}
+	if n := len(links()); n != 1 {
+		t.Errorf("after removing both names of a: links directory holds %v, want 1 entry", links())
+	}
+	// c's names go by renames over them, which leave the entry until the
+	// next mount.
+	if err := errors.Join(f.rename("d", "c", 0), f.remove("c2")); err != nil {
+		t.Fatal(err)
+	}
+	s, err := cow.New(cow.Options{Lower: f.lowers, Upper: f.upper, Work: f.work})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	if n := len(links()); n != 0 {
+		t.Errorf("after a remount: links directory holds %v, want none", links())
+	}
+	f.checkTree([]string{`c "d"`, "x/"})
 }

@@ -281,6 +281,35 @@ func (s *Stack) unjoin(e *Entry) {
 	}
 }
 
+// cleanLinks removes the links directory's entries that no name has
+// left (the last one removed by a rename over it, or while the daemon
+// died): their count, as reported, is 0.
+func (s *Stack) cleanLinks() error {
+	fd, err := unix.Openat(s.linksFd, ".", unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("open the links directory: %w", err)
+	}
+	defer unix.Close(fd)
+	ents, err := ovl.ReadDirFd(fd)
+	if err != nil {
+		return fmt.Errorf("read the links directory: %w", err)
+	}
+	for _, de := range ents {
+		var st unix.Stat_t
+		if unix.Fstatat(fd, de.Name, &st, unix.AT_SYMLINK_NOFOLLOW) != nil || st.Nlink != 1 {
+			continue
+		}
+		v, err := ovl.GetxattrFdAt(fd, de.Name, s.originXattr())
+		if err != nil || len(v) < 12 || int32(binary.LittleEndian.Uint32(v[8:])) != -1 {
+			continue // lower names of it may still be linked in
+		}
+		if err := unix.Unlinkat(fd, de.Name, 0); err != nil {
+			return fmt.Errorf("clean the links directory: %w", err)
+		}
+	}
+	return nil
+}
+
 func ignoreENOENT(err error) error {
 	if err == unix.ENOENT {
 		return nil

@@ -336,10 +336,8 @@ func (s *Stack) Remove(dir string, parent *Entry, name string, e *Entry) error {
 			return unix.ENOTEMPTY
 		}
 	}
-	if e.Linked && int64(e.Stat.Nlink)-1+int64(e.NlinkAdjust) <= 0 {
-		// Its last name: the links directory's entry goes with it.
-		defer s.unjoin(e)
-	}
+	// Its last name: the links directory's entry goes with it.
+	last := e.Linked && e.Nlink() <= 1
 	needWh := !e.InUpper()
 	if e.InUpper() {
 		var err error
@@ -350,7 +348,7 @@ func (s *Stack) Remove(dir string, parent *Entry, name string, e *Entry) error {
 	if err := s.copyUpParents(dir); err != nil {
 		return err
 	}
-	return s.upper().withParent(rel, func(pfd int, n string) error {
+	err := s.upper().withParent(rel, func(pfd int, n string) error {
 		if !e.InUpper() {
 			return s.whiteoutAt(pfd, n)
 		}
@@ -395,6 +393,10 @@ func (s *Stack) Remove(dir string, parent *Entry, name string, e *Entry) error {
 		}
 		return removeAllAt(s.work.fd, tmp)
 	})
+	if err == nil && last {
+		s.unjoin(e)
+	}
+	return err
 }
 
 // Rename moves the entry oldName of merged dir oldDir (whose entry is

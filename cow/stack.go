@@ -131,6 +131,10 @@ type Entry struct {
 	Data Lower
 }
 
+// Nlink is the link count the merged view reports for e: st_nlink, less
+// what the links directory adds (see NlinkAdjust).
+func (e *Entry) Nlink() int64 { return int64(e.Stat.Nlink) + int64(e.NlinkAdjust) }
+
 // Lower names a file or directory of a lower layer.
 type Lower struct {
 	Layer int
@@ -204,6 +208,9 @@ func New(opts Options) (*Stack, error) {
 		if fd, err := unix.Openat(w.fd, linksDir, unix.O_PATH|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0); err == nil {
 			s.linksFd = fd
 			s.linksUsed.Store(true)
+			if err := s.cleanLinks(); err != nil {
+				return nil, err
+			}
 		}
 		s.probeUpper()
 	}

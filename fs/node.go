@@ -188,7 +188,7 @@ func owner(ctx context.Context) cow.Owner {
 // merged directory reports one link, its real count being unknowable.
 func fillEntryAttr(out *fuse.Attr, e *cow.Entry) {
 	fillAttr(out, &e.Stat, e.Ino)
-	out.Nlink = uint32(int64(out.Nlink) + int64(e.NlinkAdjust))
+	out.Nlink = uint32(e.Nlink())
 	if e.IsDir() && (len(e.Lowers) > 1 || (e.InUpper() && len(e.Lowers) > 0)) {
 		out.Nlink = 1
 	}
@@ -505,9 +505,9 @@ func (n *node) remove(ctx context.Context, name string) syscall.Errno {
 		cn.dropOrphanLocked()
 		return n.errno("remove", err)
 	}
-	if !cn.e.IsDir() && cn.e.Stat.Nlink <= 1 {
+	if !cn.e.IsDir() && cn.e.Nlink() <= 1 {
 		cn.unlinked = true
-	} else if cn.e.Stat.Nlink > 1 {
+	} else if cn.e.Nlink() > 1 {
 		cn.e.Stat.Nlink--
 	}
 	return 0
@@ -568,7 +568,7 @@ func (n *node) Rename(ctx context.Context, name string, newParent gofs.InodeEmbe
 		return n.errno("rename", err)
 	}
 	if dst != nil && flags&unix.RENAME_EXCHANGE == 0 && !dst.e.IsDir() {
-		if dst.e.Stat.Nlink <= 1 {
+		if dst.e.Nlink() <= 1 {
 			dst.unlinked = true
 		} else {
 			dst.e.Stat.Nlink--
@@ -687,7 +687,7 @@ func (n *node) Tmpfile(ctx context.Context, flags uint32, mode uint32, out *fuse
 // it is a regular file about to lose its last name (see orphan).
 func (n *node) holdOrphanLocked(dir, name string) {
 	n.dropOrphanLocked() // of a name it had lost before
-	if n.e.Stat.Mode&unix.S_IFMT != unix.S_IFREG || n.e.Stat.Nlink > 1 {
+	if n.e.Stat.Mode&unix.S_IFMT != unix.S_IFREG || n.e.Nlink() > 1 {
 		return
 	}
 	rel := name
