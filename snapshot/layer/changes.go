@@ -198,15 +198,10 @@ func changesWalk(v *lowerView, udfd int, dir string, lowerDirs []int, out *[]Cha
 	}
 	for _, e := range d.entries {
 		p := path.Join(dir, e.name)
-		found, childDirs, err := changesLowerLookup(lowerDirs, e.name)
+		childDirs, err := changesReport(lowerDirs, e.name, p, out)
 		if err != nil {
-			return fmt.Errorf("look up %s in lower layers: %w", p, err)
+			return err
 		}
-		kind := Added
-		if found {
-			kind = Modified
-		}
-		*out = append(*out, Change{Kind: kind, Path: p})
 		if e.st.Mode&unix.S_IFMT == unix.S_IFDIR {
 			parent := writeAt{lower: dir[1:], lowerOK: !d.opaque}
 			err = changesWalkChild(v, udfd, e.name, p, childDirs, parent, out)
@@ -287,15 +282,10 @@ func changesWalkFull(v *lowerView, ufd int, dir string, lowerDirs []int, at writ
 	}
 	for _, e := range ents {
 		p := path.Join(dir, e.name)
-		found, childDirs, err := changesLowerLookup(lowerDirs, e.name)
+		childDirs, err := changesReport(lowerDirs, e.name, p, out)
 		if err != nil {
-			return fmt.Errorf("look up %s in lower layers: %w", p, err)
+			return err
 		}
-		kind := Added
-		if found {
-			kind = Modified
-		}
-		*out = append(*out, Change{Kind: kind, Path: p})
 		if e.st.Mode&unix.S_IFMT == unix.S_IFDIR {
 			if e.upper {
 				err = changesWalkChild(v, e.dfd, e.name, p, childDirs, inner, out)
@@ -409,4 +399,21 @@ func changesCloseAll(fds []int) {
 	for _, fd := range fds {
 		unix.Close(fd)
 	}
+}
+
+// changesReport appends to out the change of the upper entry name at path
+// p, added or modified as lowerDirs (the lower directories merged where
+// it is) hold it or not, and returns the lower directories that merge at
+// it, for the caller to close.
+func changesReport(lowerDirs []int, name, p string, out *[]Change) ([]int, error) {
+	found, childDirs, err := changesLowerLookup(lowerDirs, name)
+	if err != nil {
+		return nil, fmt.Errorf("look up %s in lower layers: %w", p, err)
+	}
+	kind := Added
+	if found {
+		kind = Modified
+	}
+	*out = append(*out, Change{Kind: kind, Path: p})
+	return childDirs, nil
 }
