@@ -64,13 +64,10 @@ func (f *file) current() *gofs.LoopbackFile {
 	}
 	// The node's lock is taken before a file's, never inside it.
 	n := f.node
-	n.mu.Lock()
-	e := n.e
-	n.mu.Unlock()
-	if e.DataLayer() != cow.UpperIndex { // a metacopy file's data is not
+	if e := n.cn.Entry(); e.DataLayer() != cow.UpperIndex { // a metacopy file's data is not
 		return lf
 	}
-	fd, _, err := n.root.Stack.Open(n.rel(), &e, f.flags)
+	fd, _, _, err := n.cn.Open(n.rel(), f.flags, false)
 	if err != nil {
 		return lf // keep serving what was open
 	}
@@ -106,9 +103,7 @@ func (f *file) materialize() syscall.Errno {
 		return 0
 	}
 	n := f.node
-	n.mu.Lock()
-	err := n.copyUpLocked(-1)
-	n.mu.Unlock()
+	err := n.cn.CopyUp(n.rel(), -1)
 	if err != nil {
 		return n.errno("copy up", err)
 	}

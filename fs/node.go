@@ -5,6 +5,7 @@ package fs
 import (
 	"context"
 	"log"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -90,13 +91,17 @@ func (r *Root) bumpGen(ino uint64) {
 	r.respawned.Store(true)
 }
 
-// node is one inode of the merged tree.
+// node is one inode of the merged tree: the engine's node (cow.Node),
+// which holds the entry, its lock and its copy-up, and the kernel inode's
+// io mode, which is the adapter's business.
 type node struct {
 	gofs.Inode
 	root *Root
+	cn   *cow.Node
 
+	// mu guards the io mode. It is taken before cn's lock, never
+	// inside it.
 	mu sync.Mutex
-	e  cow.Entry
 	// The kernel inode's io mode, as this node has set it. The kernel
 	// leaves an inode's mode only when it gets the reply to the last
 	// RELEASE of a file in that mode, after this daemon has seen the
@@ -107,12 +112,6 @@ type node struct {
 	// was served by passthrough (an upper open then needs a new node).
 	cacheMode     bool
 	lowerPassMode bool
-	unlinked      bool // its last name was removed while it was open
-	tmpfile       int  // for an O_TMPFILE file without a name: an fd of it, else 0
-	// For a regular file whose last name was removed: an O_PATH fd of it
-	// taken before, else 0. The kernel still opens it by its node (exec
-	// of /proc/PID/exe, open of /proc/PID/fd/N), and its path is gone.
-	orphan int
 }
 
 var (
@@ -143,7 +142,7 @@ func NewRoot(r *Root) (gofs.InodeEmbedder, *gofs.StableAttr, error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	return &node{root: r, e: e}, &gofs.StableAttr{Ino: e.Ino}, nil
+	return &node{root: r, cn: r.Stack.NewNode(e)}, &gofs.StableAttr{Ino: e.Ino}, nil
 }
 
 func (n *node) errno(op string, err error) syscall.Errno {
@@ -160,22 +159,7 @@ func (n *node) rel() string {
 }
 
 // entry returns a copy of the node's entry.
-func (n *node) entry() cow.Entry {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	return n.e
-}
-
-// entryOrphan returns a copy of the node's entry and, if its file has
-// lost its last name, the orphan fd that still reaches it, else 0.
-func (n *node) entryOrphan() (cow.Entry, int) {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	if n.unlinked {
-		return n.e, n.orphan
-	}
-	return n.e, 0
-}
+func (n *node) entry() cow.Entry { return n.cn.Entry() }
 
 func owner(ctx context.Context) cow.Owner {
 	if c, ok := fuse.FromContext(ctx); ok {
@@ -184,15 +168,14 @@ func owner(ctx context.Context) cow.Owner {
 	return cow.Owner{}
 }
 
-// fillEntryAttr fills out from the entry e: as kernel overlayfs does, a
-// merged directory reports one link, its real count being unknowable.
-func fillEntryAttr(out *fuse.Attr, e *cow.Entry) {
-	fillAttr(out, &e.Stat, e.Ino)
-	out.Nlink = uint32(e.Nlink())
-	if e.IsDir() && (len(e.Lowers) > 1 || (e.InUpper() && len(e.Lowers) > 0)) {
-		out.Nlink = 1
-	}
+// fillNodeAttr fills out from what the engine's node reports.
+func fillNodeAttr(out *fuse.Attr, a cow.Attr) {
+	fillAttr(out, &a.Stat, a.Ino)
+	out.Nlink = uint32(a.Nlink)
 }
+
+// fillEntryAttr fills out from the entry e (cow.AttrOf).
+func fillEntryAttr(out *fuse.Attr, e *cow.Entry) { fillNodeAttr(out, cow.AttrOf(e, &e.Stat)) }
 
 func fillAttr(out *fuse.Attr, st *unix.Stat_t, ino uint64) {
 	out.Ino = ino
@@ -210,25 +193,21 @@ func fillAttr(out *fuse.Attr, st *unix.Stat_t, ino uint64) {
 
 // newChild makes (or finds, for a known inode number) the node for e.
 func (n *node) newChild(ctx context.Context, name string, e cow.Entry, out *fuse.EntryOut) *gofs.Inode {
-	fresh := &node{root: n.root, e: e}
+	fresh := &node{root: n.root, cn: n.root.Stack.NewNode(e)}
 	// The names of a lower hard link are one node, as they stay one
 	// inode through copy-up (see cow.Stack.JoinsLinks).
 	attr := gofs.StableAttr{Mode: e.Stat.Mode & unix.S_IFMT, Ino: e.Ino}
 	attr.Gen ^= n.root.respawnGen(e.Ino)
 	ch := n.NewInode(ctx, fresh, attr)
 	if old, ok := ch.Operations().(*node); ok && old != fresh {
-		old.mu.Lock()
-		old.e = e
-		old.unlinked = false
-		old.mu.Unlock()
+		old.cn.Resolved(e)
 	}
 	fillEntryAttr(&out.Attr, &e)
 	return ch
 }
 
-// fileFd returns the fd of an open file handle if it is a file of layer
-// li.
-func fileFd(fh gofs.FileHandle, li int) (int, bool) {
+// fileFd returns the fd of an open file handle and its layer, or -1.
+func fileFd(fh gofs.FileHandle) (fd, layer int) {
 	var f *file
 	switch h := fh.(type) {
 	case *file:
@@ -236,125 +215,71 @@ func fileFd(fh gofs.FileHandle, li int) (int, bool) {
 	case *passFile:
 		f = h.file
 	default:
-		return -1, false
+		return -1, 0
 	}
-	fd, layer := f.fdLayer()
-	return fd, layer == li
+	return f.fdLayer()
 }
 
 func (n *node) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
 	if strings.HasPrefix(name, ovl.WhiteoutPrefix) {
 		return nil, syscall.ENOENT
 	}
-	pe := n.entry()
-	e, err := n.root.Stack.Lookup(n.rel(), &pe, name)
+	e, err := n.cn.Lookup(n.rel(), name)
 	if err != nil {
 		return nil, n.errno("lookup", err)
 	}
 	return n.newChild(ctx, name, e, out), 0
 }
 
-// statLocked refreshes the node's entry from its layer.
-func (n *node) statLocked() error { return n.root.Stack.Stat(n.rel(), &n.e) }
-
 func (n *node) Getattr(ctx context.Context, fh gofs.FileHandle, out *fuse.AttrOut) syscall.Errno {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	if fd, ok := fileFd(fh, n.e.Layer); ok {
-		var st unix.Stat_t
-		if err := unix.Fstat(fd, &st); err != nil {
-			return n.errno("getattr", err)
-		}
-		fillAttr(&out.Attr, &st, n.e.Ino)
-		out.Nlink = uint32(int64(out.Nlink) + int64(n.e.NlinkAdjust))
-	} else {
-		if err := n.statLocked(); err != nil {
-			if _, parent := n.Parent(); n.unlinked || (parent == nil && !n.IsRoot()) {
-				// Removed while open: the kernel still asks about it.
-				fillAttr(&out.Attr, &n.e.Stat, n.e.Ino)
-				out.Nlink = 0
-				return 0
-			}
-			return n.errno("getattr", err)
-		}
-		fillEntryAttr(&out.Attr, &n.e)
+	fd, layer := fileFd(fh)
+	_, parent := n.Parent()
+	a, err := n.cn.Getattr(n.rel(), fd, layer, parent == nil && !n.IsRoot())
+	if err != nil {
+		return n.errno("getattr", err)
 	}
-	if n.unlinked {
-		out.Nlink = 0
-	}
+	fillNodeAttr(&out.Attr, a)
 	return 0
-}
-
-// copyUpLocked copies the node up if it is not in the upper yet, or
-// gives a metacopy file its data. A copy-up keeps the inode number, so
-// the kernel's view of the node stays true.
-func (n *node) copyUpLocked(dataLen int64) error {
-	if n.e.InUpper() && !n.e.Metacopy() {
-		return nil
-	}
-	return n.root.Stack.CopyUp(n.rel(), &n.e, dataLen)
 }
 
 func (n *node) Setattr(ctx context.Context, fh gofs.FileHandle, in *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Errno {
 	defer n.root.changing()()
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	fd := -1
-	if ffd, ok := fileFd(fh, cow.UpperIndex); ok {
-		fd = ffd
+	fd, layer := fileFd(fh)
+	if layer != cow.UpperIndex {
+		fd = -1
 	}
-	if err := n.root.Stack.Setattr(n.rel(), &n.e, setattrRequest(in), fd); err != nil {
+	a, err := n.cn.Setattr(n.rel(), setattrRequest(in), fd)
+	if err != nil {
 		return n.errno("setattr", err)
 	}
-	fillEntryAttr(&out.Attr, &n.e)
+	fillNodeAttr(&out.Attr, a)
 	return 0
 }
 
-const writeFlags = syscall.O_WRONLY | syscall.O_RDWR | syscall.O_TRUNC
-
 func (n *node) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint32, syscall.Errno) {
-	if flags&writeFlags != 0 {
+	oflags := backingOpenFlags(flags)
+	if cow.OpenWrite(oflags) {
 		defer n.root.changing()()
 	}
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	oflags := backingOpenFlags(flags)
-	if n.unlinked && n.orphan > 0 && (n.e.InUpper() || flags&writeFlags == 0) {
-		fd, err := unix.Open(ovl.ProcPath(n.orphan), oflags|unix.O_CLOEXEC, 0)
-		if err != nil {
-			return nil, 0, n.errno("open", err)
-		}
-		return n.newFileLocked(fd, n.e.Layer, oflags)
+	// Copy up at the first change rather than now: without
+	// FUSE_ATOMIC_O_TRUNC (go-fuse does not negotiate it) an open(O_TRUNC)
+	// arrives as this open and a truncate to 0, which then copies no
+	// data. The file is copied up by the time the open is closed, as with
+	// kernel overlayfs. Not once the kernel inode serves a lower file by
+	// passthrough: the upper open must then retire the node (see
+	// newFileLocked), now.
+	fd, li, pending, err := n.cn.Open(n.rel(), oflags, !n.lowerPassMode)
+	if err != nil {
+		return nil, 0, n.errno("open", err)
 	}
-	if flags&writeFlags != 0 && !n.e.InUpper() && !n.lowerPassMode {
-		// Copy up at the first change rather than now: without
-		// FUSE_ATOMIC_O_TRUNC (go-fuse does not negotiate it) an
-		// open(O_TRUNC) arrives as this open and a truncate to 0,
-		// which then copies no data. The file is copied up by the
-		// time the open is closed, as with kernel overlayfs.
-		fd, li, err := n.root.Stack.Open(n.rel(), &n.e, syscall.O_RDONLY)
-		if err != nil {
-			return nil, 0, n.errno("open", err)
-		}
+	if pending {
 		f := &file{node: n, fd: fd, layer: li, flags: oflags &^ syscall.O_TRUNC, pending: true,
 			lf: gofs.NewLoopbackFile(fd).(*gofs.LoopbackFile)}
 		n.cacheMode = true
 		n.root.opened(f)
 		return f, fuse.FOPEN_KEEP_CACHE, 0
-	}
-	if flags&writeFlags != 0 {
-		dataLen := int64(-1)
-		if flags&syscall.O_TRUNC != 0 {
-			dataLen = 0
-		}
-		if err := n.copyUpLocked(dataLen); err != nil {
-			return nil, 0, n.errno("open", err)
-		}
-
-	}
-	fd, li, err := n.root.Stack.Open(n.rel(), &n.e, oflags)
-	if err != nil {
-		return nil, 0, n.errno("open", err)
 	}
 	return n.newFileLocked(fd, li, oflags)
 }
@@ -375,7 +300,7 @@ func (n *node) newFileLocked(fd, li, flags int) (gofs.FileHandle, uint32, syscal
 		// kernel look the name up again and retry the open on it.
 		// Files opened before keep reading the lower file.
 		unix.Close(fd)
-		n.root.bumpGen(n.e.Ino)
+		n.root.bumpGen(n.cn.Ino())
 		return nil, 0, syscall.ESTALE
 	}
 	// The loopback file owns fd from here on: it closes it.
@@ -440,23 +365,7 @@ func (n *node) Link(ctx context.Context, target gofs.InodeEmbedder, name string,
 	if !ok {
 		return nil, syscall.EXDEV
 	}
-	tn.mu.Lock()
-	var e cow.Entry
-	var err error
-	if tn.tmpfile > 0 {
-		// linkat of an O_TMPFILE file: give it its first name.
-		e, err = n.root.Stack.LinkFd(tn.tmpfile, n.rel(), name)
-		if err == nil {
-			e.Ino = tn.e.Ino
-			unix.Close(tn.tmpfile)
-			tn.tmpfile = 0
-		}
-	} else {
-		if err = tn.copyUpLocked(-1); err == nil {
-			e, err = n.root.Stack.Link(tn.rel(), &tn.e, n.rel(), name)
-		}
-	}
-	tn.mu.Unlock()
+	e, err := tn.cn.Link(tn.rel(), n.rel(), name)
 	if err != nil {
 		return nil, n.errno("link", err)
 	}
@@ -464,8 +373,7 @@ func (n *node) Link(ctx context.Context, target gofs.InodeEmbedder, name string,
 }
 
 func (n *node) Readlink(ctx context.Context) ([]byte, syscall.Errno) {
-	e := n.entry()
-	t, err := n.root.Stack.Readlink(n.rel(), &e)
+	t, err := n.cn.Readlink(n.rel())
 	if err != nil {
 		return nil, n.errno("readlink", err)
 	}
@@ -497,18 +405,8 @@ func (n *node) remove(ctx context.Context, name string) syscall.Errno {
 	if errno != 0 {
 		return errno
 	}
-	pe := n.entry()
-	cn.mu.Lock()
-	defer cn.mu.Unlock()
-	cn.holdOrphanLocked(n.rel(), name)
-	if err := n.root.Stack.Remove(n.rel(), &pe, name, &cn.e); err != nil {
-		cn.dropOrphanLocked()
+	if err := n.cn.Remove(n.rel(), name, cn.cn); err != nil {
 		return n.errno("remove", err)
-	}
-	if !cn.e.IsDir() && cn.e.Nlink() <= 1 {
-		cn.unlinked = true
-	} else if cn.e.Nlink() > 1 {
-		cn.e.Stat.Nlink--
 	}
 	return 0
 }
@@ -541,41 +439,16 @@ func (n *node) Rename(ctx context.Context, name string, newParent gofs.InodeEmbe
 	if dst == src {
 		return 0 // two names of one inode: rename(2) does nothing
 	}
-	// Lock the two entries by ascending inode number.
-	a, b := src, dst
-	if b != nil && b.e.Ino < a.e.Ino {
-		a, b = b, a
+	var dcn *cow.Node
+	if dst != nil {
+		dcn = dst.cn
 	}
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	var dstE *cow.Entry
-	if b != nil {
-		b.mu.Lock()
-		defer b.mu.Unlock()
-		dstE = &dst.e
-	}
-	ope, npe := n.entry(), np.entry()
-	// The engine copies up what it renames, once the rename is known to
-	// be allowed.
-	if dst != nil && flags&unix.RENAME_EXCHANGE == 0 {
-		dst.holdOrphanLocked(np.rel(), newName)
-	}
-	err := n.root.Stack.Rename(n.rel(), &ope, name, &src.e, np.rel(), &npe, newName, dstE, uint(flags))
+	moved, err := n.cn.Rename(n.rel(), name, src.cn, np.cn, np.rel(), newName, dcn, uint(flags))
 	if err != nil {
-		if dst != nil {
-			dst.dropOrphanLocked()
-		}
 		return n.errno("rename", err)
 	}
-	if dst != nil && flags&unix.RENAME_EXCHANGE == 0 && !dst.e.IsDir() {
-		if dst.e.Nlink() <= 1 {
-			dst.unlinked = true
-		} else {
-			dst.e.Stat.Nlink--
-		}
-	}
 	for _, m := range []*node{src, dst} {
-		if m != nil && m.e.IsDir() {
+		if m != nil && slices.Contains(moved, m.cn) {
 			// A directory of the lowers renamed is now merged in the
 			// upper, and reports one link: the kernel's cached
 			// attributes must go. Invalidating them takes no lock.
@@ -586,8 +459,7 @@ func (n *node) Rename(ctx context.Context, name string, newParent gofs.InodeEmbe
 }
 
 func (n *node) Getxattr(ctx context.Context, attr string, dest []byte) (uint32, syscall.Errno) {
-	e, orphan := n.entryOrphan()
-	v, err := n.root.Stack.Getxattr(n.rel(), &e, orphan, attr)
+	v, err := n.cn.Getxattr(n.rel(), attr)
 	if err != nil {
 		return 0, n.errno("getxattr", err)
 	}
@@ -595,8 +467,7 @@ func (n *node) Getxattr(ctx context.Context, attr string, dest []byte) (uint32, 
 }
 
 func (n *node) Listxattr(ctx context.Context, dest []byte) (uint32, syscall.Errno) {
-	e, orphan := n.entryOrphan()
-	names, err := n.root.Stack.Listxattr(n.rel(), &e, orphan)
+	names, err := n.cn.Listxattr(n.rel())
 	if err != nil {
 		return 0, n.errno("listxattr", err)
 	}
@@ -621,25 +492,13 @@ func fillBuf(dest, v []byte) (uint32, syscall.Errno) {
 
 func (n *node) Setxattr(ctx context.Context, attr string, data []byte, flags uint32) syscall.Errno {
 	defer n.root.changing()()
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	orphan := 0
-	if n.unlinked {
-		orphan = n.orphan
-	}
-	err := n.root.Stack.Setxattr(n.rel(), &n.e, orphan, attr, data, int(flags))
+	err := n.cn.Setxattr(n.rel(), attr, data, int(flags))
 	return n.errno("setxattr", err)
 }
 
 func (n *node) Removexattr(ctx context.Context, attr string) syscall.Errno {
 	defer n.root.changing()()
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	orphan := 0
-	if n.unlinked {
-		orphan = n.orphan
-	}
-	err := n.root.Stack.Removexattr(n.rel(), &n.e, orphan, attr)
+	err := n.cn.Removexattr(n.rel(), attr)
 	return n.errno("removexattr", err)
 }
 
@@ -661,20 +520,12 @@ const cacheTimeout = time.Hour
 
 func (n *node) Tmpfile(ctx context.Context, flags uint32, mode uint32, out *fuse.EntryOut) (*gofs.Inode, gofs.FileHandle, uint32, syscall.Errno) {
 	defer n.root.changing()()
-	fd, e, err := n.root.Stack.Tmpfile(n.rel(), backingOpenFlags(flags)&^unix.O_TRUNC, mode, owner(ctx))
+	fd, tn, err := n.root.Stack.TmpfileNode(n.rel(), backingOpenFlags(flags)&^unix.O_TRUNC, mode, owner(ctx))
 	if err != nil {
 		return nil, nil, 0, n.errno("tmpfile", err)
 	}
-	// A second fd keeps the file linkable after this open is closed.
-	keep, err := unix.Open(ovl.ProcPath(fd), unix.O_RDONLY|unix.O_CLOEXEC, 0)
-	if err != nil {
-		keep, err = unix.Dup(fd)
-		if err != nil {
-			unix.Close(fd)
-			return nil, nil, 0, n.errno("tmpfile", err)
-		}
-	}
-	cn := &node{root: n.root, e: e, tmpfile: keep}
+	e := tn.Entry()
+	cn := &node{root: n.root, cn: tn}
 	ch := n.NewInode(ctx, cn, gofs.StableAttr{Mode: unix.S_IFREG, Ino: e.Ino})
 	fillAttr(&out.Attr, &e.Stat, e.Ino)
 	cn.mu.Lock()
@@ -683,37 +534,5 @@ func (n *node) Tmpfile(ctx context.Context, flags uint32, mode uint32, out *fuse
 	return ch, fh, fl, errno
 }
 
-// holdOrphanLocked takes an O_PATH fd of the node's file, dir/name, if
-// it is a regular file about to lose its last name (see orphan).
-func (n *node) holdOrphanLocked(dir, name string) {
-	n.dropOrphanLocked() // of a name it had lost before
-	if n.e.Stat.Mode&unix.S_IFMT != unix.S_IFREG || n.e.Nlink() > 1 {
-		return
-	}
-	rel := name
-	if dir != "" {
-		rel = dir + "/" + name
-	}
-	if fd, err := n.root.Stack.OpenPath(rel, &n.e); err == nil {
-		n.orphan = fd
-	}
-}
-
-// dropOrphanLocked closes the orphan fd, if any.
-func (n *node) dropOrphanLocked() {
-	if n.orphan > 0 {
-		unix.Close(n.orphan)
-		n.orphan = 0
-	}
-}
-
 // OnForget closes what a forgotten node still holds.
-func (n *node) OnForget() {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	if n.tmpfile > 0 {
-		unix.Close(n.tmpfile)
-		n.tmpfile = 0
-	}
-	n.dropOrphanLocked()
-}
+func (n *node) OnForget() { n.cn.Forget() }
