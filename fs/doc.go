@@ -2,21 +2,17 @@
 
 // Package fs serves a cow.Stack over FUSE with go-fuse's node API.
 //
-// Each FUSE method decodes its request, calls the engine (package cow)
-// and fills the reply; fs opens no layer directory itself. Most methods
-// make one engine call. Those that make more: Open for writing (of a
-// lower file, an open of its data and, at the first change or close, a
-// copy-up and a reopen; otherwise a copy-up, then the open), Link (a
-// copy-up of the source, then the link), Unlink, Rmdir and Rename (a
-// lookup of the child first when the kernel has not made it, and an
-// O_PATH fd of a file losing its last name, kept so that the node can
-// still be opened through /proc/self/fd), and Getattr of an open file,
-// which fstats the file's fd. docs/design.md lists them.
+// Each FUSE method decodes its request, calls one method of the engine
+// (package cow: the merged inode is a cow.Node, which holds the entry,
+// its lock and its copy-up) and fills the reply; fs opens no file and no
+// layer directory itself. A node here adds only what is the adapter's:
+// the go-fuse inode and the kernel io mode it has set. docs/design.md
+// lists the methods and the few that make a second call (a lookup of a
+// child the kernel has not looked up; the reopen after a postponed
+// copy-up).
 //
-// A node caches what its name resolved to (cow.Entry); the engine keeps
-// the upper layer as the source of truth and the node's entry is
-// refreshed by every lookup. All names of a lower hard link are one node:
-// a copy-up keeps the inode number, and joins the names.
+// All names of a lower hard link are one node: a copy-up keeps the inode
+// number, and joins the names.
 //
 // Caching: lower layers are immutable and every change to the upper goes
 // through the mount, so entries and attributes are given long timeouts
@@ -28,8 +24,8 @@
 // follow its copy-up as in kernel overlayfs (see newFileLocked and
 // docs/design.md).
 //
-// Lock order: a node's lock before the locks of its open files; node
-// locks are not nested, except in rename, which locks the source and the
-// target by ascending inode number. The engine holds only leaf locks of
-// its caches.
+// Lock order: a node's io-mode lock, then its cow.Node's lock, then the
+// locks of its open files; the cow.Node locks are not nested, except in
+// rename, which locks the source and the target by ascending inode number
+// (see cow.Node). The engine holds only leaf locks of its caches.
 package fs
