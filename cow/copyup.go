@@ -27,7 +27,7 @@ import (
 // fsynced unless the stack is volatile, and renamed into place with
 // RENAME_NOREPLACE. A crash leaves the old state or the new one; a
 // concurrent copy-up of the same entry that wins the rename makes ours a
-// no-op. Callers serialise copy-ups of one entry (the fs node lock) to
+// no-op. Callers serialise copy-ups of one entry (a Node's lock) to
 // avoid the wasted work.
 func (s *Stack) CopyUp(rel string, e *Entry, dataLen int64) error {
 	if !s.Writable() {

@@ -102,13 +102,13 @@
 // link into it with the update of its link-count record. The namespace generation
 // (Stack.Gen) is atomic.
 //
-// What the engine does not serialise, its caller does:
+// The merged inode is a Node (node.go), which an adapter keeps per
+// kernel inode. The Stack's methods that take an Entry by pointer leave
+// its serialisation to their caller; a Node serialises them itself:
 //
-//   - Changes of one entry: the caller serialises copy-ups of one entry,
-//     and every change of it (Setattr, Setxattr, Removexattr, Link,
-//     Remove, Rename), with a lock of its own for the entry: fs's node
-//     lock, held across the engine call, which updates the Entry the
-//     caller passes by pointer. Two racing copy-ups of one entry are
+//   - Changes of one entry: copy-ups of one entry, and every change of
+//     it (Setattr, Setxattr, Removexattr, Link, Remove, Rename), hold its
+//     Node's lock across the Stack call, which updates the Node's Entry. Two racing copy-ups of one entry are
 //     still safe (the second rename into place finds EEXIST and its copy
 //     is discarded) but waste the work. Reads (Lookup, ReadDir,
 //     Getxattr, Listxattr, Readlink) take a copy of the Entry and need no
@@ -118,17 +118,17 @@
 //     per-filesystem rename lock, order them before a request reaches
 //     the daemon. The engine relies on that and does not lock
 //     directories.
-//   - Rename: fs locks the two children, source and target, ordered by
-//     their merged inode numbers (ascending). That ordering key is read
-//     without the nodes' locks: a copy-up keeps an entry's number, so it
-//     changes only when a lookup finds another entry at the name. Inside
-//     the children's locks fs takes each parent's lock, one at a time,
-//     to copy the parent's Entry; the parents' locks are never held
-//     together, nor across the engine call. A source and target that are
-//     one node (two names of one inode) are not locked: rename(2) does
-//     nothing then.
+//   - Rename: Node.Rename locks the two children, source and target,
+//     ordered by their merged inode numbers (ascending). That ordering key
+//     is read without the nodes' locks: a copy-up keeps an entry's number,
+//     so it changes only when a lookup finds another entry at the name.
+//     Inside the children's locks it takes each parent's lock, one at a
+//     time, to copy the parent's Entry; the parents' locks are never held
+//     together, nor across the Stack call. A source and target that are
+//     one node (two names of one inode) are not renamed: the adapter
+//     returns, as rename(2) does nothing then.
 //   - Lower hard links: all names of a lower file with more than one
-//     link are one fs node, with the lower's merged inode number, before
+//     link are one Node, with the lower's merged inode number, before
 //     and after a copy-up (which joins the names, see the links
 //     directory), so their copy-ups are serialised by the one node lock.
 //     Two racing copy-ups of one inode are still safe: the links
@@ -140,13 +140,14 @@
 //
 //  1. fs.Root's freeze lock, held for reading by every request that
 //     changes the upper, taken before any node lock.
-//  2. Node locks (fs.node.mu). Not nested, except in rename: the two
+//  2. fs's io-mode lock of a node (fs.node.mu), around its Open.
+//  3. Node locks (Node.mu). Not nested, except in rename: the two
 //     children by ascending merged inode number, then each parent
 //     briefly inside them.
-//  3. An open file's lock (fs.file.mu), taken inside its node's lock,
-//     never the other way round.
-//  4. go-fuse's own inode tree locks (Path, Parent, NewInode), taken
+//  4. An open file's lock (fs.file.mu), never held while a Node's is
+//     taken.
+//  5. go-fuse's own inode tree locks (Path, Parent, NewInode), taken
 //     inside node locks; go-fuse calls no node method while holding
 //     them.
-//  5. The engine's leaf locks: its caches' and linksMu, one at a time.
+//  6. The engine's leaf locks: its caches' and linksMu, one at a time.
 package cow
