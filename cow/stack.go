@@ -461,8 +461,15 @@ func (s *Stack) redirectLowers(parent *Entry, layer int, redirect string) (cands
 
 // Lookup resolves name in the merged directory dir, whose entry is
 // parent.
-func (s *Stack) Lookup(dir string, parent *Entry, name string) (Entry, error) {
-	var e Entry
+func (s *Stack) Lookup(dir string, parent *Entry, name string) (e Entry, err error) {
+	defer func() {
+		// Most entries are known to the lowers by their own path: keep
+		// one string for the two (a node lives as long as the kernel
+		// holds the inode, and there can be millions).
+		if e.LowerName == e.Path {
+			e.LowerName = e.Path
+		}
+	}()
 	if name == "" || name == "." || name == ".." || strings.ContainsAny(name, "/\x00") {
 		return e, unix.ENOENT // not a name in this directory
 	}
