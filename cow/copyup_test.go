@@ -500,3 +500,35 @@ func TestUpperHardLinkJoined(t *testing.T) {
 	}
 	f.checkTree([]string{`c "d"`, "x/"})
 }
+
+// TestMetacopyInKernelUpper checks that a lower layer that was an upper
+// of kernel overlayfs (its root carries the overlay's uuid) has its
+// metacopy files followed even when they are not sparse (a small one
+// whose xattrs took a block of their own), and that one in a layer
+// without the mark, sparse, is followed too.
+func TestMetacopyInKernelUpper(t *testing.T) {
+	needRoot(t, "trusted.* xattrs")
+	f := newFixture(t, nil, []fixtureEntry{file("f", "XXXX"), file("g", "")}, []fixtureEntry{file("f", "data"), file("g", "gggg")})
+	top := f.lowers[0]
+	for _, x := range []struct{ path, name string }{
+		{"", ovl.XattrUUID}, {"f", ovl.XattrMetacopy}, {"g", ovl.XattrMetacopy},
+	} {
+		if err := unix.Lsetxattr(filepath.Join(top, x.path), x.name, nil, 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.Truncate(filepath.Join(top, "g"), 4); err != nil { // sparse
+		t.Fatal(err)
+	}
+	s, err := cow.New(cow.Options{Lower: f.lowers, Upper: f.upper, Work: f.work})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	f.s = s
+	f.checkData("f", "data")
+	f.checkData("g", "gggg")
+	if e := f.mustLookup("f"); !e.Metacopy() || e.Data.Layer != 2 {
+		t.Errorf("f: data %+v, want layer 2's", e.Data)
+	}
+}

@@ -40,7 +40,10 @@ func OpenLayer(dir string) (*Layer, error) {
 		return nil, fmt.Errorf("stat layer %s: %w", dir, err)
 	}
 	l := &Layer{Path: dir, fd: fd, Dev: st.Dev}
-	l.metacopies.Store(ovl.MetacopiesXattrs.Has(fd))
+	// A layer that was an upper of kernel overlayfs carries the
+	// overlay's uuid at its root (Linux 6.6 and later): it may hold
+	// metacopy files of any size too.
+	l.metacopies.Store(ovl.MetacopiesXattrs.Has(fd) || ovl.UUIDXattrs.Has(fd))
 	return l, nil
 }
 

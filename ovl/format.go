@@ -81,6 +81,12 @@ const (
 	// and asking every file would cost lookups a system call each.
 	XattrMetacopies     = "trusted.overlay.strata.metacopies"
 	XattrUserMetacopies = "user.overlay.strata.metacopies"
+
+	// XattrUUID is what kernel overlayfs (Linux 6.6 and later) writes on
+	// the root of its upper: a layer that carries it was an upper, and
+	// may hold metacopy files.
+	XattrUUID     = "trusted.overlay.uuid"
+	XattrUserUUID = "user.overlay.uuid"
 )
 
 // hiddenXattrPrefixes are xattr namespaces of overlay bookkeeping: never
@@ -112,6 +118,7 @@ var (
 	MetacopyXattrs   = Xattrs{XattrMetacopy, XattrUserMetacopy}
 	OriginXattrs     = Xattrs{XattrOrigin, XattrUserOrigin}
 	MetacopiesXattrs = Xattrs{XattrMetacopies, XattrUserMetacopies}
+	UUIDXattrs       = Xattrs{XattrUUID, XattrUserUUID}
 	OpaqueXattrs     = Xattrs{XattrOpaque, XattrUserOpaque}
 	WhiteoutXattrs   = Xattrs{XattrWhiteout, XattrUserWhiteout}
 )
