@@ -76,7 +76,8 @@
 //     not at its LowerName. Made by a change of metadata or a rename of a
 //     lower regular file with one name (CopyUp with MetaOnly); its
 //     Entry.Data names the data's file. Recognised when sparse, or in a
-//     layer whose root carries the metacopies mark. The first open for
+//     layer whose root carries the metacopies mark or the kernel's
+//     overlay uuid (an upper it mounted). The first open for
 //     writing or truncate copies the data in (built in work, fsynced,
 //     renamed over it). Options.NoMetacopy: neither made nor followed,
 //     and a metacopy file found is EPERM.
