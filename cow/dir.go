@@ -18,8 +18,9 @@ type DirEntry struct {
 	Type  uint32 // S_IFMT bits
 	Ino   uint64 // merged inode number
 	Layer int    // the layer the entry comes from
-	path  string // its path in that layer
-	lname string // the name the lower layers know it by
+	// The directory's path in that layer, and the name the lower
+	// layers know it by: one string for the listing, not one per entry.
+	ldir, lparent string
 }
 
 // readDirFd reads every entry of the open directory fd, "." and ".."
@@ -138,7 +139,7 @@ func (s *Stack) ReadDir(dir string, e *Entry) ([]DirEntry, error) {
 				ino |= inoFromUpper
 			}
 			out = append(out, DirEntry{Name: de.Name, Type: dtToMode(de.Type), Ino: ino, Layer: li,
-				path: joinRel(ldir, de.Name), lname: joinRel(e.LowerName, de.Name)})
+				ldir: ldir, lparent: e.LowerName})
 		}
 		// A layer's whiteouts hide the names of the layers beneath it
 		// only: an OCI ".wh.x" leaves an "x" of its own layer listed,
@@ -227,7 +228,8 @@ func (s *Stack) LookupListed(dir string, de DirEntry) (Entry, bool) {
 	var e Entry
 	// dir was opened beneath this immutable layer without crossing a
 	// symlink when it was listed (see lowerLookup).
-	if err := s.layers[de.Layer].statAt(de.path, &e.Stat); err != nil {
+	p := joinRel(de.ldir, de.Name)
+	if err := s.layers[de.Layer].statAt(p, &e.Stat); err != nil {
 		return e, false
 	}
 	if s.metacopy && s.layers[de.Layer].maybeMetacopy(&e.Stat) {
@@ -236,7 +238,10 @@ func (s *Stack) LookupListed(dir string, de DirEntry) (Entry, bool) {
 	if e.Stat.Nlink > 1 && s.linksUsed.Load() {
 		return Entry{}, false // its inode may be copied up: look it up
 	}
-	e.Layer, e.Path, e.LowerName = de.Layer, de.path, de.lname
+	e.Layer, e.Path, e.LowerName = de.Layer, p, p
+	if de.lparent != de.ldir {
+		e.LowerName = joinRel(de.lparent, de.Name)
+	}
 	e.Ino = s.mapIno(de.Layer, e.Stat.Ino)
 	return e, true
 }

@@ -37,8 +37,9 @@ type Node struct {
 	tmpfile int // for an O_TMPFILE file without a name: an fd of it, else 0
 }
 
-// NewNode makes the node of the entry e.
-func (s *Stack) NewNode(e Entry) *Node { return &Node{s: s, e: e} }
+// InitNode makes n, a Node an adapter keeps in its own node (one
+// allocation per kernel inode), the node of the entry e.
+func (s *Stack) InitNode(n *Node, e Entry) { n.s, n.e = s, e }
 
 // Entry returns a copy of the node's entry.
 func (n *Node) Entry() Entry {
@@ -329,22 +330,24 @@ func (n *Node) Link(rel, dir, name string) (Entry, error) {
 }
 
 // TmpfileNode makes an unnamed regular file in the directory dir
-// (Stack.Tmpfile) and its node, which keeps it linkable; it returns an
-// fd of it opened with flags.
-func (s *Stack) TmpfileNode(dir string, flags int, mode uint32, o Owner) (int, *Node, error) {
+// (Stack.Tmpfile) and n its node (see InitNode), which keeps it
+// linkable; it returns an fd of it opened with flags.
+func (s *Stack) TmpfileNode(n *Node, dir string, flags int, mode uint32, o Owner) (int, error) {
 	fd, e, err := s.Tmpfile(dir, flags, mode, o)
 	if err != nil {
-		return -1, nil, err
+		return -1, err
 	}
 	// A second fd keeps the file linkable after this open is closed.
 	keep, err := unix.Open(ovl.ProcPath(fd), unix.O_RDONLY|unix.O_CLOEXEC, 0)
 	if err != nil {
 		if keep, err = unix.Dup(fd); err != nil {
 			unix.Close(fd)
-			return -1, nil, err
+			return -1, err
 		}
 	}
-	return fd, &Node{s: s, e: e, tmpfile: keep}, nil
+	s.InitNode(n, e)
+	n.tmpfile = keep
+	return fd, nil
 }
 
 // Forget closes what a node the kernel forgot still holds.

@@ -97,7 +97,7 @@ func (r *Root) bumpGen(ino uint64) {
 type node struct {
 	gofs.Inode
 	root *Root
-	cn   *cow.Node
+	cn   cow.Node
 
 	// mu guards the io mode. It is taken before cn's lock, never
 	// inside it.
@@ -142,7 +142,9 @@ func NewRoot(r *Root) (gofs.InodeEmbedder, *gofs.StableAttr, error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	return &node{root: r, cn: r.Stack.NewNode(e)}, &gofs.StableAttr{Ino: e.Ino}, nil
+	n := &node{root: r}
+	r.Stack.InitNode(&n.cn, e)
+	return n, &gofs.StableAttr{Ino: e.Ino}, nil
 }
 
 func (n *node) errno(op string, err error) syscall.Errno {
@@ -193,7 +195,8 @@ func fillAttr(out *fuse.Attr, st *unix.Stat_t, ino uint64) {
 
 // newChild makes (or finds, for a known inode number) the node for e.
 func (n *node) newChild(ctx context.Context, name string, e cow.Entry, out *fuse.EntryOut) *gofs.Inode {
-	fresh := &node{root: n.root, cn: n.root.Stack.NewNode(e)}
+	fresh := &node{root: n.root}
+	n.root.Stack.InitNode(&fresh.cn, e)
 	// The names of a lower hard link are one node, as they stay one
 	// inode through copy-up (see cow.Stack.JoinsLinks).
 	attr := gofs.StableAttr{Mode: e.Stat.Mode & unix.S_IFMT, Ino: e.Ino}
@@ -405,7 +408,7 @@ func (n *node) remove(ctx context.Context, name string) syscall.Errno {
 	if errno != 0 {
 		return errno
 	}
-	if err := n.cn.Remove(n.rel(), name, cn.cn); err != nil {
+	if err := n.cn.Remove(n.rel(), name, &cn.cn); err != nil {
 		return n.errno("remove", err)
 	}
 	return 0
@@ -441,14 +444,14 @@ func (n *node) Rename(ctx context.Context, name string, newParent gofs.InodeEmbe
 	}
 	var dcn *cow.Node
 	if dst != nil {
-		dcn = dst.cn
+		dcn = &dst.cn
 	}
-	moved, err := n.cn.Rename(n.rel(), name, src.cn, np.cn, np.rel(), newName, dcn, uint(flags))
+	moved, err := n.cn.Rename(n.rel(), name, &src.cn, &np.cn, np.rel(), newName, dcn, uint(flags))
 	if err != nil {
 		return n.errno("rename", err)
 	}
 	for _, m := range []*node{src, dst} {
-		if m != nil && slices.Contains(moved, m.cn) {
+		if m != nil && slices.Contains(moved, &m.cn) {
 			// A directory of the lowers renamed is now merged in the
 			// upper, and reports one link: the kernel's cached
 			// attributes must go. Invalidating them takes no lock.
@@ -520,12 +523,12 @@ const cacheTimeout = time.Hour
 
 func (n *node) Tmpfile(ctx context.Context, flags uint32, mode uint32, out *fuse.EntryOut) (*gofs.Inode, gofs.FileHandle, uint32, syscall.Errno) {
 	defer n.root.changing()()
-	fd, tn, err := n.root.Stack.TmpfileNode(n.rel(), backingOpenFlags(flags)&^unix.O_TRUNC, mode, owner(ctx))
+	cn := &node{root: n.root}
+	fd, err := n.root.Stack.TmpfileNode(&cn.cn, n.rel(), backingOpenFlags(flags)&^unix.O_TRUNC, mode, owner(ctx))
 	if err != nil {
 		return nil, nil, 0, n.errno("tmpfile", err)
 	}
-	e := tn.Entry()
-	cn := &node{root: n.root, cn: tn}
+	e := cn.cn.Entry()
 	ch := n.NewInode(ctx, cn, gofs.StableAttr{Mode: unix.S_IFREG, Ino: e.Ino})
 	fillAttr(&out.Attr, &e.Stat, e.Ino)
 	cn.mu.Lock()
