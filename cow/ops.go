@@ -462,6 +462,13 @@ func (s *Stack) Rename(oldDir string, oldParent *Entry, oldName string, oldE *En
 	if oldE.IsDir() && isAncestor(oldRel, newRel) || exchange && newE.IsDir() && isAncestor(newRel, oldRel) {
 		return unix.EINVAL // the kernel checks this before asking
 	}
+	if newE != nil && !exchange && !newE.IsDir() && !newE.InUpper() && newE.Stat.Nlink > 1 && s.JoinsLinks() {
+		// A name of a lower hard link replaced: its other names stay,
+		// and their link count must drop with it, as in Remove.
+		if err := s.CopyUp(newRel, newE, -1); err != nil {
+			return err
+		}
+	}
 	if err := s.CopyUp(oldRel, oldE, MetaOnly); err != nil {
 		return err
 	}

@@ -57,6 +57,11 @@ package integration
 //	9  st_ino/st_dev, dir size and nlink, atime,   -         -          not compared across mounts; inode identity
 //	   ctime                                                            is compared as hard-link groups, and each
 //	                                                                    mount is checked for consistent inodes
+//	10 mtime of a file a change of metadata left   now       kept       accepted where the kernel's inode had a
+//	   a metacopy file, after an open for writing                      change of metadata and nothing else
+//	   copied its data up (nothing written)                            differs (dtDiffer.metacopyMtime)
+//	11 uppers: names of a lower hard link          index     upper      prog's extra names dropped from its upper
+//	   copied up through another name                                  (dtTree.dropLinkedAliases)
 
 import (
 	"context"
@@ -939,6 +944,9 @@ type dtDiffer struct {
 	stats   map[string]*[2]int // op kind -> [runs, kernel successes]
 	allowed map[string]int     // note -> count
 	lastIdx int
+	// metaIno holds the kernel's inode numbers of files that a change of
+	// metadata may have left metacopy files (allowed difference 10).
+	metaIno map[uint64]bool
 	// lastMerged are the kernel's and the program's merged trees of the
 	// last comparison (metacopy files in the uppers are resolved by them).
 	lastMerged [2]dtTree
@@ -1161,6 +1169,7 @@ func (d *dtDiffer) step(i int, spec dtOpSpec, o *dtOp) bool {
 		return false
 	}
 	if kr == pr {
+		d.noteMetacopy(o, kr)
 		d.logOp(i, o, kr, pr, "")
 		if o.Kind == "rename" && kr.Err == 0 && (d.emulated(o.Path) || d.emulated(o.Path2)) {
 			d.emul = append(d.emul, o.Path, o.Path2)
@@ -1174,6 +1183,52 @@ func (d *dtDiffer) step(i int, spec dtOpSpec, o *dtOp) bool {
 	d.logOp(i, o, kr, pr, "")
 	d.fail(fmt.Sprintf("op #%d %s:\n  kernel: %s\n  prog:   %s", i, o, kr, pr), nil)
 	return false
+}
+
+// noteMetacopy records the kernel's inode of the file a successful change
+// of metadata (or a rename or link) made, which kernel overlayfs with
+// metacopy=on may have copied up without its data (allowed difference 10).
+func (d *dtDiffer) noteMetacopy(o *dtOp, kr dtResult) {
+	if kr.Err != 0 || !d.mode.strict {
+		return
+	}
+	p := o.Path
+	switch o.Kind {
+	case "chmod", "chown", "utimes", "setxattr", "removexattr", "link":
+	case "rename":
+		p = o.Path2
+	default:
+		return
+	}
+	var st unix.Stat_t
+	if unix.Lstat(filepath.Join(d.k.mnt, p), &st) == nil && st.Mode&unix.S_IFMT == unix.S_IFREG {
+		if d.metaIno == nil {
+			d.metaIno = map[uint64]bool{}
+		}
+		d.metaIno[st.Ino] = true
+	}
+}
+
+// metacopyMtime is allowed difference 10: the kernel (Linux 6.18) gives
+// a metacopy file the current mtime when an open for writing copies its
+// data up, even if nothing is written; strata keeps the file's mtime, as
+// any copy-up does. So a file the kernel shows without its explicit time
+// and the program with it is the same if the kernel's inode is one a
+// change of metadata touched and nothing else differs.
+func (d *dtDiffer) metacopyMtime(k, p dtTree) func(string) bool {
+	return func(path string) bool {
+		w, g := k[path], p[path]
+		if w == nil || g == nil || w.Type != "file" || w.Mtime != "" || g.Mtime == "" || !d.metaIno[w.key[1]] {
+			return false
+		}
+		c := *w
+		c.Mtime = g.Mtime
+		if c.String() != g.String() {
+			return false
+		}
+		d.allowed["allowed difference 10: mtime of a metacopy file's data copy-up"]++
+		return true
+	}
 }
 
 // renameRule applies the allowed differences of directory renames.
@@ -1283,7 +1338,7 @@ func (d *dtDiffer) compareMerged(when string) bool {
 	if perr != nil {
 		diffs = append(diffs, "prog walk: "+perr.Error())
 	}
-	diffs = append(diffs, dtDiffTrees(k, p, "kernel", "prog", nil)...)
+	diffs = append(diffs, dtDiffTrees(k, p, "kernel", "prog", d.metacopyMtime(k, p))...)
 	for _, s := range k.checkInodes() {
 		diffs = append(diffs, "kernel inodes: "+s)
 	}
@@ -1311,6 +1366,9 @@ func (d *dtDiffer) compareUppers() bool {
 	if d.mode.strict {
 		k.resolveMetacopy(d.k.upper, d.lastMerged[0])
 		p.resolveMetacopy(d.p.upper, d.lastMerged[1])
+		// strata links every name of a copied-up lower hard link into
+		// the upper; the kernel keeps them in its index.
+		p.dropLinkedAliases(k)
 		// With index=on the kernel's upper files of lower hard links
 		// have a further link in the work dir's index; the names that
 		// share an inode in the upper are still compared (Links).

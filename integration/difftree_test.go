@@ -914,3 +914,55 @@ func dtErrnoOf(err error) unix.Errno {
 	}
 	return unix.EIO
 }
+
+// dropLinkedAliases removes from t, prog's upper, the names that strata
+// linked in for a lower hard link copied up through another name, which
+// the kernel (index=on) keeps in its index instead: a non-directory that
+// kt, the kernel's upper, lacks, one of whose other names kt has, and
+// then the directories kt lacks that are left empty. The merged trees,
+// compared before, showed the names the same; in the uppers it is a
+// difference of format. The Links of what stays are cut to what stays.
+func (t dtTree) dropLinkedAliases(kt dtTree) {
+	for p, n := range t {
+		if _, ok := kt[p]; ok || n.Type == "dir" || n.Links == "" {
+			continue
+		}
+		for _, o := range strings.Split(n.Links, " ") {
+			if _, ok := kt[o]; ok {
+				delete(t, p)
+				break
+			}
+		}
+	}
+	for changed := true; changed; {
+		changed = false
+		for p, n := range t {
+			if _, ok := kt[p]; ok || n.Type != "dir" || p == "." {
+				continue
+			}
+			empty := true
+			for q := range t {
+				if strings.HasPrefix(q, p+"/") {
+					empty = false
+					break
+				}
+			}
+			if empty {
+				delete(t, p)
+				changed = true
+			}
+		}
+	}
+	for _, n := range t {
+		if n.Links == "" {
+			continue
+		}
+		var keep []string
+		for _, o := range strings.Split(n.Links, " ") {
+			if _, ok := t[o]; ok {
+				keep = append(keep, o)
+			}
+		}
+		n.Links = strings.Join(keep, " ")
+	}
+}
