@@ -82,7 +82,7 @@ func (s *Stack) CopyUp(rel string, e *Entry, dataLen int64) error {
 	}
 	e.Layer, e.Path, e.Stat = UpperIndex, rel, st
 	if linked && !brokeLink {
-		m := s.upper().fileMarks(rel, &st, true)
+		m := s.upper().fileMarks(rel, &st, true, s.upper().maybeMetacopy(&st))
 		e.NlinkAdjust, e.Linked = m.adjust, m.linked
 	}
 	if brokeLink {

@@ -532,3 +532,29 @@ func TestMetacopyInKernelUpper(t *testing.T) {
 		t.Errorf("f: data %+v, want layer 2's", e.Data)
 	}
 }
+
+// TestMetacopyInImpureDir checks that a metacopy file that is not sparse,
+// in a layer without the uuid (an upper of a kernel before 6.6), is
+// followed in a directory the kernel marked impure, and not elsewhere.
+func TestMetacopyInImpureDir(t *testing.T) {
+	needRoot(t, "trusted.* xattrs")
+	f := newFixture(t, nil,
+		[]fixtureEntry{file("d/h", "XXXX"), file("e/h", "YYYY")},
+		[]fixtureEntry{file("d/h", "dddd"), file("e/h", "eeee")})
+	top := f.lowers[0]
+	for _, x := range []struct{ path, name string }{
+		{"d", ovl.XattrImpure}, {"d/h", ovl.XattrMetacopy}, {"e/h", ovl.XattrMetacopy},
+	} {
+		if err := unix.Lsetxattr(filepath.Join(top, x.path), x.name, nil, 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s, err := cow.New(cow.Options{Lower: f.lowers, Upper: f.upper, Work: f.work})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	f.s = s
+	f.checkData("d/h", "dddd")
+	f.checkData("e/h", "YYYY") // no mark says e holds copy-ups: a plain file
+}

@@ -232,7 +232,7 @@ func (s *Stack) LookupListed(dir string, de DirEntry) (Entry, bool) {
 	if err := s.layers[de.Layer].statAt(p, &e.Stat); err != nil {
 		return e, false
 	}
-	if s.metacopy && s.layers[de.Layer].maybeMetacopy(&e.Stat) {
+	if s.metacopy && s.lowerMaybeMetacopy(de.Layer, p, &e.Stat) {
 		return Entry{}, false // may need its data found: look it up
 	}
 	if e.Stat.Nlink > 1 && s.linksUsed.Load() {

@@ -77,7 +77,8 @@
 //     lower regular file with one name (CopyUp with MetaOnly); its
 //     Entry.Data names the data's file. Recognised when sparse, or in a
 //     layer whose root carries the metacopies mark or the kernel's
-//     overlay uuid (an upper it mounted). The first open for
+//     overlay uuid (an upper it mounted), or in a lower directory the
+//     kernel marked impure. The first open for
 //     writing or truncate copies the data in (built in work, fsynced,
 //     renamed over it). Options.NoMetacopy: neither made nor followed,
 //     and a metacopy file found is EPERM.

@@ -16,6 +16,7 @@ type dirIndex struct {
 	missing   bool // the directory is not in this layer
 	opaque    bool
 	redirect  string               // the directory's redirect xattr, if any
+	impure    bool                 // kernel overlayfs marked it impure: its files may be metacopy files
 	names     map[string]rawDirent // visible entries
 	whiteouts map[string]struct{}  // names hidden beneath this layer
 }
@@ -69,7 +70,7 @@ func (s *Stack) lowerIndex(li int, dir string) (*dirIndex, error) {
 
 // putIndex records a listing of dir in lower layer li.
 func (s *Stack) putIndex(li int, dir string, ents []rawDirent, whs []string, marks dirMarks) *dirIndex {
-	d := &dirIndex{opaque: marks.opaque, redirect: marks.redirect, names: make(map[string]rawDirent, len(ents))}
+	d := &dirIndex{opaque: marks.opaque, redirect: marks.redirect, impure: marks.impure, names: make(map[string]rawDirent, len(ents))}
 	for _, de := range ents {
 		d.names[de.Name] = de
 	}

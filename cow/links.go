@@ -227,7 +227,7 @@ func (s *Stack) linkLookedUp(rel string, e *Entry) error {
 	if err := s.upper().Lstat(rel, &st); err != nil {
 		return err
 	}
-	m := s.upper().fileMarks(rel, &st, true)
+	m := s.upper().fileMarks(rel, &st, true, s.upper().maybeMetacopy(&st))
 	e.Layer, e.Path, e.Stat, e.Data = UpperIndex, rel, st, Lower{}
 	if m.origin != 0 {
 		e.Ino = m.origin

@@ -17,6 +17,7 @@ type dirMarks struct {
 	opaque   bool
 	redirect string // the redirect xattr's value, "" for none
 	origin   uint64 // merged inode number recorded at a rename, 0 for none
+	impure   bool
 }
 
 // dirMarks reads the marks of the directory rel (ovl.ReadMarks). A
@@ -35,7 +36,7 @@ func (l *Layer) dirMarks(rel string) dirMarks {
 
 // marksOf is the engine's view of a directory's marks.
 func marksOf(om ovl.Marks) dirMarks {
-	m := dirMarks{opaque: om.Opaque, redirect: om.Redirect}
+	m := dirMarks{opaque: om.Opaque, redirect: om.Redirect, impure: om.Impure}
 	if len(om.Origin) >= 8 {
 		m.origin = binary.LittleEndian.Uint64(om.Origin)
 	}
@@ -54,6 +55,21 @@ func (l *Layer) maybeMetacopy(st *unix.Stat_t) bool {
 		(st.Blocks*512 < st.Size || l.metacopies.Load())
 }
 
+// lowerMaybeMetacopy is maybeMetacopy for the file p of lower layer li:
+// in a directory that kernel overlayfs marked impure (it holds entries
+// copied up, as an upper: Linux 4.13 on), every file with data is asked.
+func (s *Stack) lowerMaybeMetacopy(li int, p string, st *unix.Stat_t) bool {
+	if s.layers[li].maybeMetacopy(st) {
+		return true
+	}
+	if st.Mode&unix.S_IFMT != unix.S_IFREG || st.Size == 0 {
+		return false
+	}
+	dir, _ := splitRel(p)
+	d := s.index.get(indexKey{li, dir})
+	return d != nil && d.impure
+}
+
 // fileMarks are the overlay xattrs of a non-directory that lookups need.
 type fileMarks struct {
 	origin   uint64
@@ -63,10 +79,11 @@ type fileMarks struct {
 	redirect string
 }
 
-// fileMarks reads the marks of the non-directory rel, whose stat is st.
-func (l *Layer) fileMarks(rel string, st *unix.Stat_t, origin bool) fileMarks {
+// fileMarks reads the marks of the non-directory rel, whose stat is st:
+// its origin if origin is set, whether it is a metacopy file (and its
+// redirect) if meta is.
+func (l *Layer) fileMarks(rel string, st *unix.Stat_t, origin, meta bool) fileMarks {
 	var m fileMarks
-	meta := l.maybeMetacopy(st)
 	if !origin && !meta {
 		return m
 	}
@@ -106,7 +123,7 @@ func (l *Layer) isMetacopy(rel string) bool {
 // its data is, looked for in cands (the places the lower layers may hold
 // the name, in the merged directory parent) or at its redirect.
 func (s *Stack) upperNonDir(rel string, parent *Entry, cands []Lower, e *Entry) error {
-	m := s.upper().fileMarks(rel, &e.Stat, true)
+	m := s.upper().fileMarks(rel, &e.Stat, true, s.upper().maybeMetacopy(&e.Stat))
 	e.Ino, e.NlinkAdjust, e.Linked = m.origin, m.adjust, m.linked
 	if e.Ino == 0 {
 		e.Ino = s.mapIno(UpperIndex, e.Stat.Ino)
@@ -127,10 +144,10 @@ func (s *Stack) upperNonDir(rel string, parent *Entry, cands []Lower, e *Entry) 
 // layer: if it is a metacopy file (of an upper made by overlayfs, now a
 // lower), where its data is, looked for in cands (the places beneath it).
 func (s *Stack) lowerNonDir(parent *Entry, cands []Lower, e *Entry) error {
-	if !s.layers[e.Layer].maybeMetacopy(&e.Stat) {
+	if !s.lowerMaybeMetacopy(e.Layer, e.Path, &e.Stat) {
 		return nil
 	}
-	m := s.layers[e.Layer].fileMarks(e.Path, &e.Stat, false)
+	m := s.layers[e.Layer].fileMarks(e.Path, &e.Stat, false, true)
 	if !m.metacopy {
 		return nil
 	}

@@ -63,7 +63,7 @@ func (s *Stack) Stat(rel string, e *Entry) error {
 	if e.Linked {
 		// Another name of a copied-up lower hard link may have been
 		// linked in since (see links.go).
-		e.NlinkAdjust = l.fileMarks(p, &e.Stat, true).adjust
+		e.NlinkAdjust = l.fileMarks(p, &e.Stat, true, l.maybeMetacopy(&e.Stat)).adjust
 	}
 	if e.Metacopy() {
 		e.Stat.Blocks = blocks

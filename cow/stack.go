@@ -642,7 +642,7 @@ func (s *Stack) Refresh(rel string, e *Entry) {
 		}
 		e.Layer, e.Path, e.Stat = UpperIndex, rel, st
 		if st.Nlink > 1 && !e.IsDir() {
-			m := u.fileMarks(rel, &st, true)
+			m := u.fileMarks(rel, &st, true, u.maybeMetacopy(&st))
 			e.NlinkAdjust, e.Linked = m.adjust, m.linked
 		}
 	}

@@ -87,6 +87,11 @@ const (
 	// may hold metacopy files.
 	XattrUUID     = "trusted.overlay.uuid"
 	XattrUserUUID = "user.overlay.uuid"
+
+	// XattrImpure is what kernel overlayfs writes on an upper directory
+	// that holds entries copied up (Linux 4.13 on).
+	XattrImpure     = "trusted.overlay.impure"
+	XattrUserImpure = "user.overlay.impure"
 )
 
 // hiddenXattrPrefixes are xattr namespaces of overlay bookkeeping: never

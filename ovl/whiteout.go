@@ -115,6 +115,9 @@ type Marks struct {
 	Redirect string
 	// Origin is the value of strata's origin xattr, nil for none.
 	Origin []byte
+	// Impure: kernel overlayfs marked the directory as holding entries
+	// copied up (trusted.overlay.impure), as it does in its uppers.
+	Impure bool
 }
 
 // ReadMarks reads the marks of the directory fd (O_PATH or O_RDONLY): one
@@ -151,6 +154,8 @@ func ReadMarks(fd int) (Marks, error) {
 			if ok && (m.Redirect == "" || n == XattrRedirect) {
 				m.Redirect = string(v)
 			}
+		case XattrImpure, XattrUserImpure:
+			m.Impure = true
 		case XattrOrigin, XattrUserOrigin:
 			v, ok, err := readXattr(fd, n)
 			if err != nil {
