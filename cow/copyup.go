@@ -99,7 +99,8 @@ const MetaOnly = -2
 // metacopy files. (A lower hard link is copied whole: its names part on
 // copy-up, and each copy must then have its own data.)
 func (s *Stack) CanMetacopy(e *Entry) bool {
-	return s.metacopy && !e.InUpper() && e.Stat.Mode&unix.S_IFMT == unix.S_IFREG &&
+	return s.metacopy && (s.dialect.TrustedXattrs || s.dialect.UserXattrs) &&
+		!e.InUpper() && e.Stat.Mode&unix.S_IFMT == unix.S_IFREG &&
 		e.Stat.Nlink == 1 && e.Stat.Size > 0
 }
 
@@ -260,20 +261,22 @@ func (s *Stack) copyUpNonDir(rel string, e *Entry, dataLen int64) error {
 func (s *Stack) markMetacopy(tmp, rel, lname string) error {
 	if u := s.upper(); !u.metacopies.Load() {
 		// Before the first one: readers then ask every file.
-		if err := u.Setxattr("", ovl.MetacopiesXattrs.Name(s.trustedXattrs), nil, 0); err != nil {
+		if err := u.Setxattr("", ovl.MetacopiesXattrs.Name(s.dialect.TrustedXattrs), nil, 0); err != nil {
 			return fmt.Errorf("mark the upper as holding metacopy files: %w", err)
 		}
 		u.metacopies.Store(true)
 	}
-	if err := s.work.Setxattr(tmp, ovl.MetacopyXattrs.Name(s.trustedXattrs), nil, 0); err != nil {
-		return fmt.Errorf("mark metacopy: %w", err)
-	}
-	if lname != rel {
-		if err := s.work.Setxattr(tmp, ovl.RedirectXattrs.Name(s.trustedXattrs), ovl.FormatRedirect(lname), 0); err != nil {
+	return s.work.withPath(tmp, func(fd int) error {
+		if err := s.dialect.SetMetacopy(fd); err != nil {
 			return fmt.Errorf("mark metacopy: %w", err)
 		}
-	}
-	return nil
+		if lname != rel {
+			if err := s.dialect.SetRedirect(fd, lname); err != nil {
+				return fmt.Errorf("mark metacopy: %w", err)
+			}
+		}
+		return nil
+	})
 }
 
 // copyData makes a new work file tmp with st's size and the data of the
@@ -393,7 +396,7 @@ func (s *Stack) finishCopy(src Lower, tmp string, st *unix.Stat_t, origin uint64
 		var b [8]byte
 		binary.LittleEndian.PutUint64(b[:], origin)
 		err := s.work.Setxattr(tmp, s.originXattr(), b[:], 0)
-		if err != nil && !(isLink && !s.trustedXattrs) {
+		if err != nil && !(isLink && !s.dialect.TrustedXattrs) {
 			return fmt.Errorf("record origin: %w", err)
 		}
 	}

@@ -162,7 +162,7 @@ func (s *Stack) setLinkAdjust(dfd int, name string, ino uint64, adjust int32) er
 	}
 	defer unix.Close(fd)
 	err = unix.Setxattr(ovl.ProcPath(fd), s.originXattr(), b[:], 0)
-	if err != nil && !(err == unix.EPERM && !s.trustedXattrs) {
+	if err != nil && !(err == unix.EPERM && !s.dialect.TrustedXattrs) {
 		return fmt.Errorf("record the link count: %w", err)
 	}
 	return nil

@@ -202,17 +202,7 @@ func (s *Stack) setOpaqueAt(dfd int, name string) error {
 		return err
 	}
 	defer unix.Close(fd)
-	if s.trustedXattrs {
-		return unix.Setxattr(ovl.ProcPath(fd), ovl.XattrOpaque, []byte("y"), 0)
-	}
-	if err := unix.Setxattr(ovl.ProcPath(fd), ovl.XattrUserOpaque, []byte("y"), 0); err == nil {
-		return nil
-	}
-	mfd, err := unix.Openat(fd, ovl.OpaqueMarker, unix.O_CREAT|unix.O_EXCL|unix.O_WRONLY|unix.O_CLOEXEC, 0o600)
-	if err != nil {
-		return err
-	}
-	return unix.Close(mfd)
+	return s.dialect.SetOpaque(fd)
 }
 
 // Create creates and opens a regular file name in dir.
@@ -290,16 +280,7 @@ func (s *Stack) Link(oldRel string, old *Entry, dir, name string) (Entry, error)
 
 // whiteoutAt puts a whiteout at name in the upper directory pfd where no
 // entry is.
-func (s *Stack) whiteoutAt(pfd int, name string) error {
-	if s.kernelWhiteouts {
-		return unix.Mknodat(pfd, name, unix.S_IFCHR, ovl.WhiteoutDev)
-	}
-	fd, err := unix.Openat(pfd, ovl.WhiteoutPrefix+name, unix.O_CREAT|unix.O_WRONLY|unix.O_CLOEXEC|unix.O_NOFOLLOW, 0o600)
-	if err != nil {
-		return err
-	}
-	return unix.Close(fd)
-}
+func (s *Stack) whiteoutAt(pfd int, name string) error { return s.dialect.Whiteout(pfd, name) }
 
 // Remove deletes the entry name (resolved as e) from the merged
 // directory dir: unlink or rmdir. What a lower layer holds under the
@@ -355,7 +336,7 @@ func (s *Stack) Remove(dir string, parent *Entry, name string, e *Entry) error {
 		if !e.IsDir() && !needWh {
 			return unix.Unlinkat(pfd, n, 0)
 		}
-		if !e.IsDir() && s.kernelWhiteouts {
+		if !e.IsDir() && s.dialect.KernelWhiteouts {
 			// Build the whiteout aside and rename it over the entry:
 			// the name is never absent, so the lower never shows.
 			tmp := s.tmpName()
@@ -575,8 +556,8 @@ func (s *Stack) prepareMove(rel string, e *Entry, redirect, onLower bool) error 
 // the layers beneath. Where no xattr can hold it the rename cannot be
 // done faithfully: EXDEV, as without redirects.
 func (s *Stack) setRedirectFd(fd int, lower string) error {
-	err := unix.Setxattr(ovl.ProcPath(fd), ovl.RedirectXattrs.Name(s.trustedXattrs), ovl.FormatRedirect(lower), 0)
-	if err == unix.ENOTSUP || err == unix.EPERM {
+	err := s.dialect.SetRedirect(fd, lower)
+	if errors.Is(err, ovl.ErrNoXattrs) || errors.Is(err, unix.ENOTSUP) || errors.Is(err, unix.EPERM) {
 		return unix.EXDEV
 	}
 	return err

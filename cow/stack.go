@@ -59,8 +59,7 @@ type Stack struct {
 	metacopy      bool // make and follow metacopy files
 
 	// What the upper's filesystem lets us write, probed at New.
-	kernelWhiteouts bool // mknod of a 0/0 char device
-	trustedXattrs   bool // trusted.* xattrs
+	dialect ovl.Dialect
 
 	// The links directory of the work dir (see links.go): its fd, -1
 	// until there is one; linksMu guards making it and the link count
@@ -667,7 +666,7 @@ func (s *Stack) originIno(rel string) (uint64, bool) {
 }
 
 func (s *Stack) originXattr() string {
-	if s.trustedXattrs {
+	if s.dialect.TrustedXattrs {
 		return ovl.XattrOrigin
 	}
 	return ovl.XattrUserOrigin
@@ -721,21 +720,12 @@ func (s *Stack) cleanWork() error {
 	return nil
 }
 
-// probeUpper finds out which whiteout format the upper can hold.
-func (s *Stack) probeUpper() {
-	wfd := s.work.fd
-	name := s.tmpName()
-	if unix.Mknodat(wfd, name, unix.S_IFCHR|0, 0) == nil {
-		s.kernelWhiteouts = true
-		unix.Unlinkat(wfd, name, 0)
-	}
-	if unix.Mkdirat(wfd, name, 0o700) == nil {
-		s.trustedXattrs = s.work.Setxattr(name, ovl.XattrOpaque, []byte("y"), 0) == nil
-		unix.Unlinkat(wfd, name, unix.AT_REMOVEDIR)
-	}
-}
+// probeUpper finds out which format the upper can hold (ovl.Probe, in
+// the work dir, on the upper's filesystem). A probe that fails leaves the
+// fallbacks it could not rule out.
+func (s *Stack) probeUpper() { s.dialect, _ = ovl.Probe(s.work.fd) }
 
 // KernelFormat reports whether the upper is written in kernel overlayfs's
 // format (char 0/0 whiteouts, trusted.overlay.opaque) rather than the
 // OCI fallback.
-func (s *Stack) KernelFormat() bool { return s.kernelWhiteouts && s.trustedXattrs }
+func (s *Stack) KernelFormat() bool { return s.dialect.Kernel() }
