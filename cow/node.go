@@ -360,3 +360,44 @@ func (n *Node) Forget() {
 	}
 	n.dropOrphanLocked()
 }
+
+// Create creates and opens the regular file name in the node's
+// directory, at rel (Stack.Create).
+func (n *Node) Create(rel, name string, flags int, mode uint32, o Owner) (int, Entry, error) {
+	return n.s.Create(rel, name, flags, mode, o)
+}
+
+// Mkdir creates the directory name in the node's directory, at rel.
+func (n *Node) Mkdir(rel, name string, mode uint32, o Owner) (Entry, error) {
+	return n.s.Mkdir(rel, name, mode, o)
+}
+
+// Mknod creates the special file name in the node's directory, at rel.
+func (n *Node) Mknod(rel, name string, mode uint32, dev uint64, o Owner) (Entry, error) {
+	return n.s.Mknod(rel, name, mode, dev, o)
+}
+
+// Symlink creates the symlink name, to target, in the node's directory,
+// at rel.
+func (n *Node) Symlink(rel, name, target string, o Owner) (Entry, error) {
+	return n.s.Symlink(rel, name, target, o)
+}
+
+// ReadDir lists the node's directory, at rel (Stack.ReadDir), and gives
+// the namespace generation the listing was taken at (Stack.Gen), for
+// LookupListed.
+func (n *Node) ReadDir(rel string) ([]DirEntry, uint64, error) {
+	gen := n.s.Gen()
+	e := n.Entry()
+	ents, err := n.s.ReadDir(rel, &e)
+	return ents, gen, err
+}
+
+// Statfs reports on the filesystem that changes through the node go to.
+func (n *Node) Statfs() (unix.Statfs_t, error) { return n.s.Statfs() }
+
+// Fsyncdir flushes the node's directory, at rel, to disk (Stack.Fsyncdir).
+func (n *Node) Fsyncdir(rel string) error {
+	e := n.Entry()
+	return n.s.Fsyncdir(rel, &e)
+}

@@ -215,17 +215,17 @@ func (n *node) OpendirHandle(ctx context.Context, flags uint32) (gofs.FileHandle
 
 func (d *dirHandle) load() syscall.Errno {
 	n := d.node
-	e := n.entry()
-	d.gen = n.root.Stack.Gen()
-	ents, err := n.root.Stack.ReadDir(n.rel(), &e)
+	ents, gen, err := n.cn.ReadDir(n.rel())
+	d.gen = gen
 	if err != nil {
 		return n.errno("readdir", err)
 	}
-	var pino uint64 = e.Ino
+	ino := n.cn.Ino()
+	pino := ino
 	if _, p := n.Parent(); p != nil {
 		pino = p.StableAttr().Ino
 	}
-	d.ents = append([]cow.DirEntry{{Name: ".", Type: unix.S_IFDIR, Ino: e.Ino}, {Name: "..", Type: unix.S_IFDIR, Ino: pino}}, ents...)
+	d.ents = append([]cow.DirEntry{{Name: ".", Type: unix.S_IFDIR, Ino: ino}, {Name: "..", Type: unix.S_IFDIR, Ino: pino}}, ents...)
 	d.byName = make(map[string]int, len(d.ents))
 	for i, de := range d.ents {
 		d.byName[de.Name] = i
@@ -272,6 +272,5 @@ func (d *dirHandle) Releasedir(ctx context.Context, flags uint32) {}
 
 func (d *dirHandle) Fsyncdir(ctx context.Context, flags uint32) syscall.Errno {
 	n := d.node
-	e := n.entry()
-	return n.errno("fsyncdir", n.root.Stack.Fsyncdir(n.rel(), &e))
+	return n.errno("fsyncdir", n.cn.Fsyncdir(n.rel()))
 }

@@ -160,9 +160,6 @@ func (n *node) rel() string {
 	return p
 }
 
-// entry returns a copy of the node's entry.
-func (n *node) entry() cow.Entry { return n.cn.Entry() }
-
 func owner(ctx context.Context) cow.Owner {
 	if c, ok := fuse.FromContext(ctx); ok {
 		return cow.Owner{Uid: c.Uid, Gid: c.Gid}
@@ -323,7 +320,7 @@ func (n *node) newFileLocked(fd, li, flags int) (gofs.FileHandle, uint32, syscal
 
 func (n *node) Create(ctx context.Context, name string, flags uint32, mode uint32, out *fuse.EntryOut) (*gofs.Inode, gofs.FileHandle, uint32, syscall.Errno) {
 	defer n.root.changing()()
-	fd, e, err := n.root.Stack.Create(n.rel(), name, backingOpenFlags(flags), mode, owner(ctx))
+	fd, e, err := n.cn.Create(n.rel(), name, backingOpenFlags(flags), mode, owner(ctx))
 	if err != nil {
 		return nil, nil, 0, n.errno("create", err)
 	}
@@ -337,7 +334,7 @@ func (n *node) Create(ctx context.Context, name string, flags uint32, mode uint3
 
 func (n *node) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
 	defer n.root.changing()()
-	e, err := n.root.Stack.Mkdir(n.rel(), name, mode, owner(ctx))
+	e, err := n.cn.Mkdir(n.rel(), name, mode, owner(ctx))
 	if err != nil {
 		return nil, n.errno("mkdir", err)
 	}
@@ -346,7 +343,7 @@ func (n *node) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.En
 
 func (n *node) Mknod(ctx context.Context, name string, mode uint32, dev uint32, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
 	defer n.root.changing()()
-	e, err := n.root.Stack.Mknod(n.rel(), name, mode, uint64(dev), owner(ctx))
+	e, err := n.cn.Mknod(n.rel(), name, mode, uint64(dev), owner(ctx))
 	if err != nil {
 		return nil, n.errno("mknod", err)
 	}
@@ -355,7 +352,7 @@ func (n *node) Mknod(ctx context.Context, name string, mode uint32, dev uint32, 
 
 func (n *node) Symlink(ctx context.Context, target, name string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
 	defer n.root.changing()()
-	e, err := n.root.Stack.Symlink(n.rel(), name, target, owner(ctx))
+	e, err := n.cn.Symlink(n.rel(), name, target, owner(ctx))
 	if err != nil {
 		return nil, n.errno("symlink", err)
 	}
@@ -506,7 +503,7 @@ func (n *node) Removexattr(ctx context.Context, attr string) syscall.Errno {
 }
 
 func (n *node) Statfs(ctx context.Context, out *fuse.StatfsOut) syscall.Errno {
-	s, err := n.root.Stack.Statfs()
+	s, err := n.cn.Statfs()
 	if err != nil {
 		return n.errno("statfs", err)
 	}
