@@ -509,23 +509,10 @@ func TestUpperHardLinkJoined(t *testing.T) {
 func TestMetacopyInKernelUpper(t *testing.T) {
 	needRoot(t, "trusted.* xattrs")
 	f := newFixture(t, nil, []fixtureEntry{file("f", "XXXX"), file("g", "")}, []fixtureEntry{file("f", "data"), file("g", "gggg")})
-	top := f.lowers[0]
-	for _, x := range []struct{ path, name string }{
-		{"", ovl.XattrUUID}, {"f", ovl.XattrMetacopy}, {"g", ovl.XattrMetacopy},
-	} {
-		if err := unix.Lsetxattr(filepath.Join(top, x.path), x.name, nil, 0); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := os.Truncate(filepath.Join(top, "g"), 4); err != nil { // sparse
+	if err := os.Truncate(filepath.Join(f.lowers[0], "g"), 4); err != nil { // sparse
 		t.Fatal(err)
 	}
-	s, err := cow.New(cow.Options{Lower: f.lowers, Upper: f.upper, Work: f.work})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
-	f.s = s
+	f.markTop([][2]string{{"", ovl.XattrUUID}, {"f", ovl.XattrMetacopy}, {"g", ovl.XattrMetacopy}})
 	f.checkData("f", "data")
 	f.checkData("g", "gggg")
 	if e := f.mustLookup("f"); !e.Metacopy() || e.Data.Layer != 2 {
@@ -541,20 +528,25 @@ func TestMetacopyInImpureDir(t *testing.T) {
 	f := newFixture(t, nil,
 		[]fixtureEntry{file("d/h", "XXXX"), file("e/h", "YYYY")},
 		[]fixtureEntry{file("d/h", "dddd"), file("e/h", "eeee")})
-	top := f.lowers[0]
-	for _, x := range []struct{ path, name string }{
-		{"d", ovl.XattrImpure}, {"d/h", ovl.XattrMetacopy}, {"e/h", ovl.XattrMetacopy},
-	} {
-		if err := unix.Lsetxattr(filepath.Join(top, x.path), x.name, nil, 0); err != nil {
-			t.Fatal(err)
+	f.markTop([][2]string{{"d", ovl.XattrImpure}, {"d/h", ovl.XattrMetacopy}, {"e/h", ovl.XattrMetacopy}})
+	f.checkData("d/h", "dddd")
+	f.checkData("e/h", "YYYY") // no mark says e holds copy-ups: a plain file
+}
+
+// markTop sets the empty xattrs marks (path, name) on entries of the top
+// lower layer, as kernel overlayfs writes them in an upper, and opens the
+// fixture's stack anew, which reads the layers' marks when it opens them.
+func (f *fixture) markTop(marks [][2]string) {
+	f.t.Helper()
+	for _, m := range marks {
+		if err := unix.Lsetxattr(filepath.Join(f.lowers[0], m[0]), m[1], nil, 0); err != nil {
+			f.t.Fatal(err)
 		}
 	}
 	s, err := cow.New(cow.Options{Lower: f.lowers, Upper: f.upper, Work: f.work})
 	if err != nil {
-		t.Fatal(err)
+		f.t.Fatal(err)
 	}
-	defer s.Close()
+	f.t.Cleanup(func() { s.Close() })
 	f.s = s
-	f.checkData("d/h", "dddd")
-	f.checkData("e/h", "YYYY") // no mark says e holds copy-ups: a plain file
 }
