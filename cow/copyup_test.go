@@ -550,3 +550,30 @@ func (f *fixture) markTop(marks [][2]string) {
 	f.t.Cleanup(func() { s.Close() })
 	f.s = s
 }
+
+// TestCopyUpHardLinkInRenamedDir checks that a copy-up of one name of a
+// lower hard link beneath a renamed directory links the other name beneath
+// it too, though neither is at its lower path.
+func TestCopyUpHardLinkInRenamedDir(t *testing.T) {
+	needRoot(t, "kernel-format whiteouts")
+	f := newFixture(t, nil, []fixtureEntry{file("e/a", "data")})
+	if err := os.Link(filepath.Join(f.lowers[0], "e/a"), filepath.Join(f.lowers[0], "e/e")); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.rename("e", "y", 0); err != nil {
+		t.Fatal(err)
+	}
+	e := f.mustLookup("y/a")
+	if err := f.s.CopyUp("y/a", &e, -1); err != nil {
+		t.Fatal(err)
+	}
+	var a, b unix.Stat_t
+	if err := errors.Join(unix.Lstat(filepath.Join(f.upper, "y/a"), &a), unix.Lstat(filepath.Join(f.upper, "y/e"), &b)); err != nil {
+		t.Fatalf("upper: %v (both names must be linked)", err)
+	}
+	if a.Ino != b.Ino {
+		t.Errorf("upper y/a is inode %d, y/e %d: want one", a.Ino, b.Ino)
+	}
+	f.checkTree([]string{"y/", `y/a "data"`, `y/e "data"`})
+	f.checkKernelAgrees()
+}

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"sync"
 
 	"golang.org/x/sys/unix"
 
@@ -104,8 +105,10 @@ func (s *Stack) copyUpLinked(rel string, e *Entry, dataLen int64) error {
 	// of a name links it in (see linkLookedUp); one already in the upper,
 	// or hidden, is left.
 	for _, p := range names {
-		if _, err := s.resolve(p); err != nil && !notFound(err) {
-			return fmt.Errorf("link %s: %w", p, err)
+		for _, m := range append([]string{p}, s.redirs.mergedPaths(p)...) {
+			if _, err := s.resolve(m); err != nil && !notFound(err) {
+				return fmt.Errorf("link %s: %w", m, err)
+			}
 		}
 	}
 	return nil
@@ -394,4 +397,43 @@ func (s *Stack) walkLayer(li int, dir string, fn func(p string, de ovl.Dirent) b
 	}
 	_, err := walk(dir)
 	return err
+}
+
+// redirMap remembers where the directories with redirects that this
+// stack saw (renamed through it, or looked up) are in the merged view,
+// by the name the lower layers know them by. A copy-up of a lower hard
+// link finds through it the names of the inode beneath a renamed
+// directory, whose merged paths are not their lower paths. Entries may be
+// stale (renamed again, removed): what they give is resolved and checked.
+type redirMap struct {
+	mu sync.Mutex
+	m  map[string]string // LowerName -> merged path
+}
+
+// moved records that the directory the lowers know as lname is at rel.
+func (r *redirMap) moved(lname, rel string) {
+	if lname == rel {
+		return
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.m == nil || len(r.m) >= indexCacheMax {
+		r.m = make(map[string]string)
+	}
+	r.m[lname] = rel
+}
+
+// mergedPaths returns where the lower path p may be in the merged view
+// beneath a renamed directory: for each ancestor of p that was renamed,
+// p rebased on where it went.
+func (r *redirMap) mergedPaths(p string) []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var out []string
+	for q, _ := splitRel(p); q != ""; q, _ = splitRel(q) {
+		if m, ok := r.m[q]; ok {
+			out = append(out, m+p[len(q):])
+		}
+	}
+	return out
 }

@@ -507,6 +507,12 @@ func (s *Stack) Rename(oldDir string, oldParent *Entry, oldName string, oldE *En
 	if err != nil {
 		return err
 	}
+	if oldRedirect {
+		s.redirs.moved(oldE.LowerName, newRel)
+	}
+	if newRedirect {
+		s.redirs.moved(newE.LowerName, oldRel)
+	}
 	if newOCIWh && !exchange {
 		return u.withParent(newRel, func(nfd int, nn string) error {
 			return removeOCIWhiteout(nfd, nn)

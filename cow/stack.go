@@ -68,6 +68,8 @@ type Stack struct {
 	linksFd   int
 	linksUsed atomic.Bool
 
+	redirs redirMap // where renamed directories went, for copyUpLinked
+
 	tmpSeq atomic.Uint64
 	index  indexCache // directories of lower layers
 
@@ -515,6 +517,7 @@ func (s *Stack) Lookup(dir string, parent *Entry, name string) (e Entry, err err
 				if abs != nil && abs.IsDir() {
 					e.Lowers, e.LowerPaths = abs.Lowers, abs.LowerPaths
 				}
+				s.redirs.moved(e.LowerName, rel)
 				if abs != nil {
 					return e, nil
 				}

@@ -1185,6 +1185,20 @@ func (d *dtDiffer) step(i int, spec dtOpSpec, o *dtOp) bool {
 	return false
 }
 
+// dtLinksInodes returns the inode numbers of the entries of strata's links
+// directory in the work dir work: the copies of lower hard links.
+func dtLinksInodes(work string) map[uint64]bool {
+	out := map[uint64]bool{}
+	ents, _ := os.ReadDir(filepath.Join(work, "strata.links"))
+	for _, e := range ents {
+		var st unix.Stat_t
+		if unix.Lstat(filepath.Join(work, "strata.links", e.Name()), &st) == nil {
+			out[st.Ino] = true
+		}
+	}
+	return out
+}
+
 // noteMetacopy records the kernel's inode of the file a successful change
 // of metadata (or a rename or link) made, which kernel overlayfs with
 // metacopy=on may have copied up without its data (allowed difference 10).
@@ -1368,7 +1382,7 @@ func (d *dtDiffer) compareUppers() bool {
 		p.resolveMetacopy(d.p.upper, d.lastMerged[1])
 		// strata links every name of a copied-up lower hard link into
 		// the upper; the kernel keeps them in its index.
-		p.dropLinkedAliases(k)
+		p.dropLinkedAliases(k, dtLinksInodes(d.p.work))
 		// With index=on the kernel's upper files of lower hard links
 		// have a further link in the work dir's index; the names that
 		// share an inode in the upper are still compared (Links).

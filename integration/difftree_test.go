@@ -922,9 +922,19 @@ func dtErrnoOf(err error) unix.Errno {
 // then the directories kt lacks that are left empty. The merged trees,
 // compared before, showed the names the same; in the uppers it is a
 // difference of format. The Links of what stays are cut to what stays.
-func (t dtTree) dropLinkedAliases(kt dtTree) {
+func (t dtTree) dropLinkedAliases(kt dtTree, linked map[uint64]bool) {
 	for p, n := range t {
-		if _, ok := kt[p]; ok || n.Type == "dir" || n.Links == "" {
+		if _, ok := kt[p]; ok || n.Type == "dir" {
+			continue
+		}
+		if linked[n.key[1]] {
+			// A name linked to a copy in the links directory (at a
+			// copy-up, or when looked up), which the kernel keeps in
+			// its index.
+			delete(t, p)
+			continue
+		}
+		if n.Links == "" {
 			continue
 		}
 		for _, o := range strings.Split(n.Links, " ") {
