@@ -1407,6 +1407,11 @@ func (d *dtDiffer) compareUppers() bool {
 		// strata links every name of a copied-up lower hard link into
 		// the upper; the kernel keeps them in its index.
 		p.dropLinkedAliases(k, dtLinksInodes(d.p.work))
+		// The kernel makes a new directory opaque in a merged parent,
+		// as an optimisation; beneath a renamed directory the lowers
+		// that dropNoops compares by path are not the ones that merge.
+		k.dropOpaqueBeneathRedirects(d.k.upper)
+		p.dropOpaqueBeneathRedirects(d.p.upper)
 		// With index=on the kernel's upper files of lower hard links
 		// have a further link in the work dir's index; the names that
 		// share an inode in the upper are still compared (Links).

@@ -976,3 +976,26 @@ func (t dtTree) dropLinkedAliases(kt dtTree, linked map[uint64]bool) {
 		n.Links = strings.Join(keep, " ")
 	}
 }
+
+// dropOpaqueBeneathRedirects clears the opaque mark of the directories of
+// t, an upper at root, beneath a directory with a redirect: which lower
+// entries a mark hides there depends on the redirect, not on the paths
+// dropNoops compares, and strata marks a new directory opaque only where a
+// lower holds the name, the kernel in any merged parent.
+func (t dtTree) dropOpaqueBeneathRedirects(root string) {
+	redirected := func(p string) bool {
+		for a := path.Dir(p); a != "."; a = path.Dir(a) {
+			for _, x := range []string{"trusted.overlay.redirect", "user.overlay.redirect"} {
+				if _, err := unix.Lgetxattr(filepath.Join(root, a), x, nil); err == nil {
+					return true
+				}
+			}
+		}
+		return false
+	}
+	for p, n := range t {
+		if n.Opaque && redirected(p) {
+			n.Opaque = false
+		}
+	}
+}
