@@ -62,6 +62,8 @@ package integration
 //	   copied its data up (nothing written)                            differs (dtDiffer.metacopyMtime)
 //	11 uppers: names of a lower hard link          index     upper      prog's extra names dropped from its upper
 //	   copied up through another name                                  (dtTree.dropLinkedAliases)
+//	12 uppers: opaque mark of a new directory       opaque    not        cleared on both sides beneath a directory
+//	   beneath a redirected directory                                  with a redirect (dropOpaqueBeneathRedirects)
 
 import (
 	"context"
