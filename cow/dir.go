@@ -71,10 +71,12 @@ func (s *Stack) readLayerDir(li int, dir string) (ents []rawDirent, whiteouts []
 	ents = raw[:0]
 	for _, de := range raw {
 		if strings.HasPrefix(de.Name, ovl.WhiteoutPrefix) {
-			if de.Name != ovl.OpaqueMarker {
-				whiteouts = append(whiteouts, de.Name[len(ovl.WhiteoutPrefix):])
-			} else {
+			// Reserved names are never listed; an OCI whiteout file
+			// deletes its target (ovl.WhiteoutTarget).
+			if de.Name == ovl.OpaqueMarker {
 				opaque = true
+			} else if w, ok := ovl.WhiteoutTarget(de.Name); ok {
+				whiteouts = append(whiteouts, w)
 			}
 			continue
 		}

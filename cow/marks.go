@@ -97,7 +97,7 @@ func (l *Layer) fileMarks(rel string, st *unix.Stat_t, origin, meta bool) fileMa
 				}
 			}
 		}
-		if meta && ovl.MetacopyXattrs.Has(fd) {
+		if meta && ovl.IsMetacopy(fd) {
 			m.metacopy = true
 			if v, err := ovl.RedirectXattrs.Get(fd); err == nil {
 				m.redirect = string(v)
@@ -112,7 +112,7 @@ func (l *Layer) fileMarks(rel string, st *unix.Stat_t, origin, meta bool) fileMa
 func (l *Layer) isMetacopy(rel string) bool {
 	ok := false
 	l.withPath(rel, func(fd int) error {
-		ok = ovl.MetacopyXattrs.Has(fd)
+		ok = ovl.IsMetacopy(fd)
 		return nil
 	})
 	return ok

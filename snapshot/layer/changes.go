@@ -88,8 +88,9 @@ func readChangedDir(dfd int) (*changedDir, error) {
 			return nil, fmt.Errorf("stat %s: %w", name, err)
 		}
 		if strings.HasPrefix(name, ovl.WhiteoutPrefix) {
-			// An OCI whiteout file; ".wh." alone deletes nothing.
-			if deletes := name[len(ovl.WhiteoutPrefix):]; deletes != "" {
+			// An OCI whiteout file (ovl.WhiteoutTarget: ".wh." alone,
+			// and aufs's ".wh..wh." bookkeeping, delete nothing).
+			if deletes, ok := ovl.WhiteoutTarget(name); ok {
 				addWhiteout(deletes, st.Mtim)
 			}
 			continue
