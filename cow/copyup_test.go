@@ -543,6 +543,16 @@ func (f *fixture) markTop(marks [][2]string) {
 			f.t.Fatal(err)
 		}
 	}
+	f.reopen()
+}
+
+// reopen closes the fixture's stack and opens its layers anew, as a
+// remount does.
+func (f *fixture) reopen() {
+	f.t.Helper()
+	if err := f.s.Close(); err != nil {
+		f.t.Fatal(err)
+	}
 	s, err := cow.New(cow.Options{Lower: f.lowers, Upper: f.upper, Work: f.work})
 	if err != nil {
 		f.t.Fatal(err)
@@ -575,5 +585,43 @@ func TestCopyUpHardLinkInRenamedDir(t *testing.T) {
 		t.Errorf("upper y/a is inode %d, y/e %d: want one", a.Ino, b.Ino)
 	}
 	f.checkTree([]string{"y/", `y/a "data"`, `y/e "data"`})
+	f.checkKernelAgrees()
+}
+
+// TestCopyUpHardLinkInRenamedDirAfterRemount: a directory renamed before
+// a remount holds one name of a lower hard link; a copy-up through the
+// other name, before any lookup beneath the renamed directory, must link
+// the name there into the upper too, or a commit of the upper (which does
+// not look names up) would write it with the old data.
+func TestCopyUpHardLinkInRenamedDirAfterRemount(t *testing.T) {
+	needRoot(t, "kernel-format whiteouts")
+	f := newFixture(t, nil, []fixtureEntry{file("e/a", "data")})
+	for _, n := range []string{"e/h", "b"} {
+		if err := os.Link(filepath.Join(f.lowers[0], "e/a"), filepath.Join(f.lowers[0], n)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := f.mkdir("d"); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.rename("e", "d/y", 0); err != nil {
+		t.Fatal(err)
+	}
+	f.reopen()
+	if err := f.copyUp("b"); err != nil {
+		t.Fatal(err)
+	}
+	var b unix.Stat_t
+	if err := unix.Lstat(filepath.Join(f.upper, "b"), &b); err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range []string{"d/y/a", "d/y/h"} {
+		var st unix.Stat_t
+		if err := unix.Lstat(filepath.Join(f.upper, n), &st); err != nil {
+			t.Errorf("upper %s after a copy-up through b: %v (every name must be linked)", n, err)
+		} else if st.Ino != b.Ino {
+			t.Errorf("upper %s is inode %d, b %d: want one", n, st.Ino, b.Ino)
+		}
+	}
 	f.checkKernelAgrees()
 }

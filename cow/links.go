@@ -26,10 +26,10 @@ import (
 //
 // The copy-up of any name of a lower inode with several names copies the
 // inode once, links it into the links directory, and links into the
-// upper every name of it that the merged view shows at its lower path.
-// A name the view shows elsewhere (beneath a renamed directory) is linked
-// when it is looked up: a lookup that finds a lower file with several
-// names asks the links directory, and links the copy in. The upper then
+// upper every name of it that the merged view shows at its lower path,
+// or beneath a renamed directory (redirMap; lookUpRedirects fills it
+// after a remount). A lookup that finds a lower file with several names
+// asks the links directory too, and links the copy in. The upper then
 // holds ordinary hard links, which every reader understands: kernel
 // overlayfs with or without index, layer commit (a tar hard link), and
 // strata's lookups, which find each name in the upper with the copy's
@@ -104,11 +104,76 @@ func (s *Stack) copyUpLinked(rel string, e *Entry, dataLen int64) error {
 	// of the inode than rel (one node stands for all of them). A lookup
 	// of a name links it in (see linkLookedUp); one already in the upper,
 	// or hidden, is left.
+	var hidden []string
 	for _, p := range names {
-		for _, m := range append([]string{p}, s.redirs.mergedPaths(p)...) {
-			if _, err := s.resolve(m); err != nil && !notFound(err) {
-				return fmt.Errorf("link %s: %w", m, err)
-			}
+		if shown, err := s.linkNamesAt(append([]string{p}, s.redirs.mergedPaths(p)...)); err != nil {
+			return err
+		} else if !shown {
+			hidden = append(hidden, p)
+		}
+	}
+	// A name the view shows nowhere may be beneath a directory renamed
+	// before this mount, which redirs learns of when it is looked up.
+	if len(hidden) == 0 || !s.redirsScanned.CompareAndSwap(false, true) {
+		return nil
+	}
+	if err := s.lookUpRedirects(); err != nil {
+		return fmt.Errorf("find the renamed directories of the upper: %w", err)
+	}
+	for _, p := range hidden {
+		if _, err := s.linkNamesAt(s.redirs.mergedPaths(p)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// linkNamesAt looks up the merged paths ps, which links in the names of
+// a copied-up lower hard link among them (linkLookedUp), and reports
+// whether any was found.
+func (s *Stack) linkNamesAt(ps []string) (shown bool, err error) {
+	for _, m := range ps {
+		_, err := s.resolve(m)
+		if err == nil {
+			shown = true
+		} else if !notFound(err) {
+			return shown, fmt.Errorf("link %s: %w", m, err)
+		}
+	}
+	return shown, nil
+}
+
+// lookUpRedirects looks up every directory of the upper with a redirect,
+// so that redirs knows where each went: after a remount it knows only
+// those looked up since. A walk of the upper, done at most once per
+// stack, when a copy-up of a lower hard link misses a name.
+func (s *Stack) lookUpRedirects() error {
+	var dirs []string
+	var werr error
+	err := s.walkLayer(UpperIndex, func(p string, de ovl.Dirent) bool {
+		if de.Type != unix.DT_DIR && de.Type != unix.DT_UNKNOWN {
+			return true
+		}
+		fd, err := s.upper().openAt(p, unix.O_PATH|unix.O_DIRECTORY, 0)
+		if err == unix.ENOTDIR || err == unix.ENOENT {
+			return true
+		}
+		if err != nil {
+			werr = err
+			return false
+		}
+		if ovl.RedirectXattrs.Has(fd) {
+			dirs = append(dirs, p)
+		}
+		unix.Close(fd)
+		return true
+	})
+	if err := errors.Join(err, werr); err != nil {
+		return err
+	}
+	for _, d := range dirs {
+		if _, err := s.resolve(d); err != nil && !notFound(err) {
+			return err
 		}
 	}
 	return nil
@@ -358,7 +423,7 @@ func (s *Stack) lowerNames(li int, p string, ino uint64, nlink int) ([]string, e
 	for _, x := range out {
 		seen[x] = true
 	}
-	err = s.walkLayer(li, "", func(q string, de ovl.Dirent) bool {
+	err = s.walkLayer(li, func(q string, de ovl.Dirent) bool {
 		if de.Ino == ino && de.Type != unix.DT_DIR && !seen[q] {
 			seen[q] = true
 			out = append(out, q)
@@ -368,35 +433,15 @@ func (s *Stack) lowerNames(li int, p string, ino uint64, nlink int) ([]string, e
 	return out, err
 }
 
-// walkLayer calls fn for every entry beneath dir in layer li, depth
-// first, until fn returns false.
-func (s *Stack) walkLayer(li int, dir string, fn func(p string, de ovl.Dirent) bool) error {
-	var walk func(dir string) (bool, error)
-	walk = func(dir string) (bool, error) {
-		fd, err := s.layers[li].openAt(dir, unix.O_RDONLY|unix.O_DIRECTORY, 0)
-		if err != nil {
-			return true, err
-		}
-		ents, err := ovl.ReadDirFd(fd)
-		unix.Close(fd)
-		if err != nil {
-			return true, err
-		}
-		for _, de := range ents {
-			p := joinRel(dir, de.Name)
-			if !fn(p, de) {
-				return false, nil
-			}
-			if de.Type == unix.DT_DIR {
-				if more, err := walk(p); err != nil || !more {
-					return more, err
-				}
-			}
-		}
-		return true, nil
+// walkLayer calls fn for every entry of layer li, depth first, until fn
+// returns false.
+func (s *Stack) walkLayer(li int, fn func(p string, de ovl.Dirent) bool) error {
+	fd, err := s.layers[li].openAt("", unix.O_PATH|unix.O_DIRECTORY, 0)
+	if err != nil {
+		return err
 	}
-	_, err := walk(dir)
-	return err
+	defer unix.Close(fd)
+	return ovl.Walk(fd, fn)
 }
 
 // redirMap remembers where the directories with redirects that this

@@ -69,6 +69,8 @@ type Stack struct {
 	linksUsed atomic.Bool
 
 	redirs redirMap // where renamed directories went, for copyUpLinked
+	// redirsScanned: lookUpRedirects has run (or is running).
+	redirsScanned atomic.Bool
 
 	tmpSeq atomic.Uint64
 	index  indexCache // directories of lower layers

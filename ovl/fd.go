@@ -122,3 +122,46 @@ func GetxattrFdAt(dirfd int, name, attr string) ([]byte, error) {
 	defer unix.Close(fd)
 	return GetxattrFd(fd, attr)
 }
+
+// Walk calls fn for every entry beneath the directory dirfd (O_PATH or
+// O_RDONLY), depth first, with its path relative to dirfd, until fn
+// returns false. Directories are opened one name at a time with
+// O_NOFOLLOW: a symlink is an entry, never a way out of the tree.
+func Walk(dirfd int, fn func(p string, de Dirent) bool) error {
+	var walk func(fd int, dir string) (bool, error)
+	walk = func(fd int, dir string) (bool, error) {
+		ents, err := ReadDirFd(fd)
+		if err != nil {
+			return true, err
+		}
+		for _, de := range ents {
+			p := de.Name
+			if dir != "" {
+				p = dir + "/" + de.Name
+			}
+			if !fn(p, de) {
+				return false, nil
+			}
+			if de.Type != unix.DT_DIR {
+				continue
+			}
+			sub, err := unix.Openat(fd, de.Name, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+			if err != nil {
+				return true, err
+			}
+			more, err := walk(sub, p)
+			unix.Close(sub)
+			if err != nil || !more {
+				return more, err
+			}
+		}
+		return true, nil
+	}
+	fd, err := unix.Openat(dirfd, ".", unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(fd)
+	_, err = walk(fd, "")
+	return err
+}
