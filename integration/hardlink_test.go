@@ -5,14 +5,18 @@ package integration
 // (index=on, with redirect_dir=on,metacopy=on as strata's defaults).
 
 import (
+	"archive/tar"
+	"bytes"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"sort"
 	"strings"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -238,4 +242,100 @@ func TestHardlinkDpkgUpgrade(t *testing.T) {
 		p.remount()
 		p.readFile(compat, 0, "libx 1\npatched\n")
 	})
+}
+
+// hlLinkLayer is a layer tar (uncompressed) in which usr/lib/pkg/libx.so
+// is hard linked at usr/share/pkg/libx.so and usr/bin/x, as dpkg or a
+// Dockerfile's RUN leaves a package's files.
+func hlLinkLayer(t testing.TB) string {
+	t.Helper()
+	var b bytes.Buffer
+	tw := tar.NewWriter(&b)
+	mtime := time.Date(2021, 3, 4, 5, 6, 7, 0, time.UTC)
+	for _, h := range []tar.Header{
+		{Name: "usr/", Typeflag: tar.TypeDir, Mode: 0o755},
+		{Name: "usr/bin/", Typeflag: tar.TypeDir, Mode: 0o755},
+		{Name: "usr/lib/", Typeflag: tar.TypeDir, Mode: 0o755},
+		{Name: "usr/lib/pkg/", Typeflag: tar.TypeDir, Mode: 0o755},
+		{Name: "usr/lib/pkg/libx.so", Typeflag: tar.TypeReg, Mode: 0o755, Size: 4},
+		{Name: "usr/lib/pkg/other", Typeflag: tar.TypeReg, Mode: 0o644, Size: 4},
+		{Name: "usr/share/", Typeflag: tar.TypeDir, Mode: 0o755},
+		{Name: "usr/share/pkg/", Typeflag: tar.TypeDir, Mode: 0o755},
+		{Name: "usr/share/pkg/libx.so", Typeflag: tar.TypeLink, Linkname: "usr/lib/pkg/libx.so"},
+		{Name: "usr/bin/x", Typeflag: tar.TypeLink, Linkname: "usr/lib/pkg/libx.so"},
+	} {
+		h.ModTime, h.Format = mtime, tar.FormatPAX
+		if err := tw.WriteHeader(&h); err != nil {
+			t.Fatal(err)
+		}
+		if h.Size > 0 {
+			if _, err := io.WriteString(tw, "lib\n"[:h.Size]); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if err := tw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	file := filepath.Join(t.TempDir(), "pkg.tar")
+	if err := os.WriteFile(file, b.Bytes(), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return file
+}
+
+// TestHardlinkCommitRenamedDir: a directory holding one name of a lower
+// hard link is renamed with mv (a redirect, no copy-up of the file), and
+// the stack committed. OCI layers have no redirect, so the layer holds the
+// directory whole; a stack on it must still show every name as one inode,
+// and a write through one name must read through the others.
+func TestHardlinkCommitRenamedDir(t *testing.T) {
+	s := newCLIStore(t)
+	base := s.mustLine("layer", "apply", hlLinkLayer(t))
+	s.mustLine("create", "--name", "c1", base)
+	mnt, w := s.mount("c1")
+	if out, err := exec.Command("mv", filepath.Join(mnt, "usr/lib/pkg"), filepath.Join(mnt, "usr/lib/pkg2")).CombinedOutput(); err != nil {
+		t.Fatalf("mv usr/lib/pkg usr/lib/pkg2: %v\n%s", err, out)
+	}
+	names := []string{"usr/lib/pkg2/libx.so", "usr/share/pkg/libx.so", "usr/bin/x"}
+	hlSameInode := func(root, what string) {
+		t.Helper()
+		var first unix.Stat_t
+		for i, n := range names {
+			var st unix.Stat_t
+			if err := unix.Lstat(filepath.Join(root, n), &st); err != nil {
+				t.Fatalf("%s: %v", what, err)
+			}
+			if st.Nlink != 3 {
+				t.Errorf("%s: %s has nlink %d, want 3", what, n, st.Nlink)
+			}
+			if i == 0 {
+				first = st
+			} else if st.Ino != first.Ino {
+				t.Errorf("%s: %s is inode %d, %s inode %d: want one inode", what, names[0], first.Ino, n, st.Ino)
+			}
+		}
+	}
+	hlSameInode(mnt, "the stack renamed")
+	s.unmount("c1", w)
+	m := commitOutRE.FindStringSubmatch(s.must("commit", "c1"))
+	if m == nil {
+		t.Fatal("strata commit c1: no layer in its output")
+	}
+	s.mustLine("create", "--name", "c2", m[1])
+	mnt2, _ := s.mount("c2")
+	hlSameInode(mnt2, "a stack on the committed layer")
+	if _, err := os.Lstat(filepath.Join(mnt2, "usr/lib/pkg")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("usr/lib/pkg after the rename was committed: %v, want it gone", err)
+	}
+	if out, err := exec.Command("find", mnt2, "-samefile", filepath.Join(mnt2, "usr/bin/x")).Output(); err != nil {
+		t.Fatalf("find -samefile: %v", err)
+	} else if got := strings.Count(string(out), "\n"); got != 3 {
+		t.Errorf("find -samefile usr/bin/x: %d names, want 3:\n%s", got, out)
+	}
+	if out, err := exec.Command("sh", "-c", `echo v2 >> "$1"/usr/share/pkg/libx.so && cat "$1"/usr/lib/pkg2/libx.so "$1"/usr/bin/x`, "sh", mnt2).CombinedOutput(); err != nil {
+		t.Fatalf("write through one name: %v\n%s", err, out)
+	} else if want := "lib\nv2\nlib\nv2\n"; string(out) != want {
+		t.Errorf("after a write through usr/share/pkg/libx.so, the other names read %q, want %q", out, want)
+	}
 }

@@ -263,6 +263,7 @@ type mergedEntry struct {
 	changedEntry
 	dfd   int
 	upper bool
+	layer int // of the lowers, where !upper
 }
 
 // mergeDir lists the directory made of the upper directory d (held open
@@ -291,7 +292,7 @@ func mergeDir(ufd int, d *changedDir, dirs []lowerHit) ([]mergedEntry, error) {
 		}
 		for _, e := range ld.entries {
 			if !seen[e.name] {
-				out = append(out, mergedEntry{changedEntry: e, dfd: h.fd})
+				out = append(out, mergedEntry{changedEntry: e, dfd: h.fd, layer: h.layer})
 			}
 		}
 		for _, e := range ld.entries {

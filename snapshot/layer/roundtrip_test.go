@@ -1124,6 +1124,12 @@ func rtTestLowers() [][]rtNode {
 		rtLFile("hard1", "shared"),
 		rtLHard("hard2", "hard1"),
 		rtLWh("old"),
+		// One inode with names inside and outside pkg/lib, deep outside.
+		rtLFile("pkg/lib/a.so", "so").perm(0o755),
+		rtLHard("pkg/lib/b.so", "pkg/lib/a.so"),
+		rtLHard("links/deep/a.so", "pkg/lib/a.so"),
+		rtLHard("pkg.so", "pkg/lib/a.so"),
+		rtLHard("etc/a.so", "pkg/lib/a.so"),
 	}, {
 		rtLDir("etc"),
 		rtLFile("etc/gone", "gone"),
@@ -1276,6 +1282,19 @@ func TestRoundTrip(t *testing.T) {
 			rtRename("data/sub", "sub2", 0),
 			rtCreate("sub2/new", 0o644, "new"),
 			rtFails(unix.EEXIST, rtRename("hosts", "c", unix.RENAME_NOREPLACE)),
+		}},
+		// A renamed lower directory is written whole: a lower hard
+		// link in it keeps its names outside it, which the upper does not
+		// hold (links/deep in no upper directory, etc in a changed one).
+		{name: "rename splits lower hard links", steps: []rtStep{
+			rtCreate("etc/new", 0o644, "n"),
+			rtRename("pkg", "moved", 0),
+		}},
+		{name: "rename splits lower hard links, some names gone", steps: []rtStep{
+			rtRename("pkg/lib", "lib2", 0),
+			rtUnlink("pkg.so"),
+			rtRename("links", "links2", 0),
+			rtRename("etc/a.so", "a.so", 0), // a copy-up: one inode still
 		}},
 		{name: "hard links", steps: []rtStep{
 			rtLink("etc/hosts", "hosts.link"),
@@ -1628,6 +1647,9 @@ func rtFuzzSeeds() [][]byte {
 		// Exchange of an upper directory with a lower file.
 		seq(rtOp(rtOpMkdir, 2, rtN, none, 0, 0), rtOp(rtOpWrite, 1, rtNM, none, 0, 0), rtOp(rtOpRename, 2, rtN, rtA, 0, 0),
 			rtOp(rtOpRename, 2, rtA, rtB, 0, 0)),
+		// A lower directory renamed: its file d/h is a hard link of b,
+		// which stays in the lowers.
+		seq(rtOp(rtOpRename, 0, rtD, rtC, 0, 0)),
 		// Everything on one name.
 		seq(rtOp(rtOpWrite, 1, rtA, none, 0, 0), rtOp(rtOpLink, 0, rtA, rtN, 0, 0), rtOp(rtOpSetxattr, 0, rtN, none, 0, 0),
 			rtOp(rtOpChmod, 4, rtA, none, 0, 0), rtOp(rtOpUnlink, 0, rtA, none, 0, 0), rtOp(rtOpMkdir, 5, rtA, none, 0, 0),

@@ -88,7 +88,9 @@ const (
 //     full merged contents, those of the lower directories at the
 //     redirect (nested redirects and metacopy files of the lowers
 //     followed) under the upper's own entries and whiteouts. The
-//     whiteout at its old path is in the upper already.
+//     whiteout at its old path is in the upper already. A lower file
+//     with several names written there has its names outside that the
+//     upper does not hold written too, as hard links (splitlinks.go).
 //   - A metacopy file is written in full: the upper file's metadata
 //     (mode, owner, mtime, xattrs) with the data of the first lower
 //     file beneath it (at its redirect, if it has one) that is no
@@ -207,6 +209,10 @@ type writeWalker struct {
 	clamp *time.Time
 	links map[writeInode]string // first path written of each multiply-linked inode
 	buf   []byte
+	// split holds, by the tar name of their directory, the names of
+	// lower hard links split by a directory rename that the upper does
+	// not hold (findSplitLinks), sorted.
+	split map[string][]string
 
 	lowers *lowerView
 }
@@ -251,6 +257,9 @@ func (lw *writeWalker) writeRoot(upper string) error {
 	if hdr.PAXRecords, _, err = writeXattrs(fd); err != nil {
 		return fmt.Errorf("read xattrs of the root: %w", err)
 	}
+	if err := lw.findSplitLinks(fd); err != nil {
+		return err
+	}
 	if err := lw.tw.WriteHeader(hdr); err != nil {
 		return fmt.Errorf("write the root: %w", err)
 	}
@@ -290,20 +299,35 @@ func (lw *writeWalker) writeDir(dfd int, prefix string, at writeAt) error {
 		}
 		return nil
 	}
-	if d.opaque {
-		if err := lw.writeWhiteout(prefix + ovl.OpaqueMarker); err != nil {
-			return err
+	var entries []changedEntry
+	if d != nil { // else a directory of the lowers, written for split links
+		if d.opaque {
+			if err := lw.writeWhiteout(prefix + ovl.OpaqueMarker); err != nil {
+				return err
+			}
 		}
+		for _, wh := range d.whiteouts {
+			if err := lw.writeWhiteout(prefix + ovl.WhiteoutPrefix + wh.name); err != nil {
+				return err
+			}
+		}
+		entries = d.entries
 	}
-	for _, wh := range d.whiteouts {
-		if err := lw.writeWhiteout(prefix + ovl.WhiteoutPrefix + wh.name); err != nil {
+	// The upper's entries, and the names of split links that the upper
+	// does not hold, in one order by name.
+	split := lw.split[prefix]
+	for len(entries) > 0 || len(split) > 0 {
+		if len(split) == 0 || len(entries) > 0 && entries[0].name < split[0] {
+			if err := lw.writeEntry(dfd, prefix, entries[0], true, inner); err != nil {
+				return err
+			}
+			entries = entries[1:]
+			continue
+		}
+		if err := lw.writeSplit(prefix, split[0], inner); err != nil {
 			return err
 		}
-	}
-	for _, e := range d.entries {
-		if err := lw.writeEntry(dfd, prefix, e, true, inner); err != nil {
-			return err
-		}
+		split = split[1:]
 	}
 	return nil
 }
@@ -331,13 +355,23 @@ var errNoLowers = errors.New("the upper refers to its lower layers (a redirected
 // parent is in the lowers: beneath it, or at the redirect of fd (an
 // upper directory or metacopy file). redirected reports a redirect.
 func entryLower(fd int, name string, parent writeAt, upper bool) (at writeAt, redirected bool, err error) {
-	at = writeAt{lower: joinRel(parent.lower, name), lowerOK: parent.lowerOK, full: parent.full}
 	if !upper {
-		return at, false, nil // lookup follows the lowers' own redirects
+		// lookup follows the lowers' own redirects
+		return writeAt{lower: joinRel(parent.lower, name), lowerOK: parent.lowerOK, full: parent.full}, false, nil
 	}
 	v, ok, err := ovl.Redirect(fd)
-	if err != nil || !ok {
+	if err != nil {
 		return at, false, err
+	}
+	return redirectAt(v, ok, name, parent)
+}
+
+// redirectAt is entryLower for an upper entry whose redirect xattr reads
+// v (ok: it has one).
+func redirectAt(v string, ok bool, name string, parent writeAt) (at writeAt, redirected bool, err error) {
+	at = writeAt{lower: joinRel(parent.lower, name), lowerOK: parent.lowerOK, full: parent.full}
+	if !ok {
+		return at, false, nil
 	}
 	if v != "" && v[0] != '/' && !parent.lowerOK {
 		// A name beside the entry, in a directory the lowers do not
