@@ -74,11 +74,11 @@ func (s *Stack) CopyUp(rel string, e *Entry, dataLen int64) error {
 	}
 	if dataLen == MetaOnly {
 		if !e.Metacopy() {
-			e.Data = Lower{e.Layer, e.Path}
+			e.Data = &Lower{e.Layer, e.Path}
 		}
 		st.Blocks = e.Stat.Blocks // the data's
 	} else {
-		e.Data = Lower{}
+		e.Data = nil
 	}
 	e.Layer, e.Path, e.Stat = UpperIndex, rel, st
 	if linked && !brokeLink {
@@ -115,7 +115,7 @@ func (s *Stack) copyUpData(rel string, e *Entry, dataLen int64) error {
 	if err := s.upper().Lstat(rel, &st); err != nil {
 		return err
 	}
-	if err := s.copyData(e.Data, tmp, &st, dataLen); err != nil {
+	if err := s.copyData(*e.Data, tmp, &st, dataLen); err != nil {
 		unix.Unlinkat(wfd, tmp, 0)
 		return err
 	}
@@ -130,7 +130,7 @@ func (s *Stack) copyUpData(rel string, e *Entry, dataLen int64) error {
 	if err := s.upper().Lstat(rel, &e.Stat); err != nil {
 		return err
 	}
-	e.Data = Lower{}
+	e.Data = nil
 	return nil
 }
 
@@ -207,7 +207,7 @@ func (s *Stack) copyUpNonDir(rel string, e *Entry, dataLen int64) error {
 	src := Lower{e.Layer, e.Path}
 	data := src
 	if e.Metacopy() {
-		data = e.Data
+		data = *e.Data
 	}
 	wfd := s.work.fd
 	tmp := s.tmpName()

@@ -369,8 +369,8 @@ func TestCopyUpMerged(t *testing.T) {
 		lowers []int
 	}{{"d", 0, []int{1, 2, 3}}, {"d/sub", 0, []int{2, 3}}, {"d/b", 0, nil}, {"d/sub/t", 0, nil}, {"d/a", 1, nil}} {
 		e := f.mustLookup(c.rel)
-		if e.Layer != c.layer || !slices.Equal(e.Lowers, c.lowers) {
-			t.Errorf("%s: layer %d lowers %v, want %d %v", c.rel, e.Layer, e.Lowers, c.layer, c.lowers)
+		if e.Layer != c.layer || !slices.Equal(lowerLayers(e), c.lowers) {
+			t.Errorf("%s: layer %d lowers %v, want %d %v", c.rel, e.Layer, lowerLayers(e), c.layer, c.lowers)
 		}
 	}
 	// The upper sub came from layer 2, the topmost holding it.

@@ -169,8 +169,8 @@ func (s *Stack) ReadDir(dir string, e *Entry) ([]DirEntry, error) {
 			return nil, err
 		}
 	}
-	for i, li := range e.Lowers {
-		if err := merge(li, e.lowerPath(i)); err != nil {
+	for _, l := range e.Lowers {
+		if err := merge(l.Layer, l.Path); err != nil {
 			return nil, err
 		}
 	}

@@ -38,7 +38,7 @@
 //     redirect it differs from the merged path), its stat, its merged
 //     inode number and, for a directory, the lower layers merged beneath
 //     it (Entry.Lowers, cut at the first opaque one) with the
-//     directory's path in each (Entry.LowerPaths), where its children
+//     directory's path in each (Entry.Lowers), where its children
 //     are looked for. Callers keep Entries (the fs node caches one) and
 //     pass them back; the methods that change an entry update it.
 //   - LowerName (Entry.LowerName): the path by which the lower layers

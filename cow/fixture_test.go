@@ -639,3 +639,12 @@ func (f *fixture) checkData(rel, want string) {
 		f.t.Errorf("%s holds %q, %v; want %q", rel, b, err, want)
 	}
 }
+
+// lowerLayers is the layer of each of e's lower directories.
+func lowerLayers(e cow.Entry) []int {
+	var out []int
+	for _, l := range e.Lowers {
+		out = append(out, l.Layer)
+	}
+	return out
+}

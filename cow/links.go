@@ -296,7 +296,7 @@ func (s *Stack) linkLookedUp(rel string, e *Entry) error {
 		return err
 	}
 	m := s.upper().fileMarks(rel, &st, true, s.upper().maybeMetacopy(&st))
-	e.Layer, e.Path, e.Stat, e.Data = UpperIndex, rel, st, Lower{}
+	e.Layer, e.Path, e.Stat, e.Data = UpperIndex, rel, st, nil
 	if m.origin != 0 {
 		e.Ino = m.origin
 	}

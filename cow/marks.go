@@ -197,7 +197,7 @@ func (s *Stack) findData(name string, parent *Entry, layer int, redirect string,
 	if d.Metacopy() {
 		e.Data = d.Data
 	} else {
-		e.Data = Lower{d.Layer, d.Path}
+		e.Data = &Lower{d.Layer, d.Path}
 	}
 	e.Stat.Blocks = d.Stat.Blocks
 	return nil

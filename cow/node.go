@@ -32,9 +32,11 @@ type Node struct {
 	unlinked bool // its last name was removed while the kernel held it
 	// For a regular file about to lose, or that lost, its last name: an
 	// O_PATH fd of it taken before, else 0. The kernel still opens it by
-	// its node (exec of /proc/PID/exe, open of /proc/PID/fd/N).
-	orphan  int
-	tmpfile int // for an O_TMPFILE file without a name: an fd of it, else 0
+	// its node (exec of /proc/PID/exe, open of /proc/PID/fd/N). An fd
+	// is a C int: int32 keeps the node, of which there are millions,
+	// small.
+	orphan  int32
+	tmpfile int32 // for an O_TMPFILE file without a name: an fd of it, else 0
 }
 
 // InitNode makes n, a Node an adapter keeps in its own node (one
@@ -152,7 +154,7 @@ func (n *Node) Open(rel string, flags int, deferCopy bool) (fd, layer int, pendi
 	defer n.mu.Unlock()
 	write := OpenWrite(flags)
 	if n.unlinked && n.orphan > 0 && (n.e.InUpper() || !write) {
-		fd, err := unix.Open(ovl.ProcPath(n.orphan), flags|unix.O_CLOEXEC, 0)
+		fd, err := unix.Open(ovl.ProcPath(int(n.orphan)), flags|unix.O_CLOEXEC, 0)
 		return fd, n.e.Layer, false, err
 	}
 	if write && deferCopy && !n.e.InUpper() {
@@ -176,7 +178,7 @@ func (n *Node) Open(rel string, flags int, deferCopy bool) (fd, layer int, pendi
 // gone, else 0.
 func (n *Node) orphanLocked() int {
 	if n.unlinked {
-		return n.orphan
+		return int(n.orphan)
 	}
 	return 0
 }
@@ -230,14 +232,14 @@ func (n *Node) holdOrphanLocked(rel string) {
 		return
 	}
 	if fd, err := n.s.OpenPath(rel, &n.e); err == nil {
-		n.orphan = fd
+		n.orphan = int32(fd)
 	}
 }
 
 // dropOrphanLocked closes the orphan fd, if any.
 func (n *Node) dropOrphanLocked() {
 	if n.orphan > 0 {
-		unix.Close(n.orphan)
+		unix.Close(int(n.orphan))
 		n.orphan = 0
 	}
 }
@@ -315,10 +317,10 @@ func (n *Node) Link(rel, dir, name string) (Entry, error) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	if n.tmpfile > 0 {
-		e, err := n.s.LinkFd(n.tmpfile, dir, name)
+		e, err := n.s.LinkFd(int(n.tmpfile), dir, name)
 		if err == nil {
 			e.Ino = n.e.Ino
-			unix.Close(n.tmpfile)
+			unix.Close(int(n.tmpfile))
 			n.tmpfile = 0
 		}
 		return e, err
@@ -346,7 +348,7 @@ func (s *Stack) TmpfileNode(n *Node, dir string, flags int, mode uint32, o Owner
 		}
 	}
 	s.InitNode(n, e)
-	n.tmpfile = keep
+	n.tmpfile = int32(keep)
 	return fd, nil
 }
 
@@ -355,7 +357,7 @@ func (n *Node) Forget() {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	if n.tmpfile > 0 {
-		unix.Close(n.tmpfile)
+		unix.Close(int(n.tmpfile))
 		n.tmpfile = 0
 	}
 	n.dropOrphanLocked()

@@ -116,11 +116,10 @@ type Entry struct {
 	// elsewhere. It is what a redirect to the entry holds.
 	LowerName string
 	// Lowers are, for a directory, the lower layers whose directory is
-	// merged beneath, top first; cut at the first opaque one. It
-	// excludes the upper layer. LowerPaths holds each one's path in its
-	// layer: the merged path, unless a redirect leads elsewhere.
-	Lowers     []int
-	LowerPaths []string
+	// merged beneath, top first, each with the directory's path in it
+	// (the merged path, unless a redirect leads elsewhere); cut at the
+	// first opaque one. It excludes the upper layer.
+	Lowers []Lower
 	// NlinkAdjust is, for the copy of a lower hard link, what its
 	// st_nlink differs by from the link count the merged view reports
 	// (see links.go).
@@ -129,9 +128,9 @@ type Entry struct {
 	// reached through the links directory (see Stack.inode).
 	Linked bool
 	// Data is, for a metacopy file of the upper layer (its metadata
-	// copied up, not its data), the lower file holding its data; its
-	// Layer is 0 for any other entry.
-	Data Lower
+	// copied up, not its data), the lower file holding its data; nil
+	// for any other entry. What it points to is never changed.
+	Data *Lower
 }
 
 // Nlink is the link count the merged view reports for e: st_nlink, less
@@ -145,7 +144,7 @@ type Lower struct {
 }
 
 // Metacopy reports whether e is a metacopy file: its data is e.Data's.
-func (e *Entry) Metacopy() bool { return e.Data.Layer > 0 }
+func (e *Entry) Metacopy() bool { return e.Data != nil }
 
 // DataLayer is the layer holding e's data: Data's for a metacopy file.
 func (e *Entry) DataLayer() int {
@@ -353,8 +352,7 @@ func (s *Stack) Root() (Entry, error) {
 		if len(e.Lowers) == 0 {
 			e.Ino = s.mapIno(li, st.Ino)
 		}
-		e.Lowers = append(e.Lowers, li)
-		e.LowerPaths = append(e.LowerPaths, "")
+		e.Lowers = append(e.Lowers, Lower{li, ""})
 		if li < len(s.layers)-1 && s.layers[li].isOpaque("") {
 			break
 		}
@@ -370,18 +368,10 @@ func notFound(err error) bool {
 // merged directory parent: name in each of parent's lower directories.
 func childLowers(parent *Entry, name string) []Lower {
 	out := make([]Lower, len(parent.Lowers))
-	for i, li := range parent.Lowers {
-		out[i] = Lower{li, joinRel(parent.lowerPath(i), name)}
+	for i, l := range parent.Lowers {
+		out[i] = Lower{l.Layer, joinRel(l.Path, name)}
 	}
 	return out
-}
-
-// lowerPath is the path of e's i-th lower directory in its layer.
-func (e *Entry) lowerPath(i int) string {
-	if i < len(e.LowerPaths) {
-		return e.LowerPaths[i]
-	}
-	return e.Path
 }
 
 // lowerRoot is the root of the stack's lower layers from layer from on,
@@ -396,8 +386,7 @@ func (s *Stack) lowerRoot(from int) (Entry, error) {
 			}
 			e.Ino = s.mapIno(li, e.Stat.Ino)
 		}
-		e.Lowers = append(e.Lowers, li)
-		e.LowerPaths = append(e.LowerPaths, "")
+		e.Lowers = append(e.Lowers, Lower{li, ""})
 		if li < len(s.layers)-1 && s.layers[li].isOpaque("") {
 			break
 		}
@@ -454,9 +443,9 @@ func (s *Stack) redirectLowers(parent *Entry, layer int, redirect string) (cands
 	if _, err := ovl.ResolveRedirect([]byte(redirect), ""); err != nil {
 		return nil, nil, "", err
 	}
-	for i, li := range parent.Lowers {
-		if li > layer {
-			cands = append(cands, Lower{li, joinRel(parent.lowerPath(i), redirect)})
+	for _, l := range parent.Lowers {
+		if l.Layer > layer {
+			cands = append(cands, Lower{l.Layer, joinRel(l.Path, redirect)})
 		}
 	}
 	return cands, nil, joinRel(parent.LowerName, redirect), nil
@@ -517,7 +506,7 @@ func (s *Stack) Lookup(dir string, parent *Entry, name string) (e Entry, err err
 					e.Ino = s.mapIno(UpperIndex, st.Ino)
 				}
 				if abs != nil && abs.IsDir() {
-					e.Lowers, e.LowerPaths = abs.Lowers, abs.LowerPaths
+					e.Lowers = abs.Lowers
 				}
 				s.redirs.moved(e.LowerName, rel)
 				if abs != nil {
@@ -580,8 +569,7 @@ func (s *Stack) mergeLowers(parent *Entry, cands []Lower, e *Entry, found bool) 
 		if e.Ino == 0 {
 			e.Ino = s.mapIno(c.Layer, st.Ino)
 		}
-		e.Lowers = append(e.Lowers, c.Layer)
-		e.LowerPaths = append(e.LowerPaths, c.Path)
+		e.Lowers = append(e.Lowers, c)
 		if c.Layer == len(s.layers)-1 {
 			continue
 		}
@@ -605,7 +593,6 @@ func (s *Stack) mergeLowers(parent *Entry, cands []Lower, e *Entry, found bool) 
 		if abs != nil {
 			if abs.IsDir() {
 				e.Lowers = append(e.Lowers, abs.Lowers...)
-				e.LowerPaths = append(e.LowerPaths, abs.LowerPaths...)
 			}
 			break
 		}
@@ -640,7 +627,7 @@ func (s *Stack) Refresh(rel string, e *Entry) {
 		if e.Stat.Mode&unix.S_IFMT == unix.S_IFREG && s.metacopy && u.maybeMetacopy(&st) && u.isMetacopy(rel) {
 			// Copied up without its data, which stays where it was.
 			if !e.Metacopy() {
-				e.Data = Lower{e.Layer, e.Path}
+				e.Data = &Lower{e.Layer, e.Path}
 			}
 			st.Blocks = e.Stat.Blocks
 		}

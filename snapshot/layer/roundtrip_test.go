@@ -689,8 +689,8 @@ func rtCowEntry(s *cow.Stack, rel string, e cow.Entry) (*rtEntry, error) {
 	switch rtType(&e) {
 	case unix.S_IFDIR:
 		var names []string
-		for _, li := range e.Lowers {
-			names = append(names, rtLayerName(li))
+		for _, l := range e.Lowers {
+			names = append(names, rtLayerName(l.Layer))
 		}
 		x.where += " merges=" + strings.Join(names, ",")
 	case unix.S_IFREG:
