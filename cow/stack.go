@@ -368,8 +368,14 @@ func notFound(err error) bool {
 // merged directory parent: name in each of parent's lower directories.
 func childLowers(parent *Entry, name string) []Lower {
 	out := make([]Lower, len(parent.Lowers))
+	var dir, p string
 	for i, l := range parent.Lowers {
-		out[i] = Lower{l.Layer, joinRel(l.Path, name)}
+		// Most layers know the directory by one path: one string for
+		// all of them (a lookup through 100 layers made 100).
+		if i == 0 || l.Path != dir {
+			dir, p = l.Path, joinRel(l.Path, name)
+		}
+		out[i] = Lower{l.Layer, p}
 	}
 	return out
 }
