@@ -63,7 +63,10 @@ package integration
 //	11 uppers: names of a lower hard link          index     upper      prog's extra names dropped from its upper
 //	   copied up through another name                                  (dtTree.dropLinkedAliases)
 //	12 uppers: opaque mark of a new directory       opaque    not        cleared on both sides beneath a directory
-//	   beneath a redirected directory                                  with a redirect (dropOpaqueBeneathRedirects)
+//	   beneath a redirected directory                                  a redirect moved; one naming the directory's
+//	                                                                    own place (the kernel leaves it after a
+//	                                                                    rename that fails with ENOTEMPTY) moves
+//	                                                                    nothing (dropOpaqueBeneathRedirects)
 
 import (
 	"context"
@@ -1213,20 +1216,25 @@ func (d *dtDiffer) noteMetacopy(o *dtOp, kr dtResult) {
 	if kr.Err != 0 || !d.mode.strict {
 		return
 	}
-	p := o.Path
+	paths := []string{o.Path}
 	switch o.Kind {
 	case "chmod", "chown", "utimes", "setxattr", "removexattr", "link":
 	case "rename":
-		p = o.Path2
+		paths = []string{o.Path2}
+		if o.Flags&unix.RENAME_EXCHANGE != 0 {
+			paths = append(paths, o.Path) // the file moved there too
+		}
 	default:
 		return
 	}
-	var st unix.Stat_t
-	if unix.Lstat(filepath.Join(d.k.mnt, p), &st) == nil && st.Mode&unix.S_IFMT == unix.S_IFREG {
-		if d.metaIno == nil {
-			d.metaIno = map[uint64]bool{}
+	for _, p := range paths {
+		var st unix.Stat_t
+		if unix.Lstat(filepath.Join(d.k.mnt, p), &st) == nil && st.Mode&unix.S_IFMT == unix.S_IFREG {
+			if d.metaIno == nil {
+				d.metaIno = map[uint64]bool{}
+			}
+			d.metaIno[st.Ino] = true
 		}
-		d.metaIno[st.Ino] = true
 	}
 }
 

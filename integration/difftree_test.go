@@ -983,18 +983,34 @@ func (t dtTree) dropLinkedAliases(kt dtTree, linked map[uint64]bool) {
 // dropNoops compares, and strata marks a new directory opaque only where a
 // lower holds the name, the kernel in any merged parent.
 func (t dtTree) dropOpaqueBeneathRedirects(root string) {
-	redirected := func(p string) bool {
-		for a := path.Dir(p); a != "."; a = path.Dir(a) {
-			for _, x := range []string{"trusted.overlay.redirect", "user.overlay.redirect"} {
-				if _, err := unix.Lgetxattr(filepath.Join(root, a), x, nil); err == nil {
-					return true
+	// lowerPath is where the lowers hold the upper directory a (a path
+	// relative to root): its redirect moves it, and so do its parents'.
+	// A redirect may name the directory's own place (the kernel leaves
+	// one on a directory whose rename then failed with ENOTEMPTY): that
+	// moves nothing.
+	memo := map[string]string{".": "."}
+	var lowerPath func(a string) string
+	lowerPath = func(a string) string {
+		if lp, ok := memo[a]; ok {
+			return lp
+		}
+		lp := path.Join(lowerPath(path.Dir(a)), path.Base(a))
+		for _, x := range []string{"trusted.overlay.redirect", "user.overlay.redirect"} {
+			buf := make([]byte, 4096)
+			if n, err := unix.Lgetxattr(filepath.Join(root, a), x, buf); err == nil {
+				if v := string(buf[:n]); strings.HasPrefix(v, "/") {
+					lp = path.Clean(v[1:])
+				} else {
+					lp = path.Join(lowerPath(path.Dir(a)), v)
 				}
+				break
 			}
 		}
-		return false
+		memo[a] = lp
+		return lp
 	}
 	for p, n := range t {
-		if n.Opaque && redirected(p) {
+		if d := path.Dir(p); n.Opaque && d != "." && lowerPath(d) != d {
 			n.Opaque = false
 		}
 	}
