@@ -248,24 +248,13 @@ func changesWalkFull(v *lowerView, ufd int, dir string, lowerDirs []int, at writ
 			return fmt.Errorf("%s: %w", dir, err)
 		}
 	}
-	inner := at
-	inner.full = true
-	inner.lowerOK = at.lowerOK && (d == nil || !d.opaque)
-	var dirs []lowerHit
-	if inner.lowerOK {
-		hits, err := v.lookup(inner.lower)
-		if err != nil {
-			return fmt.Errorf("%s: %w", dir, err)
-		}
-		defer v.closeHits(hits)
-		if len(hits) > 0 && hits[0].isDir() {
-			dirs = hits
-		}
-	}
-	ents, err := mergeDir(ufd, d, dirs)
+	at.full = true
+	inner := at.beneath(d)
+	ents, dirs, err := v.fullDir(ufd, d, inner)
 	if err != nil {
-		return fmt.Errorf("%s: read lower layers: %w", dir, err)
+		return fmt.Errorf("%s: %w", dir, err)
 	}
+	defer v.closeHits(dirs)
 	present := make(map[string]bool, len(ents))
 	for _, e := range ents {
 		present[e.name] = true

@@ -257,6 +257,40 @@ func dataHit(hits []lowerHit) (*lowerHit, error) {
 // errNoLowerData is a metacopy file whose data no lower layer holds.
 var errNoLowerData = errors.New("metacopy file: no lower layer holds its data (are the lower layers given, in order?)")
 
+// dirsAt returns the lower directories that merge at at, for the caller
+// to close (closeHits).
+func (v *lowerView) dirsAt(at writeAt) ([]lowerHit, error) {
+	if !at.lowerOK {
+		return nil, nil
+	}
+	hits, err := v.lookup(at.lower)
+	if err != nil {
+		return nil, err
+	}
+	if len(hits) > 0 && !hits[0].isDir() {
+		v.closeHits(hits)
+		return nil, nil
+	}
+	return hits, nil
+}
+
+// fullDir lists a directory beneath a redirect, which a layer holds
+// whole: the upper directory ufd (as readChangedDir read it, d; -1 and
+// nil for none) over the lower directories that merge where its entries
+// stand, inner (writeAt.beneath). dirs are those directories, whose fds
+// the lower entries are read by: the caller closes them (closeHits) when
+// done with the entries.
+func (v *lowerView) fullDir(ufd int, d *changedDir, inner writeAt) (ents []mergedEntry, dirs []lowerHit, err error) {
+	if dirs, err = v.dirsAt(inner); err != nil {
+		return nil, nil, err
+	}
+	if ents, err = mergeDir(ufd, d, dirs); err != nil {
+		v.closeHits(dirs)
+		return nil, nil, fmt.Errorf("read lower layers: %w", err)
+	}
+	return ents, dirs, nil
+}
+
 // mergedEntry is an entry of a merged directory, held by the directory
 // fd dfd: the upper's, or a lower layer's.
 type mergedEntry struct {

@@ -4,6 +4,7 @@ package layer
 
 import (
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 
@@ -91,13 +92,7 @@ func (lw *writeWalker) findSplitLinks(rootfd int) error {
 	}
 	lw.split = make(map[string][]string, len(split))
 	for dir, names := range split {
-		lw.split[dir] = slices.Sorted(func(yield func(string) bool) {
-			for n := range names {
-				if !yield(n) {
-					return
-				}
-			}
-		})
+		lw.split[dir] = slices.Sorted(maps.Keys(names))
 	}
 	return nil
 }
@@ -117,25 +112,26 @@ func (lw *writeWalker) scanRedirects(dfd int, prefix string, at writeAt, m ovl.M
 		if de.Type != unix.DT_DIR && de.Type != unix.DT_UNKNOWN {
 			continue
 		}
-		fd, err := unix.Openat(dfd, de.Name, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
-		if err == unix.ENOTDIR || err == unix.ELOOP || err == unix.ENOENT {
-			continue
-		}
-		if err != nil {
-			return fmt.Errorf("open %s%s: %w", prefix, de.Name, err)
-		}
-		err = lw.scanRedirect(fd, prefix+de.Name+"/", de.Name, inner, found)
-		unix.Close(fd)
-		if err != nil {
+		if err := lw.scanRedirect(dfd, prefix, de.Name, inner, found); err != nil {
 			return err
 		}
 	}
 	return nil
 }
 
-// scanRedirect is scanRedirects for the upper directory fd, the entry
-// name of a directory standing at parent.
-func (lw *writeWalker) scanRedirect(fd int, prefix, name string, parent writeAt, found map[writeInode]*splitInode) error {
+// scanRedirect is scanRedirects for the entry name of the upper
+// directory dfd, whose tar name is prefix, standing at parent; an entry
+// that is no directory (or no longer there) is left.
+func (lw *writeWalker) scanRedirect(dfd int, prefix, name string, parent writeAt, found map[writeInode]*splitInode) error {
+	fd, err := unix.Openat(dfd, name, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err == unix.ENOTDIR || err == unix.ELOOP || err == unix.ENOENT {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("open %s%s: %w", prefix, name, err)
+	}
+	defer unix.Close(fd)
+	prefix += name + "/"
 	m, err := ovl.ReadMarks(fd)
 	if err != nil {
 		return fmt.Errorf("%s: %w", prefix, err)
@@ -162,28 +158,17 @@ func (lw *writeWalker) scanFull(dfd int, prefix string, at writeAt, found map[wr
 			return fmt.Errorf("%s: %w", prefix, err)
 		}
 	}
-	inner := at
-	inner.lowerOK = at.lowerOK && (d == nil || !d.opaque)
-	dirs, err := lw.lowerDirs(inner)
+	inner := at.beneath(d)
+	ents, dirs, err := lw.lowers.fullDir(dfd, d, inner)
 	if err != nil {
 		return fmt.Errorf("%s: %w", prefix, err)
 	}
 	defer lw.lowers.closeHits(dirs)
-	ents, err := mergeDir(dfd, d, dirs)
-	if err != nil {
-		return fmt.Errorf("%s: read lower layers: %w", prefix, err)
-	}
 	for _, e := range ents {
 		typ := e.st.Mode & unix.S_IFMT
 		switch {
 		case typ == unix.S_IFDIR && e.upper:
-			fd, err := unix.Openat(e.dfd, e.name, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
-			if err != nil {
-				return fmt.Errorf("open %s%s: %w", prefix, e.name, err)
-			}
-			err = lw.scanRedirect(fd, prefix+e.name+"/", e.name, inner, found)
-			unix.Close(fd)
-			if err != nil {
+			if err := lw.scanRedirect(e.dfd, prefix, e.name, inner, found); err != nil {
 				return err
 			}
 		case typ == unix.S_IFDIR:
@@ -285,7 +270,7 @@ func (lw *writeWalker) writeSplit(prefix, name string, at writeAt) error {
 		return fmt.Errorf("%s%s: %w", prefix, name, err)
 	}
 	defer lw.lowers.closeHits(hits)
-	dirs, err := lw.lowerDirs(at)
+	dirs, err := lw.lowers.dirsAt(at)
 	if err != nil {
 		return fmt.Errorf("%s: %w", writeDisplay(prefix), err)
 	}

@@ -230,6 +230,14 @@ type writeAt struct {
 	full bool
 }
 
+// beneath is where the entries of the directory d (nil for one only the
+// lowers hold), standing at at, stand: nowhere in the lowers beneath an
+// opaque one.
+func (at writeAt) beneath(d *changedDir) writeAt {
+	at.lowerOK = at.lowerOK && (d == nil || !d.opaque)
+	return at
+}
+
 // errChangedDuringWrite reports an entry that changed while Write was reading it.
 var errChangedDuringWrite = errors.New("changed while the layer was being written")
 
@@ -278,20 +286,15 @@ func (lw *writeWalker) writeDir(dfd int, prefix string, at writeAt) error {
 			return fmt.Errorf("%s: %w", writeDisplay(prefix), err)
 		}
 	}
-	inner := at
-	inner.lowerOK = at.lowerOK && (d == nil || !d.opaque)
+	inner := at.beneath(d)
 	if at.full {
 		// Opaque already (where the redirect started): the merged
 		// contents, and no whiteouts, which hide nothing here.
-		dirs, err := lw.lowerDirs(inner)
+		ents, dirs, err := lw.lowers.fullDir(dfd, d, inner)
 		if err != nil {
 			return fmt.Errorf("%s: %w", writeDisplay(prefix), err)
 		}
 		defer lw.lowers.closeHits(dirs)
-		ents, err := mergeDir(dfd, d, dirs)
-		if err != nil {
-			return fmt.Errorf("%s: read lower layers: %w", writeDisplay(prefix), err)
-		}
 		for _, e := range ents {
 			if err := lw.writeEntry(e.dfd, prefix, e.changedEntry, e.upper, inner); err != nil {
 				return err
@@ -330,22 +333,6 @@ func (lw *writeWalker) writeDir(dfd int, prefix string, at writeAt) error {
 		split = split[1:]
 	}
 	return nil
-}
-
-// lowerDirs returns the lower directories that merge at at.
-func (lw *writeWalker) lowerDirs(at writeAt) ([]lowerHit, error) {
-	if !at.lowerOK {
-		return nil, nil
-	}
-	hits, err := lw.lowers.lookup(at.lower)
-	if err != nil {
-		return nil, err
-	}
-	if len(hits) > 0 && !hits[0].isDir() {
-		lw.lowers.closeHits(hits)
-		return nil, nil
-	}
-	return hits, nil
 }
 
 // errNoLowers is an upper that refers to its lowers, written without them.
